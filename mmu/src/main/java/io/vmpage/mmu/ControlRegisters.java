@@ -1,0 +1,92 @@
+package io.vmpage.mmu;
+
+/**
+ * The paging-relevant architectural registers of one logical processor: the walk's inputs.
+ *
+ * <pre>
+ *  CR0: bit 16 WP (supervisor writes honour R/W), bit 31 PG
+ *  CR3 (CR4.PCIDE=0):  51..12 table base | 4 PCD | 3 PWT
+ *  CR3 (CR4.PCIDE=1):  63 no-flush (MOV only, never stored) | 51..12 table base | 11..0 PCID
+ *  CR4: bit 7 PGE (global pages), bit 12 LA57 (5-level paging), bit 17 PCIDE, bit 20 SMEP
+ *  IA32_EFER: bit 11 NXE (execute-disable bit honoured)
+ * </pre>
+ * Long mode paging (CR0.PG, CR4.PAE, EFER.LME) is assumed on. Mutated only by the owning vCPU thread
+ * (through {@link Mmu}, which applies the TLB invalidations the architecture ties to each write).
+ */
+public final class ControlRegisters {
+    public static final long CR0_WP = 1L << 16;
+    public static final long CR0_PG = 1L << 31;
+    public static final long CR3_NO_FLUSH = 1L << 63;
+    public static final long CR3_PCID_MASK = 0xFFFL;
+    public static final long CR4_PGE = 1L << 7;
+    public static final long CR4_LA57 = 1L << 12;
+    public static final long CR4_PCIDE = 1L << 17;
+    public static final long CR4_SMEP = 1L << 20;
+    public static final long EFER_NXE = 1L << 11;
+
+    long cr0 = CR0_PG | CR0_WP;
+    long cr3;
+    long cr4;
+    long efer = EFER_NXE;
+
+    public long cr0() {
+        return cr0;
+    }
+
+    public long cr3() {
+        return cr3;
+    }
+
+    public long cr4() {
+        return cr4;
+    }
+
+    public long efer() {
+        return efer;
+    }
+
+    public boolean wp() {
+        return (cr0 & CR0_WP) != 0;
+    }
+
+    public boolean la57() {
+        return (cr4 & CR4_LA57) != 0;
+    }
+
+    public boolean pcide() {
+        return (cr4 & CR4_PCIDE) != 0;
+    }
+
+    public boolean smep() {
+        return (cr4 & CR4_SMEP) != 0;
+    }
+
+    public boolean pge() {
+        return (cr4 & CR4_PGE) != 0;
+    }
+
+    public boolean nxe() {
+        return (efer & EFER_NXE) != 0;
+    }
+
+    /** Paging levels: 5 with CR4.LA57, else 4. */
+    public int levels() {
+        return la57() ? 5 : 4;
+    }
+
+    /** The current PCID: CR3[11:0] with CR4.PCIDE, else 0. */
+    public int pcid() {
+        return pcide() ? (int) (cr3 & CR3_PCID_MASK) : 0;
+    }
+
+    /** Physical address of the root table (PML4 or PML5). */
+    public long tableBase() {
+        return cr3 & Pte.ADDRESS_MASK;
+    }
+
+    @Override
+    public String toString() {
+        return "CR0=" + MachineMemory.hex(cr0) + " CR3=" + MachineMemory.hex(cr3) + " CR4=" + MachineMemory.hex(cr4)
+            + " EFER=" + MachineMemory.hex(efer);
+    }
+}

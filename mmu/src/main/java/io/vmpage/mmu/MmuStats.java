@@ -1,0 +1,82 @@
+package io.vmpage.mmu;
+
+/**
+ * Event counters of one {@link Mmu}. Written only by the owning vCPU thread with plain stores; another
+ * thread reading them sees values that may lag (no ordering is promised to readers off that thread).
+ */
+public final class MmuStats {
+    long translations;
+    long tlbHits;
+    long tlbMisses;
+    long walks;
+    long walkRefs;
+    long pscHits;
+    long pscMisses;
+    long nestedHits;
+    long nestedMisses;
+    long faults;
+
+    public long translations() {
+        return translations;
+    }
+
+    public long tlbHits() {
+        return tlbHits;
+    }
+
+    public long tlbMisses() {
+        return tlbMisses;
+    }
+
+    /** Page walks performed (TLB misses and walks requested directly). */
+    public long walks() {
+        return walks;
+    }
+
+    /** Paging-structure memory references made by all walks (guest and EPT). */
+    public long walkRefs() {
+        return walkRefs;
+    }
+
+    public long pscHits() {
+        return pscHits;
+    }
+
+    public long pscMisses() {
+        return pscMisses;
+    }
+
+    public long nestedHits() {
+        return nestedHits;
+    }
+
+    public long nestedMisses() {
+        return nestedMisses;
+    }
+
+    public long faults() {
+        return faults;
+    }
+
+    /** TLB hits / (hits + misses), 0 when nothing was translated. */
+    public double tlbHitRate() {
+        long total = tlbHits + tlbMisses;
+        return total == 0 ? 0 : (double) tlbHits / total;
+    }
+
+    /** Average references per walk, 0 when there was none. */
+    public double refsPerWalk() {
+        return walks == 0 ? 0 : (double) walkRefs / walks;
+    }
+
+    public void reset() {
+        translations = tlbHits = tlbMisses = walks = walkRefs = pscHits = pscMisses = nestedHits = nestedMisses = faults = 0;
+    }
+
+    @Override
+    public String toString() {
+        return "translations=" + translations + " tlbHits=" + tlbHits + " tlbMisses=" + tlbMisses + " walks=" + walks
+            + " walkRefs=" + walkRefs + " pscHits=" + pscHits + " pscMisses=" + pscMisses + " nestedHits=" + nestedHits
+            + " nestedMisses=" + nestedMisses + " faults=" + faults;
+    }
+}
