@@ -152,8 +152,13 @@ public final class Mmu {
         if (vpid < 0 || vpid > 0xFFFF) {
             throw new IllegalArgumentException("VPID " + vpid + " must be between 0 and 65535");
         }
-        if (eptp != 0 && Ept.levels(eptp) == 0) {
-            throw new IllegalArgumentException("EPTP " + MachineMemory.hex(eptp) + " has an invalid page-walk length");
+        if (eptp != 0) {
+            long memoryType = eptp & 7;
+            if (Ept.levels(eptp) == 0 || (memoryType != 0 && memoryType != Ept.EPTP_MEMORY_TYPE_WB)
+                || (eptp & (0xF80L | ~physicalAddressMask())) != 0) {
+                throw new IllegalArgumentException("EPTP " + MachineMemory.hex(eptp) + " is invalid (VM entry fails): walk"
+                    + " length must be 4 or 5 levels, memory type UC or WB, bits 11:7 and above MAXPHYADDR clear");
+            }
         }
         this.vpid = vpid;
         this.eptp = eptp;
@@ -166,6 +171,11 @@ public final class Mmu {
 
     public long eptp() {
         return eptp;
+    }
+
+    /** Bits (MAXPHYADDR-1):0. */
+    private long physicalAddressMask() {
+        return (1L << config.maxPhysAddrBits()) - 1;
     }
 
     private void retag() {
@@ -208,6 +218,11 @@ public final class Mmu {
      * Paging-structure-cache entries of that PCID go unless the no-flush bit keeps them.
      */
     public void movToCr3(long value) {
+        long reserved = ~physicalAddressMask() & ~(regs.pcide() ? ControlRegisters.CR3_NO_FLUSH : 0);
+        if ((value & reserved) != 0) {
+            throw new IllegalArgumentException("MOV to CR3 of " + MachineMemory.hex(value)
+                + " sets reserved bits (#GP): bits above MAXPHYADDR " + config.maxPhysAddrBits() + " must be clear");
+        }
         boolean noFlush = regs.pcide() && (value & ControlRegisters.CR3_NO_FLUSH) != 0;
         regs.cr3 = value & ~ControlRegisters.CR3_NO_FLUSH;
         retag();

@@ -275,4 +275,18 @@ class TlbTest {
         assertEquals(Fault.NONE, mmu.translate(VA, Access.READ, t));
         assertEquals(NEW, t.hpa);
     }
+
+    @Test
+    void reservedBitsInCr3AndEptpAreRejectedLikeHardware() {
+        PageTables pt = m.tables(4);
+        Mmu mmu = m.mmu(MmuConfig.defaults(), pt);
+        assertThrows(IllegalArgumentException.class, () -> mmu.movToCr3(pt.root() | (1L << 50)), "above MAXPHYADDR 46");
+        assertThrows(IllegalArgumentException.class, () -> mmu.movToCr3(pt.root() | CR3_NO_FLUSH), "bit 63 without PCIDE");
+        long eptp = Ept.eptp(0x0200_0000L, 4, true);
+        mmu.enter(1, eptp);
+        assertThrows(IllegalArgumentException.class, () -> mmu.enter(1, eptp & ~7L | 2), "memory type 2");
+        assertThrows(IllegalArgumentException.class, () -> mmu.enter(1, eptp | (1L << 8)), "reserved bit 8");
+        assertThrows(IllegalArgumentException.class, () -> mmu.enter(1, (eptp & ~Ept.EPTP_WALK_MASK) | (1L << 3)), "2-level walk");
+        assertThrows(IllegalArgumentException.class, () -> mmu.enter(70_000, 0), "VPID is 16 bits");
+    }
 }

@@ -1,0 +1,73 @@
+package io.vmpage.bench.cli;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.PrintWriter;
+import java.util.Properties;
+import picocli.CommandLine;
+
+/**
+ * CLI conventions every subcommand follows: usage errors are one line on stderr and exit code 2; a
+ * verification or invariant failure is exit code 1; sizes, rates and durations parse through {@link Units}.
+ */
+public final class Cli {
+    public static final int OK = 0;
+    public static final int VERIFICATION_FAILED = 1;
+    public static final int USAGE = 2;
+
+    private Cli() {
+    }
+
+    /** A command line with vmpage's converters and error handling installed. */
+    public static CommandLine newCommandLine(Object command) {
+        CommandLine cl = new CommandLine(command);
+        cl.setParameterExceptionHandler((ex, args) -> {
+            PrintWriter err = ex.getCommandLine().getErr();
+            err.println("vmpage: " + oneLine(ex.getMessage()));
+            err.flush();
+            return USAGE;
+        });
+        cl.setExecutionExceptionHandler((ex, commandLine, parseResult) -> {
+            if (ex instanceof UsageException || ex instanceof IllegalArgumentException) {
+                PrintWriter err = commandLine.getErr();
+                err.println("vmpage: " + oneLine(ex.getMessage()));
+                err.flush();
+                return USAGE;
+            }
+            throw ex;
+        });
+        return cl;
+    }
+
+    private static String oneLine(String message) {
+        if (message == null) {
+            return "invalid usage";
+        }
+        int nl = message.indexOf('\n');
+        return (nl < 0 ? message : message.substring(0, nl)).strip();
+    }
+
+    /** Thrown by a subcommand for bad user input found after parsing (a malformed file, say): exit 2. */
+    public static final class UsageException extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+
+        public UsageException(String message) {
+            super(message);
+        }
+    }
+
+    /** Version from the build (filtered resource). */
+    public static final class Version implements CommandLine.IVersionProvider {
+        @Override
+        public String[] getVersion() throws IOException {
+            Properties p = new Properties();
+            try (InputStream in = Cli.class.getResourceAsStream("/io/vmpage/bench/version.properties")) {
+                if (in != null) {
+                    p.load(in);
+                }
+            }
+            return new String[] {"vmpage " + p.getProperty("version", "unknown")
+                + " (Java " + Runtime.version() + ", " + System.getProperty("java.vm.name") + ")"};
+        }
+    }
+}
