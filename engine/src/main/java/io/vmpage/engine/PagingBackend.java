@@ -1,0 +1,33 @@
+package io.vmpage.engine;
+
+import io.vmpage.mmu.Translation;
+
+/**
+ * The engine's side of one paging mode: what it does when a vCPU's hardware reports a fault, and how the
+ * guest's privileged paging operations reach the hardware (directly, by an exit, or by a hypercall).
+ * One instance per VM; its methods run on the vCPU thread that exited.
+ */
+interface PagingBackend {
+    /** Outcome of {@link #handleFault}: retry the access. */
+    int RETRY = 0;
+    /** Outcome of {@link #handleFault}: deliver the #PF in the translation to the guest kernel. */
+    int INJECT = 1;
+
+    /** Prepares a new vCPU's hardware (VPID, EPTP or shadow root). */
+    void attach(Vcpu vcpu);
+
+    /** The guest loads CR3. */
+    void loadCr3(Vcpu vcpu, long cr3);
+
+    /** The guest executes INVLPG. */
+    void invlpg(Vcpu vcpu, long va);
+
+    /**
+     * A translation fault on {@code vcpu}; returns {@link #RETRY} or {@link #INJECT}, or throws
+     * {@link GuestFaultException} for a fault the guest cannot recover from.
+     */
+    int handleFault(Vcpu vcpu, Translation fault);
+
+    /** Releases the host frames the backend owns (EPT or shadow tables). */
+    void release();
+}

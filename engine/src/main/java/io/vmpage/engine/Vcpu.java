@@ -1,0 +1,450 @@
+package io.vmpage.engine;
+
+import io.vmpage.mmu.Access;
+import io.vmpage.mmu.Fault;
+import io.vmpage.mmu.MachineMemory;
+import io.vmpage.mmu.Mmu;
+import io.vmpage.mmu.Translation;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
+
+/**
+ * A virtual CPU: one logical processor's translation hardware ({@link Mmu}) plus the loop a VMM runs
+ * around it. Every guest access goes TLB, then walk, then (on a fault) exit to the engine's handler or
+ * delivery to the guest kernel's #PF handler, then retry, as hardware and a VMM cooperate.
+ *
+ * <p><b>Threads.</b> One thread runs a vCPU at a time (its owner); several vCPUs of a VM run at once on
+ * their own threads. Other threads reach a vCPU only through {@link #kick} requests: a remote TLB flush
+ * ({@link Vm#flushRemoteTlbs}) or a guest inter-processor interrupt ({@link #sendIpi}), which the owner
+ * serves at its next access, like KVM's {@code kvm_make_request} + kick.
+ *
+ * <p><b>Memory ordering of the request protocol.</b> A requester publishes its work (flush flag, IPI
+ * queue), then increments {@link #kicks}; the owner stores {@link #mode} = IN_GUEST and then reads
+ * {@code kicks} (both sequentially consistent), so either the owner sees the kick before it translates
+ * again, or the requester sees IN_GUEST and waits for {@link #served} to reach its kick. A vCPU outside
+ * guest mode (not running, or handling an exit) holds no translation in use, and serves pending work
+ * when it re-enters.
+ */
+public final class Vcpu {
+    private static final int OUTSIDE = 0;
+    private static final int IN_GUEST = 1;
+    private static final ThreadLocal<Vcpu> CURRENT = new ThreadLocal<>();
+
+    private final Vm vm;
+    private final int index;
+    private final int vpid;
+    private final Mmu mmu;
+    private final MachineMemory memory;
+    /** Exit counts by {@link ExitReason} ordinal: written by the owner only, read racily by reports. */
+    private final long[] exits = new long[ExitReason.values().length];
+    private final byte[] scratch = new byte[8];
+    private GuestPageFaultHandler pageFaultHandler;
+    private boolean userMode;
+    private long guestPageFaults;
+    /** Nesting depth of guest-mode entries by the owner thread. Owner only. */
+    private int depth;
+
+    /** Requests posted to this vCPU. Incremented by requesters after publishing their work. */
+    private final AtomicLong kicks = new AtomicLong();
+    /** The last kick whose work the owner has done. Written by the owner, read by requesters. */
+    private volatile long served;
+    /** OUTSIDE or IN_GUEST. Written by the owner, read by requesters. */
+    private volatile int mode;
+    /** A remote TLB flush is pending. Set by requesters before kicking; cleared by the owner. */
+    private volatile boolean flushPending;
+    private final ConcurrentLinkedQueue<Consumer<Vcpu>> ipis = new ConcurrentLinkedQueue<>();
+
+    Vcpu(Vm vm, int index, int vpid) {
+        this.vm = vm;
+        this.index = index;
+        this.vpid = vpid;
+        this.memory = vm.host().memory();
+        this.mmu = new Mmu(memory, vm.config().mmu());
+    }
+
+    public Vm vm() {
+        return vm;
+    }
+
+    public int index() {
+        return index;
+    }
+
+    public int vpid() {
+        return vpid;
+    }
+
+    /** This vCPU's translation hardware (registers, TLB, statistics). Owner thread only. */
+    public Mmu mmu() {
+        return mmu;
+    }
+
+    /** The vCPU the calling thread is running, or null. */
+    public static Vcpu current() {
+        return CURRENT.get();
+    }
+
+    /** Installs the guest kernel's #PF handler. */
+    public void setPageFaultHandler(GuestPageFaultHandler handler) {
+        this.pageFaultHandler = handler;
+    }
+
+    /** Switches between user mode (CPL 3: accesses carry U/S) and supervisor mode. */
+    public void setUserMode(boolean user) {
+        this.userMode = user;
+    }
+
+    public boolean userMode() {
+        return userMode;
+    }
+
+    public long exitCount(ExitReason reason) {
+        return exits[reason.ordinal()];
+    }
+
+    /** #PFs delivered to the guest kernel's handler (with or without an exit, depending on the mode). */
+    public long guestPageFaults() {
+        return guestPageFaults;
+    }
+
+    void countExit(ExitReason reason) {
+        exits[reason.ordinal()]++;
+    }
+
+    // ------------------------------------------------------------------ running
+
+    /**
+     * Runs {@code guestCode} on the calling thread as this vCPU in guest mode (VM entry ... VM exit).
+     * The code must keep making accesses (or return) so requests posted to this vCPU get served.
+     */
+    public void run(Runnable guestCode) {
+        enter();
+        try {
+            guestCode.run();
+        } finally {
+            leave();
+        }
+    }
+
+    private void enter() {
+        if (depth++ == 0) {
+            Vcpu other = CURRENT.get();
+            if (other != null && other != this) {
+                depth--;
+                throw new IllegalStateException("thread already runs vCPU " + other.index + " of VM " + other.vm.id());
+            }
+            CURRENT.set(this);
+            mode = IN_GUEST;
+            serviceRequests();
+        }
+    }
+
+    private void leave() {
+        if (--depth == 0) {
+            mode = OUTSIDE;
+            CURRENT.remove();
+        }
+    }
+
+    // ------------------------------------------------------------------ guest accesses
+
+    private int access(int kind) {
+        return userMode ? kind | Access.USER : kind;
+    }
+
+    public byte readByte(long gva) {
+        return memory.getByte(translate(gva, Access.READ));
+    }
+
+    public void writeByte(long gva, byte value) {
+        memory.putByte(translate(gva, Access.WRITE), value);
+    }
+
+    /** Fetches one instruction byte (an execute access). */
+    public byte fetch(long gva) {
+        return memory.getByte(translate(gva, Access.FETCH));
+    }
+
+    public short readShort(long gva) {
+        if ((gva & 1) == 0) {
+            return memory.getShort(translate(gva, Access.READ));
+        }
+        return (short) readUnaligned(gva, 2);
+    }
+
+    public void writeShort(long gva, short value) {
+        if ((gva & 1) == 0) {
+            memory.putShort(translate(gva, Access.WRITE), value);
+        } else {
+            writeUnaligned(gva, 2, value);
+        }
+    }
+
+    public int readInt(long gva) {
+        if ((gva & 3) == 0) {
+            return memory.getInt(translate(gva, Access.READ));
+        }
+        return (int) readUnaligned(gva, 4);
+    }
+
+    public void writeInt(long gva, int value) {
+        if ((gva & 3) == 0) {
+            memory.putInt(translate(gva, Access.WRITE), value);
+        } else {
+            writeUnaligned(gva, 4, value);
+        }
+    }
+
+    public long readLong(long gva) {
+        if ((gva & 7) == 0) {
+            return memory.getLong(translate(gva, Access.READ));
+        }
+        return readUnaligned(gva, 8);
+    }
+
+    public void writeLong(long gva, long value) {
+        if ((gva & 7) == 0) {
+            memory.putLong(translate(gva, Access.WRITE), value);
+        } else {
+            writeUnaligned(gva, 8, value);
+        }
+    }
+
+    /** Reads {@code length} bytes at {@code gva} (any alignment, may cross pages). */
+    public void read(long gva, byte[] dst, int offset, int length) {
+        java.util.Objects.checkFromIndexSize(offset, length, dst.length);
+        while (length > 0) {
+            int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gva & MachineMemory.FRAME_OFFSET_MASK));
+            memory.getBytes(translate(gva, Access.READ), dst, offset, chunk);
+            gva += chunk;
+            offset += chunk;
+            length -= chunk;
+        }
+    }
+
+    /**
+     * Writes {@code length} bytes at {@code gva}. Each page is translated before any byte of it is
+     * written; a fault on a later page leaves the earlier pages written (as a string store would).
+     */
+    public void write(long gva, byte[] src, int offset, int length) {
+        java.util.Objects.checkFromIndexSize(offset, length, src.length);
+        while (length > 0) {
+            int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gva & MachineMemory.FRAME_OFFSET_MASK));
+            memory.putBytes(translate(gva, Access.WRITE), src, offset, chunk);
+            gva += chunk;
+            offset += chunk;
+            length -= chunk;
+        }
+    }
+
+    /** Little-endian, possibly page-crossing read: both pages are translated before the value is assembled. */
+    private long readUnaligned(long gva, int size) {
+        long first = translate(gva, Access.READ);
+        long second = crossesPage(gva, size) ? translate(gva + size - 1, Access.READ) : -1;
+        long value = 0;
+        for (int i = 0; i < size; i++) {
+            long hpa = addressOf(gva, i, first, second);
+            value |= (memory.getByte(hpa) & 0xFFL) << (8 * i);
+        }
+        return value;
+    }
+
+    /** A page-crossing store translates both pages first, so a fault on either writes nothing (as x86 does). */
+    private void writeUnaligned(long gva, int size, long value) {
+        long first = translate(gva, Access.WRITE);
+        long second = crossesPage(gva, size) ? translate(gva + size - 1, Access.WRITE) : -1;
+        for (int i = 0; i < size; i++) {
+            scratch[i] = (byte) (value >>> (8 * i));
+        }
+        for (int i = 0; i < size; i++) {
+            memory.putByte(addressOf(gva, i, first, second), scratch[i]);
+        }
+    }
+
+    private static boolean crossesPage(long gva, int size) {
+        return (gva & MachineMemory.FRAME_OFFSET_MASK) + size > MachineMemory.FRAME_SIZE;
+    }
+
+    private static long addressOf(long gva, int i, long first, long second) {
+        long byteVa = gva + i;
+        if (second >= 0 && (byteVa >>> MachineMemory.FRAME_SHIFT) != (gva >>> MachineMemory.FRAME_SHIFT)) {
+            return (second & ~MachineMemory.FRAME_OFFSET_MASK) | (byteVa & MachineMemory.FRAME_OFFSET_MASK);
+        }
+        return first + i;
+    }
+
+    /**
+     * The host-physical address for {@code gva} and access {@code kind} ({@code Access.READ/WRITE/FETCH};
+     * the current privilege level is added), handling every fault on the way: engine exits are served and
+     * retried, a #PF goes to the guest kernel's handler.
+     *
+     * @throws GuestFaultException when the guest does not handle the fault
+     */
+    public long translate(long gva, int kind) {
+        int access = access(kind);
+        if (depth == 0) {
+            enter();
+            try {
+                return translateInGuest(gva, access);
+            } finally {
+                leave();
+            }
+        }
+        return translateInGuest(gva, access);
+    }
+
+    private long translateInGuest(long gva, int access) {
+        if (kicks.get() != served) {
+            serviceRequests();
+        }
+        while (true) {
+            long hpa = mmu.translate(gva, access);
+            if (hpa >= 0) {
+                return hpa;
+            }
+            handleFault(gva, access);
+        }
+    }
+
+    private void handleFault(long gva, int access) {
+        Translation t = mmu.lastTranslation();
+        switch (t.fault) {
+            case Fault.PAGE_FAULT:
+            case Fault.EPT_VIOLATION:
+            case Fault.EPT_MISCONFIG: {
+                int outcome = exitTo(t);
+                if (outcome == PagingBackend.INJECT) {
+                    deliverPageFault(t.faultAddress, t.errorCode);
+                }
+                return;
+            }
+            case Fault.GENERAL_PROTECTION:
+                throw new GuestFaultException(Fault.GENERAL_PROTECTION, 0, gva);
+            default:
+                throw new GuestFaultException(t.fault, t.errorCode, t.faultAddress);
+        }
+    }
+
+    /** Leaves guest mode while the engine handles the fault, then re-enters (serving what came meanwhile). */
+    private int exitTo(Translation t) {
+        mode = OUTSIDE;
+        try {
+            return vm.backend().handleFault(this, t);
+        } finally {
+            mode = IN_GUEST;
+            serviceRequests();
+        }
+    }
+
+    private void deliverPageFault(long cr2, int errorCode) {
+        guestPageFaults++;
+        GuestPageFaultHandler handler = pageFaultHandler;
+        boolean wasUser = userMode;
+        userMode = false; // the handler runs in the guest kernel
+        boolean handled;
+        try {
+            handled = handler != null && handler.onPageFault(this, cr2, errorCode);
+        } finally {
+            userMode = wasUser;
+        }
+        if (!handled) {
+            throw new GuestFaultException(Fault.PAGE_FAULT, errorCode, cr2);
+        }
+    }
+
+    // ------------------------------------------------------------------ privileged paging operations
+
+    /** The guest's MOV to CR3 (with the no-flush bit under CR4.PCIDE). */
+    public void loadCr3(long cr3) {
+        vm.backend().loadCr3(this, cr3);
+    }
+
+    /** The guest's INVLPG. */
+    public void invlpg(long va) {
+        vm.backend().invlpg(this, va);
+    }
+
+    /** The guest writes CR4 (PCIDE, PGE, LA57, SMEP). Not intercepted in any mode here. */
+    public void setCr4(long cr4) {
+        mmu.setCr4(cr4);
+    }
+
+    public void setCr0(long cr0) {
+        mmu.setCr0(cr0);
+    }
+
+    public void setEfer(long efer) {
+        mmu.setEfer(efer);
+    }
+
+    // ------------------------------------------------------------------ requests from other threads
+
+    /** Posts a TLB flush; returns the kick number {@link #awaitFlush} waits for. */
+    long requestFlush() {
+        flushPending = true;
+        return kicks.incrementAndGet();
+    }
+
+    /**
+     * Sends a guest inter-processor interrupt: {@code handler} runs on this vCPU's thread at its next
+     * access. Returns the kick number; {@link #awaitIpi} waits for it.
+     */
+    public long sendIpi(Consumer<Vcpu> handler) {
+        ipis.add(handler);
+        return kicks.incrementAndGet();
+    }
+
+    /**
+     * Waits until this vCPU has served kick {@code target}, or is outside guest mode (then it will serve
+     * it on entry). {@code waiter}, the calling vCPU if any, keeps serving its own requests meanwhile, so
+     * two vCPUs waiting on each other make progress (as IPIs taken while spinning do).
+     */
+    void awaitFlush(long target, Vcpu waiter) {
+        while (mode == IN_GUEST && served < target) {
+            if (waiter != null) {
+                waiter.serviceRequests();
+            }
+            Thread.onSpinWait();
+        }
+    }
+
+    /**
+     * Waits until this vCPU has run the IPI sent as kick {@code target}. Unlike a flush, an IPI must
+     * actually run, so this waits for the handler even while the target is outside guest mode;
+     * the target must be running (or about to run) guest code.
+     */
+    public void awaitIpi(long target) {
+        Vcpu waiter = current();
+        while (served < target) {
+            if (waiter != null) {
+                waiter.serviceRequests();
+            }
+            Thread.onSpinWait();
+        }
+    }
+
+    /** Serves pending flushes and IPIs. Owner thread only. */
+    void serviceRequests() {
+        long k = kicks.get();
+        if (k == served) {
+            return;
+        }
+        if (flushPending) {
+            flushPending = false;
+            mmu.flushAll();
+        }
+        Consumer<Vcpu> ipi;
+        while ((ipi = ipis.poll()) != null) {
+            ipi.accept(this);
+        }
+        if (k > served) { // an IPI handler's own accesses may have served a later kick already
+            served = k;
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "vCPU " + index + " of VM " + vm.id() + " (VPID " + vpid + ")";
+    }
+}

@@ -1,0 +1,239 @@
+package io.vmpage.engine;
+
+import io.vmpage.mmu.MachineMemory;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.EnumMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * A virtual machine: guest-physical memory populated on first touch, vCPUs, and the paging backend of
+ * its mode. Guest-physical accesses from the host side ({@link #readPhysicalLong} and friends) are what
+ * firmware, a bootloader, device emulation or migration use; the guest itself accesses memory through
+ * its {@link Vcpu}s.
+ */
+public final class Vm {
+    private final Host host;
+    private final int id;
+    private final VmConfig config;
+    private final GuestPhysicalMap p2m;
+    private final PagingBackend backend;
+    private final List<Vcpu> vcpus;
+    /** Machine frames backing guest memory (not counting the engine's own tables). Many writers: atomic. */
+    private final AtomicLong populatedFrames = new AtomicLong();
+    private volatile boolean destroyed;
+
+    Vm(Host host, int id, VmConfig config) {
+        this.host = host;
+        this.id = id;
+        this.config = config;
+        this.p2m = new GuestPhysicalMap(config.memoryBytes() >>> MachineMemory.FRAME_SHIFT);
+        this.backend = switch (config.paging()) {
+            case NESTED -> new NestedPaging(this);
+            case SHADOW -> new ShadowPaging(this);
+            case PARAVIRTUAL -> new ParavirtualPaging(this);
+        };
+        List<Vcpu> list = new ArrayList<>();
+        for (int i = 0; i < config.vcpus(); i++) {
+            Vcpu vcpu = new Vcpu(this, i, host.allocateVpid());
+            backend.attach(vcpu);
+            list.add(vcpu);
+        }
+        this.vcpus = Collections.unmodifiableList(list);
+    }
+
+    public int id() {
+        return id;
+    }
+
+    public Host host() {
+        return host;
+    }
+
+    public VmConfig config() {
+        return config;
+    }
+
+    public PagingMode pagingMode() {
+        return config.paging();
+    }
+
+    public List<Vcpu> vcpus() {
+        return vcpus;
+    }
+
+    public Vcpu vcpu(int index) {
+        return vcpus.get(index);
+    }
+
+    /** Guest-physical memory size in bytes. */
+    public long memorySize() {
+        return config.memoryBytes();
+    }
+
+    /** The physical-to-machine map (read-only use outside the engine). */
+    public GuestPhysicalMap physicalMap() {
+        return p2m;
+    }
+
+    /** Machine frames currently backing this VM's guest memory. */
+    public long populatedFrames() {
+        return populatedFrames.get();
+    }
+
+    /** Exit counts by reason, summed over the vCPUs (a snapshot; counts of running vCPUs may lag). */
+    public Map<ExitReason, Long> exits() {
+        Map<ExitReason, Long> sum = new EnumMap<>(ExitReason.class);
+        for (ExitReason r : ExitReason.values()) {
+            long n = 0;
+            for (Vcpu v : vcpus) {
+                n += v.exitCount(r);
+            }
+            sum.put(r, n);
+        }
+        return sum;
+    }
+
+    PagingBackend backend() {
+        return backend;
+    }
+
+    // ------------------------------------------------------------------ guest-physical memory
+
+    /**
+     * The machine frame backing guest frame {@code gfn}, allocated (zero-filled) on first touch.
+     *
+     * @throws GuestFaultException with {@code MACHINE_CHECK} when {@code gfn} is beyond guest memory
+     * @throws HostOutOfMemoryException when the host has no frame left
+     */
+    long populate(long gfn) {
+        if (!p2m.contains(gfn)) {
+            throw new GuestFaultException(io.vmpage.mmu.Fault.MACHINE_CHECK, 0, gfn << MachineMemory.FRAME_SHIFT);
+        }
+        long mfn = p2m.machineFrame(gfn);
+        if (mfn >= 0) {
+            return mfn;
+        }
+        checkAlive();
+        long frame = host.frames().allocate(id, FrameTable.TYPE_DATA);
+        if (frame < 0) {
+            throw new HostOutOfMemoryException("host out of machine frames populating guest frame 0x"
+                + Long.toHexString(gfn) + " of VM " + id);
+        }
+        if (p2m.install(gfn, frame)) {
+            populatedFrames.incrementAndGet();
+            return frame;
+        }
+        host.frames().free(frame); // another vCPU populated it first
+        return p2m.machineFrame(gfn);
+    }
+
+    /** Frees a machine frame already removed from the p2m; callers flushed every vCPU first. */
+    void releaseFrame(long mfn) {
+        host.frames().free(mfn);
+        populatedFrames.decrementAndGet();
+    }
+
+    /**
+     * Gives guest frame {@code gfn}'s machine frame back to the host (what a balloon or a free-page
+     * report allows): afterwards no vCPU can reach the old frame, and the guest reads zeros there.
+     * Returns false when the frame was not populated.
+     */
+    public boolean discardFrame(long gfn) {
+        if (!p2m.contains(gfn)) {
+            throw new IllegalArgumentException("guest frame 0x" + Long.toHexString(gfn) + " is outside VM " + id + "'s memory");
+        }
+        if (backend instanceof NestedPaging nested) {
+            return nested.discard(gfn);
+        }
+        throw new IllegalStateException("discarding frames needs nested paging");
+    }
+
+    private long hostAddress(long gpa, int width) {
+        if (gpa < 0 || gpa > config.memoryBytes() - width || (gpa & (width - 1)) != 0) {
+            throw new IllegalArgumentException("guest-physical address 0x" + Long.toHexString(gpa) + " (" + width
+                + "-byte access) is outside or misaligned in VM " + id + "'s " + config.memoryBytes() + " bytes");
+        }
+        return (populate(gpa >>> MachineMemory.FRAME_SHIFT) << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
+    }
+
+    public long readPhysicalLong(long gpa) {
+        return host.memory().getLong(hostAddress(gpa, 8));
+    }
+
+    public void writePhysicalLong(long gpa, long value) {
+        host.memory().putLong(hostAddress(gpa, 8), value);
+    }
+
+    /** Copies {@code length} bytes from guest-physical {@code gpa} (may cross frames). */
+    public void readPhysical(long gpa, byte[] dst, int offset, int length) {
+        java.util.Objects.checkFromIndexSize(offset, length, dst.length);
+        while (length > 0) {
+            int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
+            host.memory().getBytes(hostAddress(gpa, 1), dst, offset, chunk);
+            gpa += chunk;
+            offset += chunk;
+            length -= chunk;
+        }
+    }
+
+    /** Copies {@code length} bytes to guest-physical {@code gpa} (may cross frames). */
+    public void writePhysical(long gpa, byte[] src, int offset, int length) {
+        java.util.Objects.checkFromIndexSize(offset, length, src.length);
+        while (length > 0) {
+            int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
+            host.memory().putBytes(hostAddress(gpa, 1), src, offset, chunk);
+            gpa += chunk;
+            offset += chunk;
+            length -= chunk;
+        }
+    }
+
+    // ------------------------------------------------------------------ remote TLB flush
+
+    /**
+     * Flushes every vCPU's TLB and paging caches and waits until each running vCPU has done so (KVM's
+     * {@code kvm_flush_remote_tlbs}): after this returns, no vCPU can reach a machine frame through a
+     * translation cached before the call. A vCPU calling this flushes its own hardware directly.
+     */
+    public void flushRemoteTlbs() {
+        Vcpu self = Vcpu.current();
+        long[] targets = new long[vcpus.size()];
+        for (int i = 0; i < targets.length; i++) {
+            targets[i] = vcpus.get(i).requestFlush();
+        }
+        for (int i = 0; i < targets.length; i++) {
+            Vcpu v = vcpus.get(i);
+            if (v == self) {
+                v.serviceRequests();
+            } else {
+                v.awaitFlush(targets[i], self);
+            }
+        }
+    }
+
+    private void checkAlive() {
+        if (destroyed) {
+            throw new IllegalStateException("VM " + id + " is destroyed");
+        }
+    }
+
+    void destroy() {
+        destroyed = true;
+        backend.release();
+        for (long gfn = 0; gfn < p2m.frames(); gfn++) {
+            long mfn = p2m.machineFrame(gfn);
+            if (mfn >= 0 && p2m.remove(gfn, mfn)) {
+                host.frames().free(mfn);
+                populatedFrames.decrementAndGet();
+            }
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Vm[" + id + ", " + config.paging() + ", " + config.memoryBytes() + " bytes, " + vcpus.size() + " vCPUs]";
+    }
+}

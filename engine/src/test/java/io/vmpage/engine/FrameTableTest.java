@@ -1,0 +1,115 @@
+package io.vmpage.engine;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.vmpage.mmu.MachineMemory;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicIntegerArray;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+class FrameTableTest {
+    @Test
+    void allocatesEveryUnreservedFrameOnceThenRunsOut() {
+        try (MachineMemory m = MachineMemory.allocate(1 << 20)) {
+            FrameTable t = new FrameTable(m, 16);
+            assertEquals(240, t.freeFrames());
+            boolean[] seen = new boolean[256];
+            for (int i = 0; i < 240; i++) {
+                long f = t.allocate(3, FrameTable.TYPE_DATA);
+                assertTrue(f >= 16 && f < 256, "frame " + f);
+                assertFalse(seen[(int) f]);
+                seen[(int) f] = true;
+                long d = t.descriptor(f);
+                assertEquals(3, FrameTable.owner(d));
+                assertEquals(1, FrameTable.refs(d));
+                assertFalse(FrameTable.isFree(d));
+            }
+            assertEquals(-1, t.allocate(3, FrameTable.TYPE_DATA));
+            assertEquals(0, t.freeFrames());
+        }
+    }
+
+    @Test
+    void reusedFramesComeBackZeroed() {
+        try (MachineMemory m = MachineMemory.allocate(1 << 20)) {
+            FrameTable t = new FrameTable(m, 0);
+            long f = t.allocate(1, FrameTable.TYPE_DATA);
+            m.putLong(f << 12, 0x5EC2E7L);
+            t.free(f);
+            long g = t.allocate(2, FrameTable.TYPE_DATA);
+            assertEquals(f, g, "LIFO reuse");
+            assertTrue(m.isFrameZero(g), "VM 2 must not see VM 1's data");
+            assertThrows(IllegalStateException.class, () -> {
+                t.free(g);
+                t.free(g);
+            });
+            assertThrows(IllegalArgumentException.class, () -> t.free(256));
+        }
+    }
+
+    @Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void concurrentAllocateAndFreeNeverHandOutAFrameTwice() throws Exception {
+        try (MachineMemory m = MachineMemory.allocate(4 << 20)) {
+            FrameTable t = new FrameTable(m, 0);
+            int frames = (int) t.frames();
+            AtomicIntegerArray holders = new AtomicIntegerArray(frames);
+            int threads = 4;
+            ExecutorService pool = Executors.newFixedThreadPool(threads);
+            CountDownLatch start = new CountDownLatch(1);
+            List<Future<?>> futures = new ArrayList<>();
+            for (int th = 0; th < threads; th++) {
+                int id = th + 1;
+                futures.add(pool.submit(() -> {
+                    Random r = new Random(id);
+                    long[] held = new long[64];
+                    int n = 0;
+                    start.await();
+                    for (int i = 0; i < 200_000; i++) {
+                        if (n < held.length && (n == 0 || r.nextBoolean())) {
+                            long f = t.allocate(id, FrameTable.TYPE_DATA);
+                            if (f >= 0) {
+                                if (!holders.compareAndSet((int) f, 0, id)) {
+                                    throw new AssertionError("frame " + f + " handed out twice");
+                                }
+                                held[n++] = f;
+                            }
+                        } else {
+                            long f = held[--n];
+                            holders.set((int) f, 0);
+                            t.free(f);
+                        }
+                    }
+                    while (n > 0) {
+                        long f = held[--n];
+                        holders.set((int) f, 0);
+                        t.free(f);
+                    }
+                    return null;
+                }));
+            }
+            start.countDown();
+            for (Future<?> f : futures) {
+                f.get(50, TimeUnit.SECONDS);
+            }
+            pool.shutdown();
+            assertEquals(frames, t.freeFrames(), "every frame came back");
+            long[] all = new long[frames];
+            for (int i = 0; i < frames; i++) {
+                all[i] = t.allocate(9, FrameTable.TYPE_DATA);
+            }
+            assertEquals(frames, java.util.Arrays.stream(all).filter(f -> f >= 0).distinct().count(), "list intact");
+        }
+    }
+}
