@@ -12,6 +12,12 @@ interface PagingBackend {
     int RETRY = 0;
     /** Outcome of {@link #handleFault}: deliver the #PF in the translation to the guest kernel. */
     int INJECT = 1;
+    /**
+     * Outcome of {@link #handleFault}: the engine emulates this one access. The backend has called
+     * {@link Vcpu#emulateAt(long, long)} with the host-physical address the access uses (bypassing the
+     * TLB); after a write completes the vCPU calls {@link #afterEmulatedWrite}.
+     */
+    int EMULATE = 2;
 
     /** Prepares a new vCPU's hardware (VPID, EPTP or shadow root). */
     void attach(Vcpu vcpu);
@@ -27,6 +33,14 @@ interface PagingBackend {
      * {@link GuestFaultException} for a fault the guest cannot recover from.
      */
     int handleFault(Vcpu vcpu, Translation fault);
+
+    /**
+     * Called on the vCPU thread after an emulated write of {@code length} bytes at guest-physical
+     * {@code gpa} has been stored (shadow paging: re-sync the shadow entries derived from that guest
+     * page-table entry).
+     */
+    default void afterEmulatedWrite(Vcpu vcpu, long gpa, int length) {
+    }
 
     /** Releases the host frames the backend owns (EPT or shadow tables). */
     void release();

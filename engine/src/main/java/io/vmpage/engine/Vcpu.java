@@ -44,6 +44,11 @@ public final class Vcpu {
     private long guestPageFaults;
     /** Nesting depth of guest-mode entries by the owner thread. Owner only. */
     private int depth;
+    /** Set by a backend that emulates the current access: host-physical address to use, -1 when none. */
+    private long emulatedHpa = -1;
+    private long emulatedGpa = -1;
+    /** Guest-physical address of the last emulated write, until {@link #finishWrite} syncs it. Owner only. */
+    private long pendingWriteGpa = -1;
 
     /** Requests posted to this vCPU. Incremented by requesters after publishing their work. */
     private final AtomicLong kicks = new AtomicLong();
@@ -159,6 +164,7 @@ public final class Vcpu {
 
     public void writeByte(long gva, byte value) {
         memory.putByte(translate(gva, Access.WRITE), value);
+        finishWrite(1);
     }
 
     /** Fetches one instruction byte (an execute access). */
@@ -176,6 +182,7 @@ public final class Vcpu {
     public void writeShort(long gva, short value) {
         if ((gva & 1) == 0) {
             memory.putShort(translate(gva, Access.WRITE), value);
+            finishWrite(2);
         } else {
             writeUnaligned(gva, 2, value);
         }
@@ -191,6 +198,7 @@ public final class Vcpu {
     public void writeInt(long gva, int value) {
         if ((gva & 3) == 0) {
             memory.putInt(translate(gva, Access.WRITE), value);
+            finishWrite(4);
         } else {
             writeUnaligned(gva, 4, value);
         }
@@ -206,6 +214,7 @@ public final class Vcpu {
     public void writeLong(long gva, long value) {
         if ((gva & 7) == 0) {
             memory.putLong(translate(gva, Access.WRITE), value);
+            finishWrite(8);
         } else {
             writeUnaligned(gva, 8, value);
         }
@@ -232,6 +241,7 @@ public final class Vcpu {
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gva & MachineMemory.FRAME_OFFSET_MASK));
             memory.putBytes(translate(gva, Access.WRITE), src, offset, chunk);
+            finishWrite(chunk);
             gva += chunk;
             offset += chunk;
             length -= chunk;
@@ -252,14 +262,25 @@ public final class Vcpu {
 
     /** A page-crossing store translates both pages first, so a fault on either writes nothing (as x86 does). */
     private void writeUnaligned(long gva, int size, long value) {
-        long first = translate(gva, Access.WRITE);
-        long second = crossesPage(gva, size) ? translate(gva + size - 1, Access.WRITE) : -1;
         for (int i = 0; i < size; i++) {
             scratch[i] = (byte) (value >>> (8 * i));
         }
-        for (int i = 0; i < size; i++) {
-            memory.putByte(addressOf(gva, i, first, second), scratch[i]);
+        if (crossesPage(gva, size)) { // rare: store byte by byte so each page's emulation sees its bytes
+            translate(gva, Access.WRITE);
+            finishWrite(0);
+            translate(gva + size - 1, Access.WRITE);
+            finishWrite(0);
+            for (int i = 0; i < size; i++) {
+                memory.putByte(translate(gva + i, Access.WRITE), scratch[i]);
+                finishWrite(1);
+            }
+            return;
         }
+        long hpa = translate(gva, Access.WRITE);
+        for (int i = 0; i < size; i++) {
+            memory.putByte(hpa + i, scratch[i]);
+        }
+        finishWrite(size);
     }
 
     private static boolean crossesPage(long gva, int size) {
@@ -304,6 +325,32 @@ public final class Vcpu {
                 return hpa;
             }
             handleFault(gva, access);
+            if (emulatedHpa >= 0) {
+                hpa = emulatedHpa;
+                if (Access.isWrite(access)) {
+                    pendingWriteGpa = emulatedGpa;
+                }
+                emulatedHpa = -1;
+                return hpa;
+            }
+        }
+    }
+
+    /**
+     * For a backend emulating the access being handled: use host-physical {@code hpa} (guest-physical
+     * {@code gpa}) for this one access instead of a TLB translation.
+     */
+    void emulateAt(long hpa, long gpa) {
+        emulatedHpa = hpa;
+        emulatedGpa = gpa;
+    }
+
+    /** After a store: if it was emulated, let the backend sync what depends on the bytes written. */
+    private void finishWrite(int length) {
+        if (pendingWriteGpa >= 0) {
+            long gpa = pendingWriteGpa;
+            pendingWriteGpa = -1;
+            vm.backend().afterEmulatedWrite(this, gpa, length);
         }
     }
 
