@@ -191,6 +191,30 @@ public final class Vm {
         }
     }
 
+    /**
+     * x86-64 page tables in this VM's guest-physical memory, as a bootloader or a guest kernel builds
+     * them: tables come from the guest-physical range [{@code tableAreaStart}, {@code tableAreaEnd}),
+     * entries hold guest-physical addresses, stores go to the frames backing them (populated on demand).
+     * Writes through this object are plain memory stores: no exit, no TLB invalidation.
+     */
+    public io.vmpage.mmu.PageTables guestPageTables(long tableAreaStart, long tableAreaEnd) {
+        if (tableAreaStart < 0 || tableAreaEnd > config.memoryBytes() || tableAreaStart >= tableAreaEnd
+            || ((tableAreaStart | tableAreaEnd) & MachineMemory.FRAME_OFFSET_MASK) != 0) {
+            throw new IllegalArgumentException("page-table area [0x" + Long.toHexString(tableAreaStart) + ", 0x"
+                + Long.toHexString(tableAreaEnd) + ") must be frame-aligned and inside VM " + id + "'s memory");
+        }
+        long[] next = {tableAreaStart};
+        return new io.vmpage.mmu.PageTables(host.memory(), io.vmpage.mmu.PageTables.Format.X86, config.levels(), () -> {
+            if (next[0] >= tableAreaEnd) {
+                throw new IllegalStateException("guest page-table area exhausted at 0x" + Long.toHexString(tableAreaEnd));
+            }
+            long gpa = next[0];
+            next[0] += MachineMemory.FRAME_SIZE;
+            host.memory().zeroFrame(populate(gpa >>> MachineMemory.FRAME_SHIFT));
+            return gpa;
+        }, gpa -> hostAddress(gpa, 8));
+    }
+
     // ------------------------------------------------------------------ remote TLB flush
 
     /**

@@ -1,0 +1,28 @@
+package io.vmpage.engine;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import io.vmpage.mmu.PageTables;
+import io.vmpage.mmu.Pte;
+import org.junit.jupiter.api.Test;
+
+/** The embedding example of the README, run as written. */
+class EmbeddingExampleTest {
+    @Test
+    void readmeExample() {
+        try (Host host = Host.create(256L << 20)) {
+            Vm vm = host.createVm(VmConfig.of(64L << 20).withPaging(PagingMode.NESTED));
+            // Page tables a bootloader builds in guest memory (the tables live in guest-physical 60..64 MiB)
+            PageTables tables = vm.guestPageTables(60L << 20, 64L << 20);
+            tables.map(0x7f00_0000_0000L, 0x10_0000, Pte.SHIFT_4K, Pte.P | Pte.RW | Pte.US);
+            Vcpu cpu = vm.vcpu(0);
+            cpu.loadCr3(tables.root());
+            cpu.writeLong(0x7f00_0000_0008L, 42);        // TLB miss, 2D walk, EPT violations, retry
+            long seen = vm.readPhysicalLong(0x10_0008);  // 42: the guest-physical view
+            System.out.println(vm.exits());              // {EPT_VIOLATION=5, ...}: 4 tables + 1 data frame
+
+            assertEquals(42, seen);
+            assertEquals(5, vm.exits().get(ExitReason.EPT_VIOLATION));
+        }
+    }
+}
