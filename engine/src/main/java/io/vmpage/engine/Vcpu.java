@@ -471,6 +471,16 @@ public final class Vcpu {
         }
     }
 
+    /**
+     * A spin-wait hint for guest code waiting on something (a guest spinlock, an IPI acknowledgment):
+     * serves this vCPU's pending flushes and IPIs, as a CPU spinning with interrupts enabled takes them,
+     * so two vCPUs waiting on each other make progress. Owner thread only.
+     */
+    public void relax() {
+        serviceRequests();
+        Thread.onSpinWait();
+    }
+
     /** Serves pending flushes and IPIs. Owner thread only. */
     void serviceRequests() {
         long k = kicks.get();
