@@ -47,6 +47,29 @@ public final class Cli {
         return (nl < 0 ? message : message.substring(0, nl)).strip();
     }
 
+    /**
+     * The {@code --json [FILE]} convention: with no {@code --json} ({@code jsonTarget} null) the human
+     * report goes to stdout; with {@code --json} or {@code --json -} the JSON object alone goes to stdout;
+     * with {@code --json FILE} the JSON goes to FILE and the report to stdout.
+     */
+    public static void emit(PrintWriter out, String jsonTarget, java.util.function.Supplier<String> json,
+                            java.util.function.Supplier<String> report) {
+        if (jsonTarget == null) {
+            out.print(report.get());
+        } else if (jsonTarget.equals("-")) {
+            out.println(json.get());
+        } else {
+            try {
+                java.nio.file.Files.writeString(java.nio.file.Path.of(jsonTarget), json.get() + System.lineSeparator(),
+                    java.nio.charset.StandardCharsets.UTF_8);
+            } catch (IOException | RuntimeException e) {
+                throw new UsageException("cannot write " + jsonTarget + ": " + e.getMessage());
+            }
+            out.print(report.get());
+        }
+        out.flush();
+    }
+
     /** Thrown by a subcommand for bad user input found after parsing (a malformed file, say): exit 2. */
     public static final class UsageException extends RuntimeException {
         private static final long serialVersionUID = 1L;

@@ -13,10 +13,7 @@ import io.vmpage.mmu.MmuConfig;
 import io.vmpage.mmu.Pte;
 import io.vmpage.mmu.Translation;
 import java.io.IOException;
-import java.io.PrintWriter;
 import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -120,20 +117,7 @@ public final class WalkCommand implements Callable<Integer> {
             throw new Cli.UsageException(e.getMessage());
         }
 
-        PrintWriter out = spec.commandLine().getOut();
-        if (json == null) {
-            out.print(report(req, t));
-        } else if (json.equals("-")) {
-            out.println(json(t));
-        } else {
-            try {
-                Files.writeString(Path.of(json), json(t) + System.lineSeparator(), StandardCharsets.UTF_8);
-            } catch (IOException | RuntimeException e) {
-                throw new Cli.UsageException("cannot write " + json + ": " + e.getMessage());
-            }
-            out.print(report(req, t));
-        }
-        out.flush();
+        Cli.emit(spec.commandLine().getOut(), json, () -> json(t), () -> report(req, t));
         return Cli.OK;
     }
 

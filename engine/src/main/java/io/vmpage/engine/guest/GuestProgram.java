@@ -1,0 +1,164 @@
+package io.vmpage.engine.guest;
+
+import io.vmpage.engine.GuestFaultException;
+import io.vmpage.engine.Vcpu;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+
+/**
+ * A seeded, deterministic guest program run by the {@link GuestKernel} on one vCPU: processes (address
+ * spaces) that map, unmap and protect ranges, context-switch, and read and write memory. Everything the
+ * program observes (each value read, each fault with its type, error code and address) goes into a
+ * trace, so two runs of the same program in different paging modes can be compared observation by
+ * observation.
+ *
+ * <p>The mix of operations is a {@link Mix}: page-table churn makes shadow paging pay (every guest
+ * page-table write traps, every CR3 load exits), a large working set with rare table changes makes
+ * nested paging pay (every TLB miss is a 2D walk).
+ */
+public final class GuestProgram {
+    /** Base of the program's heap in each address space. */
+    public static final long HEAP = 0x0000_5555_0000_0000L;
+    private static final int SLOT_PAGES = 8;
+
+    /**
+     * Relative weights of the operations, and the layout they work on.
+     *
+     * @param slots regions of {@value #SLOT_PAGES} pages per address space that map/unmap pick from
+     */
+    public record Mix(String name, int processes, int slots, int read, int write, int map, int unmap, int protect,
+                      int contextSwitch) {
+        /** Page-table updates and context switches dominate: shadow paging's worst case. */
+        public static final Mix CHURN = new Mix("churn", 4, 64, 20, 20, 15, 15, 10, 20);
+        /** Accesses over a working set far larger than the TLB, tables rarely change: nested paging's worst case. */
+        public static final Mix TLB = new Mix("tlb", 1, 1024, 50, 49, 1, 0, 0, 0);
+        /** A bit of everything. */
+        public static final Mix MIXED = new Mix("mixed", 3, 128, 40, 40, 6, 5, 4, 5);
+
+        public static Mix named(String name) {
+            for (Mix m : new Mix[] {CHURN, TLB, MIXED}) {
+                if (m.name.equals(name)) {
+                    return m;
+                }
+            }
+            throw new IllegalArgumentException("workload '" + name + "' is not one of churn, tlb, mixed");
+        }
+
+        int total() {
+            return read + write + map + unmap + protect + contextSwitch;
+        }
+    }
+
+    /** What a run observed. */
+    public record Trace(long[] observations, int count, long faults, long operations) {
+        /** The observations in order. */
+        public long[] values() {
+            return java.util.Arrays.copyOf(observations, count);
+        }
+    }
+
+    private final GuestKernel kernel;
+    private final Vcpu cpu;
+    private final Mix mix;
+    private final Random random;
+    private final List<GuestKernel.AddressSpace> spaces = new ArrayList<>();
+    private final boolean[][] mapped;
+    private final boolean[][] writable;
+    private int current;
+    private long[] trace = new long[1024];
+    private int traceLength;
+    private long faults;
+
+    public GuestProgram(GuestKernel kernel, Mix mix, long seed) {
+        this.kernel = kernel;
+        this.cpu = kernel.vm().vcpu(0);
+        this.mix = mix;
+        this.random = new Random(seed);
+        this.mapped = new boolean[mix.processes()][mix.slots()];
+        this.writable = new boolean[mix.processes()][mix.slots()];
+    }
+
+    /** Runs {@code operations} operations (plus the set-up of the processes) and returns the trace. */
+    public Trace run(int operations) {
+        cpu.run(() -> {
+            for (int p = 0; p < mix.processes(); p++) {
+                GuestKernel.AddressSpace space = kernel.createAddressSpace(cpu);
+                spaces.add(space);
+                for (int s = 0; s < mix.slots(); s++) { // start with half the slots mapped
+                    if (s % 2 == 0 || mix.map() == 0) {
+                        kernel.mmap(space, slotVa(s), SLOT_PAGES * 4096L, GuestKernel.PROT_READ | GuestKernel.PROT_WRITE);
+                        mapped[p][s] = true;
+                        writable[p][s] = true;
+                    }
+                }
+            }
+            kernel.switchTo(cpu, spaces.get(0));
+            for (int i = 0; i < operations; i++) {
+                step();
+            }
+        });
+        return new Trace(trace, traceLength, faults, operations);
+    }
+
+    private static long slotVa(int slot) {
+        return HEAP + (long) slot * SLOT_PAGES * 4096L * 2; // a guard gap after every slot
+    }
+
+    private void step() {
+        int pick = random.nextInt(mix.total());
+        int slot = random.nextInt(mix.slots());
+        long va = slotVa(slot) + (long) random.nextInt(SLOT_PAGES) * 4096 + 8L * random.nextInt(512);
+        GuestKernel.AddressSpace space = spaces.get(current);
+        if ((pick -= mix.read()) < 0) {
+            access(va, false, 0);
+        } else if ((pick -= mix.write()) < 0) {
+            access(va, true, random.nextLong());
+        } else if ((pick -= mix.map()) < 0) {
+            if (!mapped[current][slot]) {
+                kernel.mmap(space, slotVa(slot), SLOT_PAGES * 4096L, GuestKernel.PROT_READ | GuestKernel.PROT_WRITE);
+                mapped[current][slot] = true;
+                writable[current][slot] = true;
+            }
+        } else if ((pick -= mix.unmap()) < 0) {
+            if (mapped[current][slot]) {
+                kernel.munmap(cpu, space, slotVa(slot), SLOT_PAGES * 4096L);
+                mapped[current][slot] = false;
+            }
+        } else if ((pick -= mix.protect()) < 0) {
+            if (mapped[current][slot]) {
+                writable[current][slot] = !writable[current][slot];
+                kernel.mprotect(cpu, space, slotVa(slot), SLOT_PAGES * 4096L,
+                    GuestKernel.PROT_READ | (writable[current][slot] ? GuestKernel.PROT_WRITE : 0));
+            }
+        } else {
+            current = random.nextInt(spaces.size());
+            kernel.switchTo(cpu, spaces.get(current));
+        }
+    }
+
+    private void access(long va, boolean write, long value) {
+        cpu.setUserMode(true);
+        try {
+            if (write) {
+                cpu.writeLong(va, value);
+                record(value);
+            } else {
+                record(cpu.readLong(va));
+            }
+        } catch (GuestFaultException e) {
+            faults++;
+            record(0xFA017L << 40 | (long) e.fault() << 32 | e.errorCode());
+            record(e.address());
+        } finally {
+            cpu.setUserMode(false);
+        }
+    }
+
+    private void record(long observation) {
+        if (traceLength == trace.length) {
+            trace = java.util.Arrays.copyOf(trace, trace.length * 2);
+        }
+        trace[traceLength++] = observation;
+    }
+}
