@@ -162,31 +162,12 @@ public final class GuestKernel {
         checkRange(va, length);
         lock(cpu);
         try {
-            synchronized (space.vmas) {
-                for (Vma v : space.overlapping(va, va + length)) {
-                    space.vmas.remove(v.start);
-                    if (v.start < va) {
-                        space.vmas.put(v.start, new Vma(v.start, va, v.prot));
-                    }
-                    if (v.end > va + length) {
-                        space.vmas.put(va + length, new Vma(va + length, v.end, v.prot));
-                    }
-                }
-            }
+            space.replaceVmas(va, va + length, -1);
             List<Long> freed = new ArrayList<>();
-            List<Long> changed = new ArrayList<>();
-            for (long page = va; page < va + length; page += MachineMemory.FRAME_SIZE) {
-                long at = leafSlot(cpu, space, page, false);
-                if (at < 0) {
-                    continue;
-                }
-                long e = ops.readEntry(cpu, at >>> 12, (int) (at & 0xFFF) >>> 3);
-                if ((e & Pte.P) != 0) {
-                    ops.writeEntry(cpu, at >>> 12, (int) (at & 0xFFF) >>> 3, 0);
-                    freed.add(ops.frameOfEntry(e));
-                    changed.add(page);
-                }
-            }
+            List<Long> changed = rewritePresentLeaves(cpu, space, va, length, e -> {
+                freed.add(ops.frameOfEntry(e));
+                return 0;
+            });
             shootdown(cpu, space, changed);
             for (long gfn : freed) { // only after no vCPU can reach them any more
                 releaseFrame(cpu, gfn);
@@ -201,35 +182,32 @@ public final class GuestKernel {
         checkRange(va, length);
         lock(cpu);
         try {
-            synchronized (space.vmas) {
-                for (Vma v : space.overlapping(va, va + length)) {
-                    space.vmas.remove(v.start);
-                    if (v.start < va) {
-                        space.vmas.put(v.start, new Vma(v.start, va, v.prot));
-                    }
-                    space.vmas.put(Math.max(v.start, va), new Vma(Math.max(v.start, va), Math.min(v.end, va + length), prot));
-                    if (v.end > va + length) {
-                        space.vmas.put(va + length, new Vma(va + length, v.end, v.prot));
-                    }
-                }
-            }
-            List<Long> changed = new ArrayList<>();
-            for (long page = va; page < va + length; page += MachineMemory.FRAME_SIZE) {
-                long at = leafSlot(cpu, space, page, false);
-                if (at < 0) {
-                    continue;
-                }
-                long e = ops.readEntry(cpu, at >>> 12, (int) (at & 0xFFF) >>> 3);
-                if ((e & Pte.P) != 0) {
-                    long updated = (e & ~(Pte.RW | Pte.NX)) | leafFlags(prot) & (Pte.RW | Pte.NX);
-                    ops.writeEntry(cpu, at >>> 12, (int) (at & 0xFFF) >>> 3, updated);
-                    changed.add(page);
-                }
-            }
-            shootdown(cpu, space, changed);
+            space.replaceVmas(va, va + length, prot);
+            long bits = leafFlags(prot) & (Pte.RW | Pte.NX);
+            shootdown(cpu, space, rewritePresentLeaves(cpu, space, va, length, e -> (e & ~(Pte.RW | Pte.NX)) | bits));
         } finally {
             unlock();
         }
+    }
+
+    /** Replaces each present leaf entry in [va, va+length) by {@code rewrite(entry)}; returns the pages changed. */
+    private List<Long> rewritePresentLeaves(Vcpu cpu, AddressSpace space, long va, long length,
+                                            java.util.function.LongUnaryOperator rewrite) {
+        List<Long> changed = new ArrayList<>();
+        for (long page = va; page < va + length; page += MachineMemory.FRAME_SIZE) {
+            long at = leafSlot(cpu, space, page, false);
+            if (at < 0) {
+                continue;
+            }
+            long table = at >>> MachineMemory.FRAME_SHIFT;
+            int index = (int) (at & MachineMemory.FRAME_OFFSET_MASK) >>> 3;
+            long e = ops.readEntry(cpu, table, index);
+            if ((e & Pte.P) != 0) {
+                ops.writeEntry(cpu, table, index, rewrite.applyAsLong(e));
+                changed.add(page);
+            }
+        }
+        return changed;
     }
 
     /**
@@ -253,10 +231,11 @@ public final class GuestKernel {
             }
             long page = cr2 & ~MachineMemory.FRAME_OFFSET_MASK;
             long at = leafSlot(cpu, space, page, true);
-            long e = ops.readEntry(cpu, at >>> 12, (int) (at & 0xFFF) >>> 3);
-            if ((e & Pte.P) == 0) { // another vCPU may have populated it meanwhile
+            long table = at >>> MachineMemory.FRAME_SHIFT;
+            int index = (int) (at & MachineMemory.FRAME_OFFSET_MASK) >>> 3;
+            if ((ops.readEntry(cpu, table, index) & Pte.P) == 0) { // another vCPU may have populated it meanwhile
                 long gfn = allocateFrame(cpu);
-                ops.writeEntry(cpu, at >>> 12, (int) (at & 0xFFF) >>> 3, Pte.entry(ops.entryFrame(cpu, gfn) << 12, leafFlags(vma.prot)));
+                ops.writeEntry(cpu, table, index, Pte.entry(ops.entryFrame(cpu, gfn) << 12, leafFlags(vma.prot())));
             }
             return true;
         } finally {
@@ -428,6 +407,25 @@ public final class GuestKernel {
             synchronized (vmas) {
                 Map.Entry<Long, Vma> e = vmas.floorEntry(va);
                 return e != null && e.getValue().end > va ? e.getValue() : null;
+            }
+        }
+
+        /** Cuts [start, end) out of the mappings; when {@code prot} >= 0 maps that part again with {@code prot}. */
+        void replaceVmas(long start, long end, int prot) {
+            synchronized (vmas) {
+                for (Vma v : overlapping(start, end)) {
+                    vmas.remove(v.start);
+                    if (v.start < start) {
+                        vmas.put(v.start, new Vma(v.start, start, v.prot));
+                    }
+                    if (prot >= 0) {
+                        long from = Math.max(v.start, start);
+                        vmas.put(from, new Vma(from, Math.min(v.end, end), prot));
+                    }
+                    if (v.end > end) {
+                        vmas.put(end, new Vma(end, v.end, v.prot));
+                    }
+                }
             }
         }
 
