@@ -132,6 +132,22 @@ public final class Vcpu {
         }
     }
 
+    /**
+     * Makes the calling thread run this vCPU in guest mode until {@link #detachThread()}: the open-ended
+     * form of {@link #run}, for drivers (benchmarks, schedulers) whose loop is not one Runnable.
+     */
+    public void attachThread() {
+        enter();
+    }
+
+    /** Ends an {@link #attachThread()} on the same thread. */
+    public void detachThread() {
+        if (depth == 0 || CURRENT.get() != this) {
+            throw new IllegalStateException("this thread is not running " + this);
+        }
+        leave();
+    }
+
     private void enter() {
         if (depth++ == 0) {
             Vcpu other = CURRENT.get();

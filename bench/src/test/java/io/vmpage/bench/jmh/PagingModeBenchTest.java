@@ -1,0 +1,34 @@
+package io.vmpage.bench.jmh;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** Each PagingModeBench operation does what its name says (one invocation, outside JMH). */
+class PagingModeBenchTest {
+    @ParameterizedTest
+    @ValueSource(strings = {"NESTED", "SHADOW"})
+    void operationsReadTheGuestData(String mode) {
+        PagingModeBench b = new PagingModeBench();
+        b.paging = mode;
+        try {
+            b.setUp();
+        } catch (UnsupportedOperationException notYet) {
+            org.junit.jupiter.api.Assumptions.abort(mode + " not available yet");
+        }
+        try {
+            for (int i = 0; i < 100; i++) {
+                long hot = b.guestReadHot();
+                assertTrue(hot >= 0 && hot < 64 || hot == 0, "hot page data " + hot);
+                long cold = b.guestReadCold();
+                assertTrue(cold >= 0 && cold < 8192, "cold page data " + cold);
+                b.pageTableUpdate();
+                b.contextSwitch();
+                b.contextSwitch(); // and back to the space with the cold range
+            }
+        } finally {
+            b.tearDown();
+        }
+    }
+}
