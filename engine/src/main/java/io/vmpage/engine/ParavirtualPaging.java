@@ -1,31 +1,529 @@
 package io.vmpage.engine;
 
+import io.vmpage.mmu.ControlRegisters;
+import io.vmpage.mmu.Fault;
+import io.vmpage.mmu.MachineMemory;
+import io.vmpage.mmu.Pte;
 import io.vmpage.mmu.Translation;
+import java.util.HashSet;
+import java.util.Set;
+import java.util.concurrent.locks.ReentrantLock;
 
-/** PARAVIRTUAL paging backend: not available yet (creating a VM in this mode fails with a clear error). */
+/**
+ * Paravirtual direct paging, after Xen's x86-64 PV MMU: guest page tables hold machine frame numbers
+ * and the hardware (1D, no EPT) walks them directly. The guest maps its page-table pages read-only and
+ * changes entries only through {@link Hypercalls#mmuUpdate}, which validates each one, so whatever the
+ * guest asks no entry reachable by the hardware points at a frame the VM does not own, and no
+ * page-table page is mapped writable.
+ *
+ * <p><b>Page types</b> (Xen's {@code type_info}), kept in the frame descriptor: TYPE bits
+ * {@link #TYPE_L1}..{@link #TYPE_L4} for a validated page table, {@link #TYPE_WRITABLE} for a frame
+ * some L1 entry maps writable, {@link FrameTable#TYPE_DATA} for neither. The descriptor's reference
+ * count is 1 + the type count (pins, loaded base pointers, referencing entries of validated tables,
+ * writable L1 mappings); when the type count returns to 0 the frame becomes TYPE_DATA again, and an
+ * untyped table drops the references its entries held. A frame has one type at a time, so a frame with
+ * a writable mapping cannot become a table, and a table cannot be mapped writable.
+ *
+ * <p><b>Validation</b> of an entry {@code val} written at level L (Xen's {@code get_page_from_lN}):
+ * <ul>
+ * <li>non-present: always accepted (other bits ignored, as the hardware ignores them);
+ * <li>reserved bits: address bits 51:MAXPHYADDR refused at every level; PS refused at L4 (reserved) and
+ *     at L3/L2 (superpages are not supported, as Xen PV refuses them by default); NX and the software
+ *     bits 62:52 and 11:9 are allowed;
+ * <li>the target frame must be an allocated machine frame owned by this VM (not an engine table);
+ * <li>L1: a writable mapping takes a {@link #TYPE_WRITABLE} reference (refused if the frame is a
+ *     table); a read-only mapping of any own frame, tables included, is allowed and takes no type;
+ * <li>L2..L4: the target must be a table of level L-1: already typed so (count + 1), or untyped, in
+ *     which case all 512 of its entries are validated recursively first ({@code get_page_type}).
+ *     Linear (recursive) page tables are therefore refused.
+ * </ul>
+ * The entry's pointer must be 8-byte aligned (the low bits would carry Xen's sub-command: only
+ * {@code MMU_NORMAL_PT_UPDATE} is modelled) inside a frame of this VM typed as a table.
+ *
+ * <p><b>TLB coherence.</b> Correctness first: every accepted write that replaces a present entry is
+ * followed by a remote flush of all of the VM's vCPUs ({@link Vm#flushRemoteTlbs}) before the old
+ * target's references are dropped, so a frame loses its writable or table type only once no cached
+ * translation can use the old entry. (Xen instead leaves these flushes to the guest's mmuext requests
+ * and uses TLB-flush timestamps when a type changes.) Dropping a type after a base-pointer switch also
+ * flushes first, since global translations survive CR3 loads.
+ *
+ * <p><b>Domain builder.</b> The engine (host side) may fill frames that are not typed yet with plain
+ * stores ({@link Vm#writePhysicalLong}) before the guest pins them, as Xen's domain builder does;
+ * pinning validates what was written. Host-side writes to a frame after it is typed bypass validation
+ * and are the host's responsibility.
+ *
+ * <p><b>Concurrency.</b> Every hypercall runs under one per-VM lock. A vCPU waiting for it keeps serving
+ * its flush requests, so a holder flushing remote TLBs cannot deadlock with it.
+ *
+ * <p>Only 4-level paging is modelled (x86-64 PV has no LA57).
+ */
 final class ParavirtualPaging implements PagingBackend {
+    /** Frame type of a validated L1 page table (page table). */
+    static final int TYPE_L1 = 2;
+    /** Frame type of a validated L2 page table (page directory). */
+    static final int TYPE_L2 = 3;
+    /** Frame type of a validated L3 page table (PDPT). */
+    static final int TYPE_L3 = 4;
+    /** Frame type of a validated L4 page table (PML4). */
+    static final int TYPE_L4 = 5;
+    /** Frame type of a frame that some L1 entry maps writable (Xen's {@code PGT_writable_page}). */
+    static final int TYPE_WRITABLE = 6;
+
+    private static final int ENTRIES = 512;
+    private static final int MAX_TYPE_COUNT = 0xFFFF - 1;
+
+    private final Vm vm;
+    private final MachineMemory memory;
+    private final FrameTable frames;
+    private final long reservedAddressBits;
+    private final Hypercalls[] hypercalls;
+    /** The L4 each vCPU's CR3 holds a type reference on, -1 when none. Guarded by {@link #lock}. */
+    private final long[] baseFrames;
+    private final ReentrantLock lock = new ReentrantLock();
+    /** Guarded by {@link #lock}. */
+    private final Set<Long> pinned = new HashSet<>();
+    /** Frames whose type is not TYPE_DATA (so {@link #release} can clear them). Guarded by {@link #lock}. */
+    private final Set<Long> typed = new HashSet<>();
+    /** Tables being validated right now: a reference back to one of them is refused. Guarded by {@link #lock}. */
+    private final Set<Long> validating = new HashSet<>();
+    /**
+     * A vCPU switched base pointer since the last remote flush: translations cached from the old tables
+     * (global ones survive CR3 loads) may not be backed by references. Guarded by {@link #lock}.
+     */
+    private boolean staleAfterSwitch;
+
     ParavirtualPaging(Vm vm) {
-        throw new UnsupportedOperationException("paging mode PARAVIRTUAL is not available yet");
+        if (vm.config().levels() != 4) {
+            throw new UnsupportedOperationException("paging mode PARAVIRTUAL models x86-64 Xen PV, 4-level paging only (got "
+                + vm.config().levels() + " levels)");
+        }
+        this.vm = vm;
+        this.memory = vm.host().memory();
+        this.frames = vm.host().frames();
+        long addressMask = (1L << vm.config().mmu().maxPhysAddrBits()) - 1;
+        this.reservedAddressBits = Pte.ADDRESS_MASK & ~addressMask;
+        this.hypercalls = new Hypercalls[vm.config().vcpus()];
+        this.baseFrames = new long[vm.config().vcpus()];
+        java.util.Arrays.fill(baseFrames, -1);
     }
+
+    Hypercalls hypercalls(Vcpu vcpu) {
+        return hypercalls[vcpu.index()];
+    }
+
+    // ------------------------------------------------------------------ PagingBackend
 
     @Override
     public void attach(Vcpu vcpu) {
+        vcpu.mmu().enter(vcpu.vpid(), 0);
+        hypercalls[vcpu.index()] = new Hypercalls(this, vcpu);
     }
 
+    /** A native MOV to CR3 traps (the PV kernel is deprivileged) and is handled as MMUEXT_NEW_BASEPTR. */
     @Override
     public void loadCr3(Vcpu vcpu, long cr3) {
+        vcpu.countExit(ExitReason.HYPERCALL);
+        Hypercalls h = hypercalls(vcpu);
+        if (!newBasePtr(h, cr3)) {
+            throw new GuestFaultException(Fault.GENERAL_PROTECTION, 0, cr3);
+        }
     }
 
+    /** A native INVLPG traps and is handled as MMUEXT_INVLPG_LOCAL. */
     @Override
     public void invlpg(Vcpu vcpu, long va) {
+        vcpu.countExit(ExitReason.HYPERCALL);
+        vcpu.mmu().invlpg(va);
     }
 
     @Override
-    public int handleFault(Vcpu vcpu, Translation fault) {
-        return INJECT;
+    public int handleFault(Vcpu vcpu, Translation t) {
+        if (t.fault == Fault.PAGE_FAULT) {
+            // The hardware walked the guest's own tables: the guest's fault, bounced through the hypervisor.
+            vcpu.countExit(ExitReason.PAGE_FAULT_INJECTED);
+            return INJECT;
+        }
+        throw new IllegalStateException(Fault.name(t.fault) + " at 0x" + Long.toHexString(t.faultAddress) + " on " + vcpu
+            + ": paravirtual paging runs without EPT");
     }
 
     @Override
     public void release() {
+        lock.lock();
+        try {
+            for (long mfn : typed) {
+                while (true) {
+                    long d = frames.descriptor(mfn);
+                    if (FrameTable.isFree(d) || FrameTable.owner(d) != vm.id() || !isPvType(FrameTable.type(d))) {
+                        break;
+                    }
+                    long clean = (d & ~(FrameTable.TYPE_MASK | FrameTable.REFS_MASK)) | FrameTable.REF_ONE;
+                    if (frames.compareAndSetDescriptor(mfn, d, clean)) {
+                        break;
+                    }
+                }
+            }
+            typed.clear();
+            pinned.clear();
+            validating.clear();
+            java.util.Arrays.fill(baseFrames, -1);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    // ------------------------------------------------------------------ hypercalls
+
+    long populatePhysmap(Hypercalls h, long gfn) {
+        if (!vm.physicalMap().contains(gfn)) {
+            h.refuse("populate_physmap: guest frame 0x" + Long.toHexString(gfn) + " is outside VM " + vm.id() + "'s memory");
+            return -1;
+        }
+        try {
+            return vm.populate(gfn);
+        } catch (HostOutOfMemoryException e) {
+            h.refuse("populate_physmap: " + e.getMessage());
+            return -1;
+        }
+    }
+
+    int mmuUpdate(Hypercalls h, long[] ptrs, long[] vals, int count) {
+        if (!lock(h)) {
+            return 0;
+        }
+        try {
+            for (int i = 0; i < count; i++) {
+                String error = update(ptrs[i], vals[i]);
+                if (error != null) {
+                    h.refuse("mmu_update request " + i + " (ptr 0x" + Long.toHexString(ptrs[i]) + ", val 0x"
+                        + Long.toHexString(vals[i]) + "): " + error);
+                    return i;
+                }
+            }
+            return count;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** One MMU_NORMAL_PT_UPDATE; null when applied, else why not (entry unchanged). */
+    private String update(long ptr, long val) {
+        if ((ptr & 7) != 0) {
+            return "ptr is not an 8-byte aligned entry address (only MMU_NORMAL_PT_UPDATE is supported)";
+        }
+        if (ptr < 0 || ptr >= memory.size()) {
+            return "ptr is outside machine memory";
+        }
+        long tableFrame = ptr >>> MachineMemory.FRAME_SHIFT;
+        long d = frames.descriptor(tableFrame);
+        if (!ownedByVm(d)) {
+            return "ptr is in machine frame " + tableFrame + ", which VM " + vm.id() + " does not own";
+        }
+        int level = tableLevel(FrameTable.type(d));
+        if (level == 0) {
+            return "ptr is in machine frame " + tableFrame + ", which is not a validated page table (type "
+                + typeName(FrameTable.type(d)) + ")";
+        }
+        String error = getEntry(level, val);
+        if (error != null) {
+            return "L" + level + " entry refused: " + error;
+        }
+        long old;
+        do { // CAS: the hardware may set A/D in the old entry meanwhile
+            old = memory.getLongVolatile(ptr);
+        } while (!memory.compareAndSetLong(ptr, old, val));
+        if ((old & Pte.P) != 0) {
+            vm.flushRemoteTlbs(); // no vCPU may keep using the old entry once its target loses a type
+            staleAfterSwitch = false;
+        }
+        putEntry(level, old);
+        return null;
+    }
+
+    boolean pinTable(Hypercalls h, int level, long mfn) {
+        if (level < Pte.LEVEL_PT || level > Pte.LEVEL_PML4) {
+            h.refuse("pin: table level " + level + " must be 1..4");
+            return false;
+        }
+        if (!lock(h)) {
+            return false;
+        }
+        try {
+            if (pinned.contains(mfn)) {
+                h.refuse("pin: machine frame " + mfn + " is already pinned");
+                return false;
+            }
+            String error = ownedFrame(mfn);
+            if (error == null) {
+                error = getType(mfn, tableType(level));
+            }
+            if (error != null) {
+                h.refuse("pin L" + level + " table " + mfn + ": " + error);
+                return false;
+            }
+            pinned.add(mfn);
+            return true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    boolean unpinTable(Hypercalls h, long mfn) {
+        if (!lock(h)) {
+            return false;
+        }
+        try {
+            if (!pinned.remove(mfn)) {
+                h.refuse("unpin: machine frame " + mfn + " is not pinned");
+                return false;
+            }
+            putType(mfn);
+            return true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    boolean newBasePtr(Hypercalls h, long cr3) {
+        Vcpu vcpu = h.vcpu();
+        long mfn = (cr3 & ~ControlRegisters.CR3_NO_FLUSH & ~ControlRegisters.CR3_PCID_MASK) >>> MachineMemory.FRAME_SHIFT;
+        if (!lock(h)) {
+            return false;
+        }
+        try {
+            String error = (cr3 & ~ControlRegisters.CR3_NO_FLUSH & reservedAddressBits) != 0
+                ? "bits above MAXPHYADDR are set" : ownedFrame(mfn);
+            if (error == null) {
+                long d = frames.descriptor(mfn);
+                if (FrameTable.type(d) != TYPE_L4 || validating.contains(mfn)) {
+                    error = "machine frame " + mfn + " is not a validated (pinned) L4 table (type " + typeName(FrameTable.type(d)) + ")";
+                } else {
+                    error = getType(mfn, TYPE_L4); // the loaded base pointer holds a type reference
+                }
+            }
+            if (error != null) {
+                h.refuse("new_baseptr 0x" + Long.toHexString(cr3) + ": " + error);
+                return false;
+            }
+            long value = vcpu.mmu().registers().pcide() ? cr3 : cr3 & ~ControlRegisters.CR3_NO_FLUSH;
+            vcpu.mmu().movToCr3(value);
+            long old = baseFrames[vcpu.index()];
+            baseFrames[vcpu.index()] = mfn;
+            if (old >= 0) {
+                if (old != mfn) {
+                    staleAfterSwitch = true;
+                }
+                putType(old);
+            }
+            return true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void invlpgAll(Hypercalls h, long va) {
+        if (!lock(h)) {
+            vm.flushRemoteTlbs(); // nested in a hypercall that holds the lock: flush, leave its state alone
+            return;
+        }
+        try {
+            vm.flushRemoteTlbs();
+            staleAfterSwitch = false;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Takes the VM's hypercall lock, serving flush requests while waiting (the holder may be flushing us).
+     * False, lock not taken, when this thread already holds it: a guest IPI handler run while this
+     * thread's own hypercall waits for a remote flush. Xen delivers events only on return to the guest,
+     * so hypercalls never nest; here the nested one is refused rather than run on half-updated state.
+     */
+    private boolean lock(Hypercalls h) {
+        Vcpu vcpu = h.vcpu();
+        if (lock.isHeldByCurrentThread()) {
+            h.refuse("hypercall made from an interrupt handler while this vCPU's previous hypercall is in progress");
+            return false;
+        }
+        while (!lock.tryLock()) {
+            if (Vcpu.current() == vcpu) {
+                vcpu.relax();
+            } else {
+                Thread.onSpinWait();
+            }
+        }
+        return true;
+    }
+
+    // ------------------------------------------------------------------ references and types
+
+    /** Validates entry {@code val} at {@code level} and takes the references it needs; null when accepted. */
+    private String getEntry(int level, long val) {
+        if ((val & Pte.P) == 0) {
+            return null;
+        }
+        if ((val & reservedAddressBits) != 0) {
+            return "reserved address bits above MAXPHYADDR are set";
+        }
+        if (level == Pte.LEVEL_PML4 && (val & Pte.PS) != 0) {
+            return "PS is reserved in an L4 entry";
+        }
+        if (level > Pte.LEVEL_PT && (val & Pte.PS) != 0) {
+            return "superpages (PS at L" + level + ") are not supported";
+        }
+        long target = (val & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT;
+        String error = ownedFrame(target);
+        if (error != null) {
+            return error;
+        }
+        if (level == Pte.LEVEL_PT) {
+            if ((val & Pte.RW) == 0) {
+                return null; // read-only: any own frame, page tables included
+            }
+            error = getType(target, TYPE_WRITABLE);
+            return error == null ? null : "writable mapping refused: " + error;
+        }
+        return getType(target, tableType(level - 1));
+    }
+
+    /** Drops the references entry {@code val} at {@code level} held. */
+    private void putEntry(int level, long val) {
+        if ((val & Pte.P) == 0) {
+            return;
+        }
+        long target = (val & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT;
+        if (level == Pte.LEVEL_PT && (val & Pte.RW) == 0) {
+            return;
+        }
+        putType(target);
+    }
+
+    /** Takes a reference of type {@code type} on own frame {@code mfn}, validating a table on first use. */
+    private String getType(long mfn, int type) {
+        if (validating.contains(mfn)) {
+            return "machine frame " + mfn + " is being validated as a page table (circular reference)";
+        }
+        long d = frames.descriptor(mfn);
+        int current = FrameTable.type(d);
+        if (current == type) {
+            if (FrameTable.refs(d) - 1 >= MAX_TYPE_COUNT) {
+                return "machine frame " + mfn + " type count overflows";
+            }
+            while (!frames.compareAndSetDescriptor(mfn, d, d + FrameTable.REF_ONE)) {
+                d = frames.descriptor(mfn);
+            }
+            return null;
+        }
+        if (current != FrameTable.TYPE_DATA) {
+            return "machine frame " + mfn + " is typed " + typeName(current) + ", not " + typeName(type);
+        }
+        if (type != TYPE_WRITABLE) {
+            int level = tableLevel(type);
+            validating.add(mfn);
+            try {
+                long base = mfn << MachineMemory.FRAME_SHIFT;
+                for (int i = 0; i < ENTRIES; i++) {
+                    long e = memory.getLongVolatile(base + ((long) i << 3));
+                    String error = getEntry(level, e);
+                    if (error != null) {
+                        for (int j = 0; j < i; j++) { // roll back what the earlier entries took
+                            putEntry(level, memory.getLongVolatile(base + ((long) j << 3)));
+                        }
+                        return "validating machine frame " + mfn + " as " + typeName(type) + ", entry " + i
+                            + " (0x" + Long.toHexString(e) + "): " + error;
+                    }
+                }
+            } finally {
+                validating.remove(mfn);
+            }
+        }
+        while (true) {
+            d = frames.descriptor(mfn);
+            long update = (d & ~(FrameTable.TYPE_MASK | FrameTable.REFS_MASK)) | ((long) type << FrameTable.TYPE_SHIFT)
+                | (2 * FrameTable.REF_ONE);
+            if (frames.compareAndSetDescriptor(mfn, d, update)) {
+                break;
+            }
+        }
+        typed.add(mfn);
+        return null;
+    }
+
+    /** Drops one type reference on {@code mfn}; at zero the frame becomes TYPE_DATA, a table dropping its entries' references. */
+    private void putType(long mfn) {
+        long d = frames.descriptor(mfn);
+        int type = FrameTable.type(d);
+        if (!isPvType(type) || FrameTable.refs(d) < 2) {
+            throw new IllegalStateException("machine frame " + mfn + " of VM " + vm.id() + " has no type reference to drop ("
+                + typeName(type) + ", refs " + FrameTable.refs(d) + ")");
+        }
+        if (FrameTable.refs(d) == 2 && staleAfterSwitch) {
+            vm.flushRemoteTlbs(); // global translations through old base pointers must not outlive the type
+            staleAfterSwitch = false;
+        }
+        while (true) {
+            d = frames.descriptor(mfn);
+            boolean last = FrameTable.refs(d) == 2;
+            long update = last
+                ? (d & ~(FrameTable.TYPE_MASK | FrameTable.REFS_MASK)) | FrameTable.REF_ONE
+                : d - FrameTable.REF_ONE;
+            if (frames.compareAndSetDescriptor(mfn, d, update)) {
+                if (!last) {
+                    return;
+                }
+                break;
+            }
+        }
+        typed.remove(mfn);
+        int level = tableLevel(type);
+        if (level > 0) {
+            long base = mfn << MachineMemory.FRAME_SHIFT;
+            for (int i = 0; i < ENTRIES; i++) {
+                putEntry(level, memory.getLongVolatile(base + ((long) i << 3)));
+            }
+        }
+    }
+
+    /** Null when {@code mfn} is an allocated machine frame owned by this VM holding guest memory, else why not. */
+    private String ownedFrame(long mfn) {
+        if (mfn <= 0 || mfn >= frames.frames()) {
+            return "machine frame " + mfn + " does not exist";
+        }
+        if (!ownedByVm(frames.descriptor(mfn))) {
+            return "machine frame " + mfn + " is not owned by VM " + vm.id();
+        }
+        return null;
+    }
+
+    private boolean ownedByVm(long d) {
+        return (d & FrameTable.USED) != 0 && !FrameTable.isFree(d) && FrameTable.owner(d) == vm.id()
+            && FrameTable.type(d) != FrameTable.TYPE_HOST_TABLE;
+    }
+
+    private static boolean isPvType(int type) {
+        return type >= TYPE_L1 && type <= TYPE_WRITABLE;
+    }
+
+    private static int tableType(int level) {
+        return TYPE_L1 + level - 1;
+    }
+
+    /** 1..4 for a page-table type, else 0. */
+    private static int tableLevel(int type) {
+        return type >= TYPE_L1 && type <= TYPE_L4 ? type - TYPE_L1 + 1 : 0;
+    }
+
+    static String typeName(int type) {
+        switch (type) {
+            case FrameTable.TYPE_DATA: return "data";
+            case FrameTable.TYPE_HOST_TABLE: return "host table";
+            case TYPE_L1: return "L1 table";
+            case TYPE_L2: return "L2 table";
+            case TYPE_L3: return "L3 table";
+            case TYPE_L4: return "L4 table";
+            case TYPE_WRITABLE: return "writable page";
+            default: return "type " + type;
+        }
     }
 }

@@ -473,13 +473,13 @@ public final class Vcpu {
     }
 
     /**
-     * Waits until this vCPU has run the IPI sent as kick {@code target}. Unlike a flush, an IPI must
-     * actually run, so this waits for the handler even while the target is outside guest mode;
-     * the target must be running (or about to run) guest code.
+     * Waits until this vCPU has run the IPI sent as kick {@code target}, or is outside guest mode: a vCPU
+     * that no thread is running runs pending IPIs before its next access, which is all a TLB shootdown
+     * needs (as Linux skips CPUs in lazy-TLB mode). The calling vCPU keeps serving its own requests.
      */
     public void awaitIpi(long target) {
         Vcpu waiter = current();
-        while (served < target) {
+        while (mode == IN_GUEST && served < target) {
             if (waiter != null) {
                 waiter.serviceRequests();
             }
@@ -514,6 +514,19 @@ public final class Vcpu {
         if (k > served) { // an IPI handler's own accesses may have served a later kick already
             served = k;
         }
+    }
+
+    /**
+     * The paravirtual hypercall interface of this vCPU (Xen PV's mmu_update, mmuext_op and memory_op).
+     *
+     * @throws IllegalStateException when the VM's paging mode is not {@link PagingMode#PARAVIRTUAL}
+     */
+    public Hypercalls hypercalls() {
+        if (vm.backend() instanceof ParavirtualPaging pv) {
+            return pv.hypercalls(this);
+        }
+        throw new IllegalStateException(this + " runs in paging mode " + vm.pagingMode()
+            + ": hypercalls need paging mode PARAVIRTUAL");
     }
 
     @Override

@@ -66,7 +66,7 @@ public final class GuestKernel {
      * (CR0.WP, CR4.PCIDE|PGE, EFER.NXE, the #PF handler, CR3 = the kernel address space).
      */
     public static GuestKernel boot(Vm vm) {
-        Boot boot = Boot.directMap(vm);
+        Boot boot = vm.pagingMode() == io.vmpage.engine.PagingMode.PARAVIRTUAL ? Boot.paravirtual(vm) : Boot.directMap(vm);
         PagingOps ops = PagingOps.forVm(vm, boot);
         GuestKernel kernel = new GuestKernel(vm, ops, boot.rootGfn(), boot.freeFrames(), boot.freeCount());
         for (Vcpu cpu : vm.vcpus()) {
@@ -102,13 +102,13 @@ public final class GuestKernel {
         lock(cpu);
         try {
             long root = allocateFrame(cpu);
+            ops.prepareTable(cpu, root, Pte.LEVEL_PML4); // a table before any entry is written (PV pins it)
             for (int i = KERNEL_HALF; i < 512; i++) {
                 long e = ops.readEntry(cpu, kernelRoot, i);
                 if ((e & Pte.P) != 0) {
                     ops.writeEntry(cpu, root, i, e);
                 }
             }
-            ops.prepareTable(cpu, root, Pte.LEVEL_PML4);
             int pcid = nextPcid++;
             if (pcid > 0xFFF) {
                 throw new IllegalStateException("out of PCIDs");

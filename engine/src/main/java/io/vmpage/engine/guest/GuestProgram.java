@@ -79,21 +79,38 @@ public final class GuestProgram {
         this.writable = new boolean[mix.processes()][mix.slots()];
     }
 
-    /** Runs {@code operations} operations (plus the set-up of the processes) and returns the trace. */
-    public Trace run(int operations) {
+    /**
+     * Creates the processes and maps half of each one's slots, touching every page of them, so that
+     * {@link #run} starts from a steady state (no first-touch faults left in the initial mappings).
+     */
+    public GuestProgram prepare() {
         cpu.run(() -> {
             for (int p = 0; p < mix.processes(); p++) {
                 GuestKernel.AddressSpace space = kernel.createAddressSpace(cpu);
                 spaces.add(space);
-                for (int s = 0; s < mix.slots(); s++) { // start with half the slots mapped
+                kernel.switchTo(cpu, space);
+                for (int s = 0; s < mix.slots(); s++) {
                     if (s % 2 == 0 || mix.map() == 0) {
                         kernel.mmap(space, slotVa(s), SLOT_PAGES * 4096L, GuestKernel.PROT_READ | GuestKernel.PROT_WRITE);
                         mapped[p][s] = true;
                         writable[p][s] = true;
+                        for (int page = 0; page < SLOT_PAGES; page++) {
+                            cpu.writeLong(slotVa(s) + page * 4096L, 0);
+                        }
                     }
                 }
             }
             kernel.switchTo(cpu, spaces.get(0));
+        });
+        return this;
+    }
+
+    /** Runs {@code operations} operations (preparing first if {@link #prepare} was not called) and returns the trace. */
+    public Trace run(int operations) {
+        if (spaces.isEmpty()) {
+            prepare();
+        }
+        cpu.run(() -> {
             for (int i = 0; i < operations; i++) {
                 step();
             }

@@ -38,12 +38,119 @@ interface PagingOps {
     /** Guest frame {@code gfn} goes back to the kernel's free list (a table frame loses its table role). */
     void releaseFrame(Vcpu cpu, long gfn);
 
+    /** Boots {@code vm}'s page tables the way its mode needs and returns the matching operations. */
     static PagingOps forVm(Vm vm, Boot boot) {
         return switch (vm.pagingMode()) {
             case NESTED, SHADOW -> new Native();
-            case PARAVIRTUAL -> throw new IllegalArgumentException(
-                "the guest kernel does not drive paravirtual paging yet: boot it in NESTED or SHADOW mode");
+            case PARAVIRTUAL -> new Paravirtual(boot);
         };
+    }
+
+    /**
+     * Xen PV: entries hold machine frame numbers, table writes are validated {@code mmu_update}
+     * hypercalls, CR3 loads and INVLPG are {@code mmuext} operations. A frame is populated
+     * ({@code populate_physmap}) and entered into the direct map when the kernel first allocates it; a
+     * frame that becomes a page table is first remapped read-only there, and a new PML4 is pinned.
+     * The kernel keeps the machine-to-physical table it needs to read entries back (Xen's M2P).
+     */
+    final class Paravirtual implements PagingOps {
+        private final long[] directMapTables;
+        private final org.agrona.collections.Long2LongHashMap machineToPhysical = new org.agrona.collections.Long2LongHashMap(-1);
+        private final org.agrona.collections.Long2LongHashMap physicalToMachine = new org.agrona.collections.Long2LongHashMap(-1);
+
+        Paravirtual(Boot boot) {
+            this.directMapTables = boot.directMapTables();
+        }
+
+        private long mfn(Vcpu cpu, long gfn) {
+            long mfn = physicalToMachine.get(gfn);
+            if (mfn < 0) {
+                mfn = cpu.hypercalls().machineFrame(gfn);
+                if (mfn < 0) {
+                    throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " is not populated");
+                }
+                physicalToMachine.put(gfn, mfn);
+                machineToPhysical.put(mfn, gfn);
+            }
+            return mfn;
+        }
+
+        private void update(Vcpu cpu, long tableGfn, int index, long value) {
+            io.vmpage.engine.Hypercalls h = cpu.hypercalls();
+            if (!h.mmuUpdate((mfn(cpu, tableGfn) << MachineMemory.FRAME_SHIFT) + ((long) index << 3), value)) {
+                throw new IllegalStateException("the hypervisor refused a page-table update: " + h.lastError());
+            }
+        }
+
+        /** Points guest frame {@code gfn}'s direct-map entry at its machine frame, writable or not. */
+        private void mapDirect(Vcpu cpu, long gfn, boolean writable) {
+            long flags = Pte.P | Pte.G | Pte.NX | Pte.A | Pte.D | (writable ? Pte.RW : 0);
+            update(cpu, directMapTables[(int) (gfn >>> 9)], (int) (gfn & 511), Pte.entry(mfn(cpu, gfn) << 12, flags));
+        }
+
+        @Override
+        public long readEntry(Vcpu cpu, long tableGfn, int index) {
+            return cpu.readLong(Native.directMap(tableGfn, index));
+        }
+
+        @Override
+        public void writeEntry(Vcpu cpu, long tableGfn, int index, long value) {
+            update(cpu, tableGfn, index, value);
+        }
+
+        @Override
+        public long entryFrame(Vcpu cpu, long gfn) {
+            return mfn(cpu, gfn);
+        }
+
+        @Override
+        public long frameOfEntry(long entry) {
+            long gfn = machineToPhysical.get((entry & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
+            if (gfn < 0) {
+                throw new IllegalStateException("entry 0x" + Long.toHexString(entry) + " names a machine frame this guest never had");
+            }
+            return gfn;
+        }
+
+        @Override
+        public void prepareTable(Vcpu cpu, long gfn, int level) {
+            mapDirect(cpu, gfn, false); // page-table pages are never writable by the guest
+            if (level == Pte.LEVEL_PML4) {
+                io.vmpage.engine.Hypercalls h = cpu.hypercalls();
+                if (!h.pinTable(level, mfn(cpu, gfn))) {
+                    throw new IllegalStateException("the hypervisor refused to pin a PML4: " + h.lastError());
+                }
+            }
+        }
+
+        @Override
+        public void loadCr3(Vcpu cpu, long rootGfn, int pcid, boolean noFlush) {
+            io.vmpage.engine.Hypercalls h = cpu.hypercalls();
+            long cr3 = (mfn(cpu, rootGfn) << MachineMemory.FRAME_SHIFT) | pcid | (noFlush ? ControlRegisters.CR3_NO_FLUSH : 0);
+            if (!h.newBasePtr(cr3)) {
+                throw new IllegalStateException("the hypervisor refused a base pointer: " + h.lastError());
+            }
+        }
+
+        @Override
+        public void invlpg(Vcpu cpu, long va) {
+            cpu.hypercalls().invlpgLocal(va);
+        }
+
+        @Override
+        public void zeroFrame(Vcpu cpu, long gfn) {
+            if (physicalToMachine.get(gfn) < 0) { // first use of this frame: populate it and map it
+                long mfn = cpu.hypercalls().populatePhysmap(gfn);
+                physicalToMachine.put(gfn, mfn);
+                machineToPhysical.put(mfn, gfn);
+                mapDirect(cpu, gfn, true);
+            }
+            Native.zero(cpu, gfn);
+        }
+
+        @Override
+        public void releaseFrame(Vcpu cpu, long gfn) {
+        }
     }
 
     /** Plain stores through the direct map and native MOV CR3 / INVLPG. */
@@ -88,6 +195,11 @@ interface PagingOps {
 
         @Override
         public void zeroFrame(Vcpu cpu, long gfn) {
+            zero(cpu, gfn);
+        }
+
+        /** clear_page through the direct map. */
+        static void zero(Vcpu cpu, long gfn) {
             long base = directMap(gfn, 0);
             for (int i = 0; i < MachineMemory.FRAME_SIZE; i += 8) {
                 cpu.writeLong(base + i, 0);

@@ -47,7 +47,7 @@ class GuestKernelTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW", "PARAVIRTUAL"})
     void demandZeroPagesMapUnmapAndProtect(PagingMode mode) {
         GuestKernel k = boot(mode, 1);
         Vcpu cpu = k.vm().vcpu(0);
@@ -79,7 +79,7 @@ class GuestKernelTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW", "PARAVIRTUAL"})
     void addressSpacesAreIsolatedAndPcidsKeepTheirTlbEntries(PagingMode mode) {
         GuestKernel k = boot(mode, 1);
         Vcpu cpu = k.vm().vcpu(0);
@@ -106,7 +106,7 @@ class GuestKernelTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW", "PARAVIRTUAL"})
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
     void munmapShootsDownTheOtherVcpusTlb(PagingMode mode) throws Exception {
         GuestKernel k = boot(mode, 2);
