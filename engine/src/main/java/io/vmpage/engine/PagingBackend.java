@@ -25,6 +25,21 @@ interface PagingBackend {
     /** The guest loads CR3. */
     void loadCr3(Vcpu vcpu, long cr3);
 
+    /** The guest writes CR0. Passed straight to the hardware unless the mode must protect itself. */
+    default void setCr0(Vcpu vcpu, long value) {
+        vcpu.mmu().setCr0(value);
+    }
+
+    /** The guest writes CR4. */
+    default void setCr4(Vcpu vcpu, long value) {
+        vcpu.mmu().setCr4(value);
+    }
+
+    /** The guest writes IA32_EFER. */
+    default void setEfer(Vcpu vcpu, long value) {
+        vcpu.mmu().setEfer(value);
+    }
+
     /** The guest executes INVLPG. */
     void invlpg(Vcpu vcpu, long va);
 

@@ -120,6 +120,28 @@ final class ParavirtualPaging implements PagingBackend {
     }
 
     /** A native MOV to CR3 traps (the PV kernel is deprivileged) and is handled as MMUEXT_NEW_BASEPTR. */
+    /**
+     * A PV guest does not own CR0: Xen runs it with WP and PG set, since with WP clear its supervisor
+     * code could write the read-only page-table pages that validation relies on. Clearing either is #GP.
+     */
+    @Override
+    public void setCr0(Vcpu vcpu, long value) {
+        long required = ControlRegisters.CR0_WP | ControlRegisters.CR0_PG;
+        if ((value & required) != required) {
+            throw new GuestFaultException(Fault.GENERAL_PROTECTION, 0, 0);
+        }
+        vcpu.mmu().setCr0(value);
+    }
+
+    /** x86-64 PV is 4-level: CR4.LA57 would make the hardware read a validated L4 as a PML5 (#GP). */
+    @Override
+    public void setCr4(Vcpu vcpu, long value) {
+        if ((value & ControlRegisters.CR4_LA57) != 0) {
+            throw new GuestFaultException(Fault.GENERAL_PROTECTION, 0, 0);
+        }
+        vcpu.mmu().setCr4(value);
+    }
+
     @Override
     public void loadCr3(Vcpu vcpu, long cr3) {
         vcpu.countExit(ExitReason.HYPERCALL);

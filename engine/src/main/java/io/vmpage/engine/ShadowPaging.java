@@ -184,6 +184,20 @@ final class ShadowPaging implements PagingBackend {
         vcpu.mmu().enter(vcpu.vpid(), 0); // 1D on shadow tables; CR3 comes when the guest loads one
     }
 
+    /**
+     * Write protection of guest page-table pages (and the first-write trap that sets guest D) relies
+     * on the hardware honouring read-only shadow leaves in supervisor mode, i.e. CR0.WP = 1. KVM keeps
+     * the hardware's WP set and emulates a guest running with WP = 0; this model does not emulate that
+     * case and refuses to clear WP (#GP). Guests such as Linux always run with WP set.
+     */
+    @Override
+    public void setCr0(Vcpu vcpu, long value) {
+        if ((value & ControlRegisters.CR0_WP) == 0) {
+            throw new GuestFaultException(Fault.GENERAL_PROTECTION, 0, 0);
+        }
+        vcpu.mmu().setCr0(value);
+    }
+
     @Override
     public void loadCr3(Vcpu vcpu, long cr3) {
         vcpu.countExit(ExitReason.CR3_LOAD);

@@ -428,17 +428,19 @@ public final class Vcpu {
         vm.backend().invlpg(this, va);
     }
 
-    /** The guest writes CR4 (PCIDE, PGE, LA57, SMEP). Not intercepted in any mode here. */
+    /** The guest writes CR4 (PCIDE, PGE, LA57, SMEP); the paging mode may refuse a value it cannot honour (#GP). */
     public void setCr4(long cr4) {
-        mmu.setCr4(cr4);
+        vm.backend().setCr4(this, cr4);
     }
 
+    /** The guest writes CR0 (WP, PG); the paging mode may refuse a value it cannot honour (#GP). */
     public void setCr0(long cr0) {
-        mmu.setCr0(cr0);
+        vm.backend().setCr0(this, cr0);
     }
 
+    /** The guest writes IA32_EFER (NXE). */
     public void setEfer(long efer) {
-        mmu.setEfer(efer);
+        vm.backend().setEfer(this, efer);
     }
 
     // ------------------------------------------------------------------ requests from other threads
