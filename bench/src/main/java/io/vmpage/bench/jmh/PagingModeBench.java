@@ -25,7 +25,7 @@ import org.openjdk.jmh.annotations.TearDown;
  * Per-operation cost of the paging modes, through the guest kernel model on one vCPU: a guest read that
  * hits the TLB, a guest read over a working set far larger than the TLB (nested: a 2D walk on each miss;
  * shadow: a 1D walk of the shadow tables), a page-table update (mprotect of one page, then a touch of
- * it: shadow traps the guest's store to its page table and the INVLPG), and a context switch (a CR3 load
+ * it: shadow traps the guest's store to its page table and the INVLPG, paravirtual makes hypercalls), and a context switch (a CR3 load
  * with the PCID no-flush bit, then a touch: shadow exits on the CR3 load).
  *
  * <p>Baselines, in the same run: a raw 8-byte read at random over a region of the same size as each
@@ -41,7 +41,7 @@ public class PagingModeBench {
     private static final int COLD_PAGES = 8192;
     private static final int SLOTS = 1 << 16;
 
-    @Param({"NESTED", "SHADOW"})
+    @Param({"NESTED", "SHADOW", "PARAVIRTUAL"})
     public String paging;
 
     private Host host;

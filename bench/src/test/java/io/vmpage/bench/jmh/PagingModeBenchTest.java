@@ -8,7 +8,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 /** Each PagingModeBench operation does what its name says (one invocation, outside JMH). */
 class PagingModeBenchTest {
     @ParameterizedTest
-    @ValueSource(strings = {"NESTED", "SHADOW"})
+    @ValueSource(strings = {"NESTED", "SHADOW", "PARAVIRTUAL"})
     void operationsReadTheGuestData(String mode) {
         PagingModeBench b = new PagingModeBench();
         b.paging = mode;
