@@ -83,22 +83,24 @@ public final class Mmu {
      * {@link #lastTranslation()}. A TLB hit does not touch {@link #lastTranslation()}.
      */
     public long translate(long va, int access) {
-        stats.translations++;
         if (tlb != null) {
             long hpa = tlb.lookup(va, access, tag);
             if (hpa >= 0) {
-                stats.tlbHits++;
+                stats.tlbHits++; // the only store on the hit path: translations are derived from the counts
                 return hpa;
             }
             stats.tlbMisses++;
+        } else {
+            stats.translationsWithoutTlb++;
         }
         return walkAndFill(va, access);
     }
 
     /** As {@link #translate(long, int)}, and describes the outcome, hit or walk, in {@code out}. */
     public int translate(long va, int access, Translation out) {
-        stats.translations++;
-        if (tlb != null) {
+        if (tlb == null) {
+            stats.translationsWithoutTlb++;
+        } else {
             long hpa = tlb.lookup(va, access, tag);
             if (hpa >= 0) {
                 stats.tlbHits++;
@@ -125,7 +127,7 @@ public final class Mmu {
             return -1;
         }
         if (tlb != null) {
-            tlb.insert(va, tag, last.hpa, last.pageShift, walker.allowedMask,
+            tlb.insert(va, tag, last.hpa, last.pageShift, walker.allowedMask(regs),
                 walker.leafGlobal && regs.pge(), walker.guestShift);
         }
         return last.hpa;

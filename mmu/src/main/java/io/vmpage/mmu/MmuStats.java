@@ -5,7 +5,8 @@ package io.vmpage.mmu;
  * thread reading them sees values that may lag (no ordering is promised to readers off that thread).
  */
 public final class MmuStats {
-    long translations;
+    /** Translations made without a TLB (the configuration switched it off). */
+    long translationsWithoutTlb;
     long tlbHits;
     long tlbMisses;
     long walks;
@@ -16,8 +17,9 @@ public final class MmuStats {
     long nestedMisses;
     long faults;
 
+    /** Translations requested: TLB hits and misses, or walks when there is no TLB. */
     public long translations() {
-        return translations;
+        return tlbHits + tlbMisses + translationsWithoutTlb;
     }
 
     public long tlbHits() {
@@ -70,12 +72,12 @@ public final class MmuStats {
     }
 
     public void reset() {
-        translations = tlbHits = tlbMisses = walks = walkRefs = pscHits = pscMisses = nestedHits = nestedMisses = faults = 0;
+        translationsWithoutTlb = tlbHits = tlbMisses = walks = walkRefs = pscHits = pscMisses = nestedHits = nestedMisses = faults = 0;
     }
 
     @Override
     public String toString() {
-        return "translations=" + translations + " tlbHits=" + tlbHits + " tlbMisses=" + tlbMisses + " walks=" + walks
+        return "translations=" + translations() + " tlbHits=" + tlbHits + " tlbMisses=" + tlbMisses + " walks=" + walks
             + " walkRefs=" + walkRefs + " pscHits=" + pscHits + " pscMisses=" + pscMisses + " nestedHits=" + nestedHits
             + " nestedMisses=" + nestedMisses + " faults=" + faults;
     }

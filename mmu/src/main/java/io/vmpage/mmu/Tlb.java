@@ -30,6 +30,12 @@ public final class Tlb {
     private static final int VPID_PCID_MASK = (1 << 28) - 1;
     private static final int[] SHIFTS = {Pte.SHIFT_4K, Pte.SHIFT_2M, Pte.SHIFT_1G};
 
+    /** The 4 KiB arrays again, in final fields: the hit path probes them first without indirection. */
+    private final long[] vpn4k;
+    private final int[] tag4k;
+    private final long[] value4k;
+    private final int setMask4k;
+    private final int ways4k;
     private final long[][] vpns = new long[3][];
     private final int[][] tags = new int[3][];
     private final long[][] values = new long[3][];
@@ -49,6 +55,11 @@ public final class Tlb {
         init(0, sets4k, ways4k);
         init(1, setsLarge, waysLarge);
         init(2, setsLarge, waysLarge);
+        this.vpn4k = vpns[0];
+        this.tag4k = tags[0];
+        this.value4k = values[0];
+        this.setMask4k = setMasks[0];
+        this.ways4k = ways[0];
     }
 
     private void init(int size, int sets, int assoc) {
@@ -87,7 +98,19 @@ public final class Tlb {
      */
     public long lookup(long va, int access, int tag) {
         int bit = 1 << Access.index(access);
-        for (int size = 0; size < 3; size++) {
+        long vpn = (va >>> Pte.SHIFT_4K) + 1;
+        int base = ((int) vpn & setMask4k) * ways4k;
+        for (int i = base, end = base + ways4k; i < end; i++) {
+            if (vpn4k[i] == vpn && matches(tag4k[i], tag)) {
+                long v = value4k[i];
+                return (v & bit) == 0 ? -1 : (v & ~MachineMemory.FRAME_OFFSET_MASK) + (va & MachineMemory.FRAME_OFFSET_MASK);
+            }
+        }
+        return lookupLarge(va, bit, tag);
+    }
+
+    private long lookupLarge(long va, int bit, int tag) {
+        for (int size = 1; size < 3; size++) {
             int shift = SHIFTS[size];
             long vpn = (va >>> shift) + 1;
             int i = find(size, vpn, tag);

@@ -46,8 +46,15 @@ final class Walker {
     private int eptShift;
     private boolean eptDirty;
 
-    // Outputs of the last guest walk, read by the TLB fill.
-    int allowedMask;
+    // Outputs of the last successful walk, read by the TLB fill (the access mask is derived from them
+    // only when a TLB is filled: a walk without a TLB does not pay for it).
+    private boolean leafRw;
+    private boolean leafUs;
+    private boolean leafNx;
+    private boolean leafDirty;
+    /** EPT R/W/X of the final translation, and whether its write needs no EPT D update; RWX/true without EPT. */
+    private long finalEptPerms;
+    private boolean finalEptDirtyOk;
     int guestShift;
     boolean leafGlobal;
 
@@ -186,7 +193,10 @@ final class Walker {
                 nx = entryNx;
                 guestShift = shift;
                 leafGlobal = (e & Pte.G) != 0;
-                allowedMask = guestAllowedMask(regs, rw != 0, us != 0, entryNx, (e & Pte.D) != 0);
+                leafRw = rw != 0;
+                leafUs = us != 0;
+                leafNx = entryNx;
+                leafDirty = (e & Pte.D) != 0;
                 break;
             }
             if ((e & Pte.A) == 0) {
@@ -212,6 +222,8 @@ final class Walker {
         if (!isNested) {
             out.hpa = gpa;
             out.pageShift = shift;
+            finalEptPerms = Ept.RWX;
+            finalEptDirtyOk = true;
             return Fault.NONE;
         }
         long qual = Access.isFetch(access) ? Fault.QUAL_FETCH : write ? Fault.QUAL_WRITE : Fault.QUAL_READ;
@@ -221,8 +233,18 @@ final class Walker {
         }
         out.hpa = hpa;
         out.pageShift = Math.min(shift, eptShift);
-        allowedMask &= eptAllowedMask(eptPerms, !eptAd || eptDirty);
+        finalEptPerms = eptPerms;
+        finalEptDirtyOk = !eptAd || eptDirty;
         return Fault.NONE;
+    }
+
+    /**
+     * The accesses a TLB entry for the last successful walk may serve (8-bit mask over
+     * {@link Access#index}): what the guest entry permits under the current CR0.WP/SMEP, what the EPT
+     * permits, and writes only when no D flag still has to be set.
+     */
+    int allowedMask(ControlRegisters regs) {
+        return guestAllowedMask(regs, leafRw, leafUs, leafNx, leafDirty) & eptAllowedMask(finalEptPerms, finalEptDirtyOk);
     }
 
     /**

@@ -20,11 +20,11 @@ final class JmhFiles {
         r.put("benchmark", FAKE + method);
         r.put("mode", "avgt");
         r.put("threads", 1);
-        r.put("forks", 1);
-        r.put("warmupIterations", 1);
-        r.put("warmupTime", "1 s");
-        r.put("measurementIterations", 3);
-        r.put("measurementTime", "500 ms");
+        r.put("forks", RunProfile.QUICK.forks()); // results as './vmpage bench --quick' writes them
+        r.put("warmupIterations", RunProfile.QUICK.warmupIterations());
+        r.put("warmupTime", RunProfile.QUICK.warmupTime().toString());
+        r.put("measurementIterations", RunProfile.QUICK.measurementIterations());
+        r.put("measurementTime", RunProfile.QUICK.measurementTime().toString());
         if (region != null) {
             r.putObject("params").put("region", region);
         }
