@@ -94,7 +94,7 @@ final class ParavirtualPaging implements PagingBackend {
 
     ParavirtualPaging(Vm vm) {
         if (vm.config().levels() != 4) {
-            throw new UnsupportedOperationException("paging mode PARAVIRTUAL models x86-64 Xen PV, 4-level paging only (got "
+            throw new IllegalArgumentException("paging mode PARAVIRTUAL models x86-64 Xen PV, 4-level paging only (got "
                 + vm.config().levels() + " levels)");
         }
         this.vm = vm;

@@ -386,7 +386,7 @@ class ParavirtualPagingTest {
         Vm nested = host.createVm(VmConfig.of(16 * MIB));
         IllegalStateException e = assertThrows(IllegalStateException.class, () -> nested.vcpu(0).hypercalls());
         assertTrue(e.getMessage().contains("NESTED"), e.getMessage());
-        assertThrows(UnsupportedOperationException.class,
+        assertThrows(IllegalArgumentException.class,
             () -> host.createVm(VmConfig.of(16 * MIB).withPaging(PagingMode.PARAVIRTUAL).withLevels(5)));
     }
 
