@@ -81,14 +81,14 @@ final class ShadowGuestWalk {
                 return pageFault(regs, access, 0);
             }
             boolean leaf = level == Pte.LEVEL_PT || ((level == Pte.LEVEL_PD || level == Pte.LEVEL_PDPT) && (e & Pte.PS) != 0);
-            if ((e & reservedBits(level, leaf, nxe)) != 0) {
+            if ((e & Pte.reservedBits(level, leaf, nxe, reservedAddressBits)) != 0) {
                 return pageFault(regs, access, Fault.PF_P | Fault.PF_RSVD);
             }
             long rw = accRw & e;
             long us = accUs & e;
             boolean entryNx = nx || (nxe && (e & Pte.NX) != 0);
             if (leaf) {
-                if (!permitted(regs, access, rw != 0, us != 0, entryNx)) {
+                if (!regs.permits(access, rw != 0, us != 0, entryNx)) {
                     return pageFault(regs, access, Fault.PF_P);
                 }
                 long need = write ? Pte.A | Pte.D : Pte.A;
@@ -129,41 +129,8 @@ final class ShadowGuestWalk {
         return true;
     }
 
-    static boolean permitted(ControlRegisters regs, int access, boolean rw, boolean us, boolean nx) {
-        boolean user = Access.isUser(access);
-        if (Access.isFetch(access)) {
-            if (nx) {
-                return false;
-            }
-            return user ? us : !(us && regs.smep());
-        }
-        if (user && !us) {
-            return false;
-        }
-        if (Access.isWrite(access)) {
-            return rw || (!user && !regs.wp());
-        }
-        return true;
-    }
-
-    private long reservedBits(int level, boolean leaf, boolean nxe) {
-        long bits = reservedAddressBits | (nxe ? 0 : Pte.NX);
-        if (level >= Pte.LEVEL_PML4) {
-            bits |= Pte.PS;
-        } else if (leaf && level == Pte.LEVEL_PDPT) {
-            bits |= 0x3FFF_E000L; // 1 GiB page: address bits 29:13 (bit 12 is PAT)
-        } else if (leaf && level == Pte.LEVEL_PD) {
-            bits |= 0x1F_E000L; // 2 MiB page: address bits 20:13
-        }
-        return bits;
-    }
-
     private int pageFault(ControlRegisters regs, int access, int bits) {
-        int code = bits | (access & (Fault.PF_W | Fault.PF_U));
-        if (Access.isFetch(access) && (regs.nxe() || regs.smep())) {
-            code |= Fault.PF_ID;
-        }
-        errorCode = code;
+        errorCode = regs.pageFaultErrorCode(access, bits);
         return Fault.PAGE_FAULT;
     }
 }

@@ -84,6 +84,41 @@ public final class ControlRegisters {
         return cr3 & Pte.ADDRESS_MASK;
     }
 
+    /**
+     * Whether a leaf reached with combined R/W, U/S (ANDed over the levels) and NX (ORed, counted only
+     * with EFER.NXE) allows {@code access} ({@link Access} bits) under these registers: user accesses need
+     * U/S; writes need R/W, except supervisor writes with CR0.WP clear; fetches need no NX, U/S for user
+     * mode, and under CR4.SMEP a supervisor fetch from a user page faults (SDM 4.6).
+     */
+    public boolean permits(int access, boolean rw, boolean us, boolean nx) {
+        boolean user = Access.isUser(access);
+        if (Access.isFetch(access)) {
+            if (nx) {
+                return false;
+            }
+            return user ? us : !(us && smep());
+        }
+        if (user && !us) {
+            return false;
+        }
+        if (Access.isWrite(access)) {
+            return rw || (!user && !wp());
+        }
+        return true;
+    }
+
+    /**
+     * The #PF error code for {@code access} with the P and RSVD bits given: W/R and U/S from the access,
+     * I/D for a fetch only when EFER.NXE or CR4.SMEP is set (SDM 4.7).
+     */
+    public int pageFaultErrorCode(int access, int bits) {
+        int code = bits | (access & (Fault.PF_W | Fault.PF_U));
+        if (Access.isFetch(access) && (nxe() || smep())) {
+            code |= Fault.PF_ID;
+        }
+        return code;
+    }
+
     @Override
     public String toString() {
         return "CR0=" + MachineMemory.hex(cr0) + " CR3=" + MachineMemory.hex(cr3) + " CR4=" + MachineMemory.hex(cr4)

@@ -59,6 +59,24 @@ public final class Pte {
         return (int) (va >>> levelShift(level)) & 511;
     }
 
+    /**
+     * Bits that must be clear in a present entry at {@code level} ({@code leaf}: it maps a page), else
+     * #PF with RSVD: the address bits at or above MAXPHYADDR ({@code reservedAddressBits}), NX without
+     * EFER.NXE, PS in a PML4E/PML5E, and the low address bits of a 1 GiB (29:13) or 2 MiB (20:13) page
+     * (bit 12 is PAT there).
+     */
+    public static long reservedBits(int level, boolean leaf, boolean nxe, long reservedAddressBits) {
+        long bits = reservedAddressBits | (nxe ? 0 : NX);
+        if (level >= LEVEL_PML4) {
+            bits |= PS;
+        } else if (leaf && level == LEVEL_PDPT) {
+            bits |= 0x3FFF_E000L;
+        } else if (leaf && level == LEVEL_PD) {
+            bits |= 0x1F_E000L;
+        }
+        return bits;
+    }
+
     /** An entry pointing at a next-level table or page at physical address {@code pa} with {@code flags}. */
     public static long entry(long pa, long flags) {
         return (pa & ADDRESS_MASK) | flags;

@@ -165,14 +165,14 @@ final class Walker {
                 return pageFault(out, regs, va, access, 0);
             }
             boolean leaf = level == Pte.LEVEL_PT || ((level == Pte.LEVEL_PD || level == Pte.LEVEL_PDPT) && (e & Pte.PS) != 0);
-            if ((e & reservedBits(level, leaf, nxe)) != 0) {
+            if ((e & Pte.reservedBits(level, leaf, nxe, reservedAddressBits)) != 0) {
                 return pageFault(out, regs, va, access, Fault.PF_P | Fault.PF_RSVD);
             }
             long rw = accRw & e;
             long us = accUs & e;
             boolean entryNx = nx || (nxe && (e & Pte.NX) != 0);
             if (leaf) {
-                if (!permitted(regs, access, rw != 0, us != 0, entryNx)) {
+                if (!regs.permits(access, rw != 0, us != 0, entryNx)) {
                     return pageFault(out, regs, va, access, Fault.PF_P);
                 }
                 long need = write ? Pte.A | Pte.D : Pte.A;
@@ -341,24 +341,6 @@ final class Walker {
 
     // ------------------------------------------------------------------ rules
 
-    /** Whether the guest's combined R/W, U/S and NX allow {@code access} under CR0.WP and CR4.SMEP. */
-    static boolean permitted(ControlRegisters regs, int access, boolean rw, boolean us, boolean nx) {
-        boolean user = Access.isUser(access);
-        if (Access.isFetch(access)) {
-            if (nx) {
-                return false;
-            }
-            return user ? us : !(us && regs.smep());
-        }
-        if (user && !us) {
-            return false;
-        }
-        if (Access.isWrite(access)) {
-            return rw || (!user && !regs.wp());
-        }
-        return true;
-    }
-
     /** 8-bit mask over {@link Access#index} of the accesses a TLB entry may serve without a walk. */
     private static int guestAllowedMask(ControlRegisters regs, boolean rw, boolean us, boolean nx, boolean dirty) {
         int mask = 0;
@@ -369,7 +351,7 @@ final class Walker {
                 continue;
             }
             int access = (w ? Access.WRITE : 0) | ((i & 2) != 0 ? Access.USER : 0) | (f ? Access.FETCH : 0);
-            if (permitted(regs, access, rw, us, nx) && (!w || dirty)) {
+            if (regs.permits(access, rw, us, nx) && (!w || dirty)) {
                 mask |= 1 << i;
             }
         }
@@ -399,18 +381,6 @@ final class Walker {
         return (qual & Fault.QUAL_FETCH) == 0 || (perms & Ept.X) != 0;
     }
 
-    private long reservedBits(int level, boolean leaf, boolean nxe) {
-        long bits = reservedAddressBits | (nxe ? 0 : Pte.NX);
-        if (level >= Pte.LEVEL_PML4) {
-            bits |= Pte.PS;
-        } else if (leaf && level == Pte.LEVEL_PDPT) {
-            bits |= 0x3FFF_E000L; // 1 GiB page: address bits 29:13 (bit 12 is PAT)
-        } else if (leaf && level == Pte.LEVEL_PD) {
-            bits |= 0x1F_E000L; // 2 MiB page: address bits 20:13
-        }
-        return bits;
-    }
-
     private long eptReservedBits(int level, boolean leaf) {
         long bits = reservedAddressBits;
         if (level >= 4) {
@@ -433,11 +403,7 @@ final class Walker {
     // ------------------------------------------------------------------ fault reports
 
     private static int pageFault(Translation out, ControlRegisters regs, long va, int access, int bits) {
-        int code = bits | (access & (Fault.PF_W | Fault.PF_U));
-        if (Access.isFetch(access) && (regs.nxe() || regs.smep())) {
-            code |= Fault.PF_ID;
-        }
-        out.errorCode = code;
+        out.errorCode = regs.pageFaultErrorCode(access, bits);
         out.faultAddress = va;
         return out.fault = Fault.PAGE_FAULT;
     }
