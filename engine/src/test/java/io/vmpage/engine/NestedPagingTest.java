@@ -5,10 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.vmpage.mmu.ControlRegisters;
 import io.vmpage.mmu.Fault;
-import io.vmpage.mmu.MachineMemory;
-import io.vmpage.mmu.PageTables;
 import io.vmpage.mmu.Pte;
 import java.util.Random;
 import java.util.concurrent.TimeUnit;
@@ -28,30 +25,6 @@ class NestedPagingTest {
     @AfterEach
     void close() {
         host.close();
-    }
-
-    /** Guest page tables written by a "bootloader" from the host side, in guest frames from the top of guest memory down. */
-    static final class GuestTables {
-        final Vm vm;
-        final PageTables tables;
-        private long nextTableGfn;
-
-        GuestTables(Vm vm) {
-            this.vm = vm;
-            this.nextTableGfn = (vm.memorySize() >>> MachineMemory.FRAME_SHIFT) - 1;
-            this.tables = new PageTables(vm.host().memory(), PageTables.Format.X86, 4,
-                () -> (nextTableGfn--) << MachineMemory.FRAME_SHIFT,
-                gpa -> (vm.populate(gpa >>> 12) << 12) | (gpa & 0xFFF));
-        }
-
-        void map(long va, long gpa, long flags) {
-            tables.map(va, gpa, Pte.SHIFT_4K, flags);
-        }
-
-        void boot(Vcpu vcpu) {
-            vcpu.setCr4(ControlRegisters.CR4_PCIDE | ControlRegisters.CR4_PGE);
-            vcpu.loadCr3(tables.root());
-        }
     }
 
     @Test

@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.vmpage.mmu.ControlRegisters;
 import io.vmpage.mmu.Fault;
-import io.vmpage.mmu.MachineMemory;
 import io.vmpage.mmu.PageTables;
 import io.vmpage.mmu.Pte;
 import java.util.Random;
@@ -30,41 +29,6 @@ class ShadowPagingTest {
     @AfterEach
     void close() {
         host.close();
-    }
-
-    /** Guest page tables written from the host side (a bootloader), in guest frames from the top of guest memory down. */
-    static final class GuestTables {
-        final Vm vm;
-        final PageTables tables;
-        private long nextTableGfn;
-
-        GuestTables(Vm vm) {
-            this.vm = vm;
-            this.nextTableGfn = (vm.memorySize() >>> MachineMemory.FRAME_SHIFT) - 1;
-            this.tables = new PageTables(vm.host().memory(), PageTables.Format.X86, 4,
-                () -> {
-                    long gfn = nextTableGfn--;
-                    vm.host().memory().zeroFrame(vm.populate(gfn));
-                    return gfn << MachineMemory.FRAME_SHIFT;
-                },
-                gpa -> (vm.populate(gpa >>> 12) << 12) | (gpa & 0xFFF));
-        }
-
-        void map(long va, long gpa, long flags) {
-            tables.map(va, gpa, Pte.SHIFT_4K, flags);
-        }
-
-        /** Guest-physical address of the leaf entry mapping {@code va}. */
-        long leafGpa(long va) {
-            return tables.leafAddress(va);
-        }
-
-        void boot(Vcpu vcpu) {
-            vcpu.setCr0(ControlRegisters.CR0_PG | ControlRegisters.CR0_WP);
-            vcpu.setEfer(ControlRegisters.EFER_NXE);
-            vcpu.setCr4(ControlRegisters.CR4_PCIDE | ControlRegisters.CR4_PGE);
-            vcpu.loadCr3(tables.root());
-        }
     }
 
     private Vm shadowVm(long bytes, int vcpus) {
