@@ -145,12 +145,6 @@ public final class FrameTable {
         return (descriptor & FREE) != 0;
     }
 
-    /** Sets the type of an allocated frame (paravirtual page typing); false if the descriptor changed meanwhile. */
-    public boolean setType(long frame, long expectedDescriptor, int type) {
-        return compareAndSetDescriptor(frame, expectedDescriptor,
-            (expectedDescriptor & ~TYPE_MASK) | ((long) type << TYPE_SHIFT));
-    }
-
     /** Free frames right now (a walk of the list is not needed: counted by scanning descriptors). */
     public long freeFrames() {
         long n = 0;

@@ -90,7 +90,8 @@ final class NestedPaging implements PagingBackend {
      * vCPU has dropped cached translations to it (so no vCPU can touch the frame once it is reused).
      * Returns false when the frame was not populated. The guest sees zeros there on its next touch.
      */
-    boolean discard(long gfn) {
+    @Override
+    public boolean discard(long gfn) {
         long mfn = vm.physicalMap().machineFrame(gfn);
         if (mfn < 0) {
             return false;

@@ -57,6 +57,15 @@ interface PagingBackend {
     default void afterEmulatedWrite(Vcpu vcpu, long gpa, int length) {
     }
 
+    /**
+     * Gives guest frame {@code gfn}'s machine frame back to the host so no vCPU can reach it any more;
+     * false when it was not populated. Only modes that can unmap a guest frame behind the guest's back
+     * (nested paging) support it.
+     */
+    default boolean discard(long gfn) {
+        throw new IllegalStateException("discarding guest frames is not supported under this paging mode");
+    }
+
     /** Releases the host frames the backend owns (EPT or shadow tables). */
     void release();
 }

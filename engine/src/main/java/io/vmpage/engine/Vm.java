@@ -145,10 +145,7 @@ public final class Vm {
         if (!p2m.contains(gfn)) {
             throw new IllegalArgumentException("guest frame 0x" + Long.toHexString(gfn) + " is outside VM " + id + "'s memory");
         }
-        if (backend instanceof NestedPaging nested) {
-            return nested.discard(gfn);
-        }
-        throw new IllegalStateException("discarding frames needs nested paging");
+        return backend.discard(gfn);
     }
 
     private long hostAddress(long gpa, int width) {

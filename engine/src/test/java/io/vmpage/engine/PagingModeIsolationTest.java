@@ -94,4 +94,13 @@ class PagingModeIsolationTest {
         host.destroyVm(vm);
         assertEquals(free, host.frames().freeFrames(), "guest frames and the engine's tables all returned");
     }
+
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"SHADOW", "PARAVIRTUAL"})
+    void discardingAFrameNeedsNestedPaging(PagingMode mode) {
+        Vm vm = host.createVm(VmConfig.of(8 * MIB).withPaging(mode));
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> vm.discardFrame(1));
+        assertTrue(e.getMessage().contains("not supported"), e.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> vm.discardFrame(8 * MIB / 4096), "beyond guest memory");
+    }
 }

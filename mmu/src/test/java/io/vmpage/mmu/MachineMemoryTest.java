@@ -75,6 +75,29 @@ class MachineMemoryTest {
     }
 
     @Test
+    void uncheckedAccessorsSeeTheSameMemory() {
+        try (MachineMemory m = MachineMemory.allocate(MIB)) {
+            assertTrue(m.contains(0, MIB));
+            assertTrue(m.contains(MIB - 8, 8));
+            assertFalse(m.contains(MIB - 4, 8));
+            assertFalse(m.contains(-8, 8));
+            m.putByteUnchecked(5, (byte) 9);
+            assertEquals(9, m.getByte(5));
+            assertEquals(9, m.getByteUnchecked(5));
+            m.putLongReleaseUnchecked(16, 7);
+            assertEquals(7, m.getLongAcquireUnchecked(16));
+            assertEquals(7, m.getLongVolatileUnchecked(16));
+            assertTrue(m.compareAndSetLongUnchecked(16, 7, 8));
+            assertEquals(8, m.getAndAddLongUnchecked(16, 2));
+            assertEquals(10, m.getLong(16));
+            m.putLongUnchecked(3 * 4096L, 42);
+            m.copyFrameUnchecked(3, 4);
+            assertEquals(42, m.getLong(4 * 4096L));
+            assertTrue(m.frameEquals(3, 4));
+        }
+    }
+
+    @Test
     void boundsErrorsNameTheAddressAndTheSize() {
         try (MachineMemory m = MachineMemory.allocate(MIB)) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> m.getLong(MIB));

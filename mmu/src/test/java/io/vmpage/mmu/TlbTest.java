@@ -45,11 +45,14 @@ class TlbTest {
         assertEquals(OLD + 8, hpa(mmu, VA + 8, Access.READ));
         assertEquals(OLD + 16, hpa(mmu, VA + 16, Access.READ));
         assertEquals(1, mmu.stats().tlbHits());
+        assertEquals(128 * 12 + 2 * 8 * 4, mmu.tlb().capacity(), "default geometry");
+        assertEquals(1, mmu.tlb().occupancy(), "one 4 KiB entry");
         assertEquals(1, mmu.stats().walks());
 
         pt.write(leaf, Pte.entry(NEW, Pte.P | Pte.RW));
         assertEquals(OLD, hpa(mmu, VA, Access.READ), "stale until invalidated");
         mmu.invlpg(VA + 0xABC);
+        assertEquals(0, mmu.tlb().occupancy(), "INVLPG removed it");
         assertEquals(NEW, hpa(mmu, VA, Access.READ));
     }
 
