@@ -16,6 +16,10 @@ public enum ExitReason {
     INVLPG,
     /** A hypercall (paravirtual paging: mmu_update, new base pointer, TLB operations). */
     HYPERCALL,
+    /** A write to a page dirty logging had write-protected: the engine logged it and gave write access back. */
+    DIRTY_LOG,
+    /** The vCPU's dirty ring filled up (KVM_EXIT_DIRTY_RING_FULL): the rings were reaped before it re-entered. */
+    DIRTY_RING_FULL,
     /** A #PF the engine reflected into the guest, whose own handler then ran. */
     PAGE_FAULT_INJECTED
 }

@@ -53,6 +53,12 @@ public final class FrameTable {
     private final long frames;
     private final UnsafeBuffer descriptors;
     private final UnsafeBuffer next;
+    /**
+     * Machine-to-physical map (Xen's M2P): the guest frame number + 1 a data frame backs, 0 when none.
+     * Written by the allocating VM when it installs the frame, before the frame is reachable by the guest;
+     * read with volatile loads.
+     */
+    private final UnsafeBuffer m2p;
     /** head word: bits 63..32 version tag, bits 31..0 frame + 1 (0 = empty). Padded against false sharing. */
     private final UnsafeBuffer head;
 
@@ -68,6 +74,7 @@ public final class FrameTable {
         }
         this.descriptors = new UnsafeBuffer(ByteBuffer.allocateDirect((int) Math.multiplyExact(frames, 8L)));
         this.next = new UnsafeBuffer(ByteBuffer.allocateDirect((int) Math.multiplyExact(frames, 4L)));
+        this.m2p = new UnsafeBuffer(ByteBuffer.allocateDirect((int) Math.multiplyExact(frames, 4L)));
         this.head = new UnsafeBuffer(ByteBuffer.allocateDirect(128));
         // Push high frames first so low frames come out first (deterministic, and tests read easily).
         long top = EMPTY;
@@ -114,7 +121,19 @@ public final class FrameTable {
             throw new IllegalStateException("machine frame " + frame + " freed twice");
         }
         descriptors.putLongVolatile(at, USED | FREE);
+        m2p.putIntVolatile((int) frame * 4, 0);
         push(frame);
+    }
+
+    /** The guest frame that machine frame {@code frame} backs for its owner VM, or -1 when none (Xen's M2P). */
+    public long guestFrame(long frame) {
+        checkFrame(frame);
+        return (m2p.getIntVolatile((int) frame * 4) & 0xFFFF_FFFFL) - 1;
+    }
+
+    /** Records that {@code frame} backs guest frame {@code gfn} of its owner. */
+    void setGuestFrame(long frame, long gfn) {
+        m2p.putIntVolatile((int) frame * 4, (int) (gfn + 1));
     }
 
     /** The descriptor of {@code frame} (volatile read). */

@@ -14,6 +14,27 @@ package io.vmpage.engine;
  * before the refused one, and {@link #lastError()} says why in one line.
  */
 public final class Hypercalls {
+    /**
+     * L1 entry bit 52 (ignored by the hardware) belongs to the hypervisor: while the dirty log is on, an
+     * L1 entry the guest made writable is kept with RW clear and this bit set until the guest's first
+     * write to the page, which the hypervisor logs and then restores RW. The guest must read an entry
+     * with this bit as writable (as a Xen PV guest reads entries through {@code pte_val} conversions);
+     * the bit is ignored in values passed to {@link #mmuUpdate}. (Xen itself runs a PV domain on shadow
+     * tables while in log-dirty mode; this model protects the guest's own L1 entries instead.)
+     * <pre>
+     *  L1 entry   63  62..53  52          51..12   11..2  1   0
+     *            +---+-------+-----------+--------+------+---+---+
+     *            |NX |       |LOG_DIRTY_WP| MFN   | ...  |RW | P |   RW=0, LOG_DIRTY_WP=1: writable, not yet written
+     *            +---+-------+-----------+--------+------+---+---+
+     * </pre>
+     */
+    public static final long LOG_DIRTY_WP = 1L << 52;
+
+    /** The entry as the guest means it: a log-dirty write-protected entry reads as writable. */
+    public static long guestView(long entry) {
+        return (entry & LOG_DIRTY_WP) != 0 ? (entry & ~LOG_DIRTY_WP) | io.vmpage.mmu.Pte.RW : entry;
+    }
+
     private final ParavirtualPaging pv;
     private final Vcpu vcpu;
     private String lastError = "";

@@ -15,12 +15,19 @@ import io.vmpage.mmu.Translation;
  * <p>The EPT maps only frames this VM owns, so whatever the guest writes into its own tables, every
  * guest-physical address it can produce lands in its own memory or faults.
  *
- * <p>Concurrency: EPT edits (fills by any vCPU's exit, removals by the engine) take {@link #lock};
- * walks by every vCPU's hardware read the entries lock-free (release stores pair with the walkers'
- * volatile loads).
+ * <p><b>Dirty logging</b> (KVM's TDP MMU): write protection clears W in the EPT leaves, and a write
+ * violation on a present, readable leaf is served lock-free by a CAS that sets W back (KVM's fast page
+ * fault) and then logs the frame ({@link WriteProtection}); a fill while logging maps read-only unless
+ * the access is a write. Dirty bits use the EPT D bits, which the hardware sets because every EPTP this
+ * engine builds enables EPT A/D (bit 6).
+ *
+ * <p>Concurrency: EPT fills and removals take {@link #lock}; walks by every vCPU's hardware read the
+ * entries lock-free (release stores pair with the walkers' volatile loads); W and D bits of present
+ * leaves change only by CAS (the hardware sets A/D by CAS too).
  */
 final class NestedPaging implements PagingBackend {
     private static final long LEAF_FLAGS = Ept.RWX | Ept.MEMORY_TYPE_WB;
+    private static final long READ_ONLY_LEAF_FLAGS = Ept.R | Ept.X | Ept.MEMORY_TYPE_WB;
 
     private final Vm vm;
     private final PageTables ept;
@@ -70,19 +77,106 @@ final class NestedPaging implements PagingBackend {
             throw new IllegalStateException("EPT misconfiguration at guest-physical 0x" + Long.toHexString(t.faultAddress)
                 + " in VM " + vm.id() + ": the engine's EPT is corrupt");
         }
-        vcpu.countExit(ExitReason.EPT_VIOLATION);
         long gfn = t.faultAddress >>> MachineMemory.FRAME_SHIFT;
+        boolean write = (t.qualification & Fault.QUAL_WRITE) != 0;
+        if (write && grantWrite(vcpu, gfn)) {
+            return RETRY;
+        }
+        vcpu.countExit(ExitReason.EPT_VIOLATION);
         long mfn = vm.populate(gfn); // MACHINE_CHECK to the guest beyond its memory
+        boolean mappedWritable = false;
         synchronized (lock) {
             if (vm.physicalMap().machineFrame(gfn) != mfn) {
                 return RETRY; // discarded meanwhile: fault again and populate afresh
             }
             long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
             if (leafAddress < 0 || (ept.read(leafAddress) & Ept.RWX) == 0) {
-                ept.map(gfn << MachineMemory.FRAME_SHIFT, mfn << MachineMemory.FRAME_SHIFT, Pte.SHIFT_4K, LEAF_FLAGS);
+                DirtyTracking logging = vm.dirtyLog().method();
+                mappedWritable = write || logging == null || logging == DirtyTracking.DIRTY_BITS;
+                ept.map(gfn << MachineMemory.FRAME_SHIFT, mfn << MachineMemory.FRAME_SHIFT, Pte.SHIFT_4K,
+                    mappedWritable ? LEAF_FLAGS : READ_ONLY_LEAF_FLAGS);
             }
         }
+        if (mappedWritable) {
+            vm.dirtyLog().afterGrant(vcpu, gfn); // granted, then logged: see WriteProtection
+        }
         return RETRY;
+    }
+
+    /**
+     * A write violation on a present, readable leaf without W: write protection by dirty logging (or
+     * left over from it). Sets W by CAS and then logs the write; false when the leaf is not such a leaf.
+     */
+    private boolean grantWrite(Vcpu vcpu, long gfn) {
+        long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
+        if (leafAddress < 0) {
+            return false;
+        }
+        while (true) {
+            long e = ept.read(leafAddress);
+            if ((e & Ept.R) == 0) {
+                return false;
+            }
+            if ((e & Ept.W) != 0) {
+                return true; // another vCPU granted it (and logged it) meanwhile
+            }
+            if (vm.host().memory().compareAndSetLong(leafAddress, e, e | Ept.W)) {
+                vcpu.countExit(ExitReason.DIRTY_LOG);
+                vm.dirtyLog().afterGrant(vcpu, gfn);
+                return true;
+            }
+        }
+    }
+
+    @Override
+    public boolean supports(DirtyTracking method) {
+        return true;
+    }
+
+    @Override
+    public void startDirtyLog(DirtyTracking method) {
+        synchronized (lock) { // fills that read the log as off are complete and their leaves visible
+            sweep(ept.root(), ept.levels(), 0, method == DirtyTracking.DIRTY_BITS ? Ept.D : Ept.W, null);
+        }
+    }
+
+    @Override
+    public void collectDirtyBits(DirtyBitmap bitmap) {
+        sweep(ept.root(), ept.levels(), 0, Ept.D, bitmap);
+    }
+
+    @Override
+    public void writeProtect(DirtySnapshot harvested) {
+        MachineMemory memory = vm.host().memory();
+        for (long gfn = harvested.next(0); gfn >= 0; gfn = harvested.next(gfn + 1)) {
+            long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
+            if (leafAddress >= 0) {
+                WriteProtection.revoke(memory, leafAddress, Ept.RWX, Ept.W, 0);
+            }
+        }
+    }
+
+    /**
+     * Clears {@code bits} in every present leaf under the level-{@code level} table at {@code table}
+     * (covering guest frames from {@code firstGfn}); with {@code collect}, marks there each frame whose
+     * leaf had them. Visits tables in address order, each entry once.
+     */
+    private void sweep(long table, int level, long firstGfn, long bits, DirtyBitmap collect) {
+        MachineMemory memory = vm.host().memory();
+        int childShift = 9 * (level - 1);
+        for (int i = 0; i < 512; i++) {
+            long at = table + ((long) i << 3);
+            long e = memory.getLongVolatile(at);
+            if ((e & Ept.RWX) == 0) {
+                continue;
+            }
+            long gfn = firstGfn + ((long) i << childShift);
+            if (level > Pte.LEVEL_PT) {
+                sweep(e & Ept.ADDRESS_MASK, level - 1, gfn, bits, collect);
+            } else if (WriteProtection.revoke(memory, at, Ept.RWX, bits, 0) && collect != null) {
+                collect.mark(gfn);
+            }
+        }
     }
 
     /**

@@ -66,6 +66,34 @@ interface PagingBackend {
         throw new IllegalStateException("discarding guest frames is not supported under this paging mode");
     }
 
+    // ------------------------------------------------------------------ dirty logging (see DirtyLog)
+
+    /** Whether this mode can learn of writes by {@code method}. */
+    default boolean supports(DirtyTracking method) {
+        return method != DirtyTracking.DIRTY_BITS;
+    }
+
+    /**
+     * Logging has just been switched on with {@code method} ({@link DirtyLog#method()} already reads it):
+     * revoke write access from every mapping of guest memory, or for DIRTY_BITS clear every D bit. The
+     * caller flushes every vCPU's TLB afterwards.
+     */
+    void startDirtyLog(DirtyTracking method);
+
+    /** DIRTY_BITS: moves every set D bit into {@code bitmap}, clearing it (the caller flushes TLBs). */
+    default void collectDirtyBits(DirtyBitmap bitmap) {
+    }
+
+    /**
+     * Marks the guest frames the hardware or the engine may have written without any write permission
+     * the log could watch (paravirtual paging: the hardware's A/D updates in guest page tables).
+     */
+    default void markUntracked(DirtyBitmap bitmap) {
+    }
+
+    /** Revokes write access from every mapping of the frames in {@code harvested} (the caller flushes TLBs). */
+    void writeProtect(DirtySnapshot harvested);
+
     /** Releases the host frames the backend owns (EPT or shadow tables). */
     void release();
 }

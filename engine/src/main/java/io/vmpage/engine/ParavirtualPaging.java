@@ -55,6 +55,14 @@ import java.util.concurrent.locks.ReentrantLock;
  * <p><b>Concurrency.</b> Every hypercall runs under one per-VM lock. A vCPU waiting for it keeps serving
  * its flush requests, so a holder flushing remote TLBs cannot deadlock with it.
  *
+ * <p><b>Dirty logging</b> (write protect and dirty ring): the hypervisor write-protects the guest's own
+ * L1 entries, marking them {@link Hypercalls#LOG_DIRTY_WP} so the guest and the type counts still see
+ * them as writable; the first write faults (#PF with P and W), and the hypervisor restores RW by CAS and
+ * then logs the page ({@link WriteProtection}). {@link #mmuUpdate} logs the table page it writes, and
+ * stores a new writable L1 entry protected. The hardware's A/D updates in guest tables cannot be
+ * watched, so every harvest reports every page-table page (as Xen's PV migration re-sends page tables).
+ * Dirty bits are not offered: the D bits the hardware sets are the guest's own.
+ *
  * <p>Only 4-level paging is modelled (x86-64 PV has no LA57).
  */
 final class ParavirtualPaging implements PagingBackend {
@@ -160,6 +168,11 @@ final class ParavirtualPaging implements PagingBackend {
 
     @Override
     public int handleFault(Vcpu vcpu, Translation t) {
+        int protectionWrite = Fault.PF_P | Fault.PF_W;
+        if (t.fault == Fault.PAGE_FAULT && (t.errorCode & (protectionWrite | Fault.PF_RSVD)) == protectionWrite
+            && grantWrite(vcpu, t.va)) {
+            return RETRY;
+        }
         if (t.fault == Fault.PAGE_FAULT) {
             // The hardware walked the guest's own tables: the guest's fault, bounced through the hypervisor.
             vcpu.countExit(ExitReason.PAGE_FAULT_INJECTED);
@@ -167,6 +180,104 @@ final class ParavirtualPaging implements PagingBackend {
         }
         throw new IllegalStateException(Fault.name(t.fault) + " at 0x" + Long.toHexString(t.faultAddress) + " on " + vcpu
             + ": paravirtual paging runs without EPT");
+    }
+
+    /**
+     * A write protection fault at {@code va}: when the L1 entry the vCPU's tables reach is log-dirty
+     * write-protected, restores RW by CAS and logs the page. False when it is not (the guest's own fault).
+     */
+    private boolean grantWrite(Vcpu vcpu, long va) {
+        long table = vcpu.mmu().registers().tableBase();
+        for (int level = Pte.LEVEL_PML4; level > Pte.LEVEL_PT; level--) {
+            long e = memory.getLongVolatile(table + ((long) Pte.index(va, level) << 3));
+            if ((e & Pte.P) == 0 || (e & Pte.PS) != 0) {
+                return false;
+            }
+            table = e & Pte.ADDRESS_MASK & ~reservedAddressBits;
+        }
+        long at = table + ((long) Pte.index(va, Pte.LEVEL_PT) << 3);
+        while (true) {
+            long e = memory.getLongVolatile(at);
+            if ((e & Pte.P) == 0 || (e & Hypercalls.LOG_DIRTY_WP) == 0) {
+                return false;
+            }
+            if (memory.compareAndSetLong(at, e, (e & ~Hypercalls.LOG_DIRTY_WP) | Pte.RW)) {
+                vcpu.countExit(ExitReason.DIRTY_LOG);
+                long gfn = frames.guestFrame((e & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
+                if (gfn >= 0) {
+                    vm.dirtyLog().afterGrant(vcpu, gfn);
+                }
+                return true;
+            }
+        }
+    }
+
+    @Override
+    public void startDirtyLog(DirtyTracking method) {
+        protectL1Entries(null);
+    }
+
+    @Override
+    public void writeProtect(DirtySnapshot harvested) {
+        protectL1Entries(harvested);
+    }
+
+    /** Write-protects every writable L1 entry (or, with {@code only}, those mapping a frame in it). */
+    private void protectL1Entries(DirtySnapshot only) {
+        lockEngine();
+        try {
+            for (long mfn : typed) {
+                if (FrameTable.type(frames.descriptor(mfn)) != TYPE_L1) {
+                    continue;
+                }
+                long base = mfn << MachineMemory.FRAME_SHIFT;
+                for (int i = 0; i < ENTRIES; i++) {
+                    long at = base + ((long) i << 3);
+                    long e = memory.getLongVolatile(at);
+                    if ((e & (Pte.P | Pte.RW)) != (Pte.P | Pte.RW)) {
+                        continue;
+                    }
+                    if (only != null) {
+                        long gfn = frames.guestFrame((e & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
+                        if (gfn < 0 || gfn >= only.frames() || !only.isDirty(gfn)) {
+                            continue;
+                        }
+                    }
+                    WriteProtection.revoke(memory, at, Pte.P, Pte.RW, Hypercalls.LOG_DIRTY_WP);
+                }
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public void markUntracked(DirtyBitmap bitmap) {
+        lockEngine();
+        try {
+            for (long mfn : typed) {
+                if (tableLevel(FrameTable.type(frames.descriptor(mfn))) > 0) {
+                    long gfn = frames.guestFrame(mfn);
+                    if (gfn >= 0) {
+                        bitmap.mark(gfn); // the hardware sets A/D in it without any permission to watch
+                    }
+                }
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Takes the VM's lock for an engine operation; a vCPU thread keeps serving its requests while waiting. */
+    private void lockEngine() {
+        Vcpu self = Vcpu.current();
+        while (!lock.tryLock()) {
+            if (self != null) {
+                self.relax();
+            } else {
+                Thread.onSpinWait();
+            }
+        }
     }
 
     @Override
@@ -246,14 +357,25 @@ final class ParavirtualPaging implements PagingBackend {
             return "ptr is in machine frame " + tableFrame + ", which is not a validated page table (type "
                 + typeName(FrameTable.type(d)) + ")";
         }
+        val &= ~Hypercalls.LOG_DIRTY_WP; // the hypervisor's bit
         String error = getEntry(level, val);
         if (error != null) {
             return "L" + level + " entry refused: " + error;
         }
+        long stored = val;
+        DirtyTracking logging = vm.dirtyLog().method();
+        if (level == Pte.LEVEL_PT && (val & (Pte.P | Pte.RW)) == (Pte.P | Pte.RW)
+            && (logging == DirtyTracking.WRITE_PROTECT || logging == DirtyTracking.DIRTY_RING)) {
+            stored = (val & ~Pte.RW) | Hypercalls.LOG_DIRTY_WP; // writable once the first write is logged
+        }
         long old;
         do { // CAS: the hardware may set A/D in the old entry meanwhile
             old = memory.getLongVolatile(ptr);
-        } while (!memory.compareAndSetLong(ptr, old, val));
+        } while (!memory.compareAndSetLong(ptr, old, stored));
+        long tableGfn = frames.guestFrame(tableFrame);
+        if (tableGfn >= 0) {
+            vm.dirtyLog().markHost(tableGfn); // the hypervisor wrote the guest's table page
+        }
         if ((old & Pte.P) != 0) {
             vm.flushRemoteTlbs(); // no vCPU may keep using the old entry once its target loses a type
             staleAfterSwitch = false;
@@ -400,7 +522,7 @@ final class ParavirtualPaging implements PagingBackend {
             return error;
         }
         if (level == Pte.LEVEL_PT) {
-            if ((val & Pte.RW) == 0) {
+            if (!writableL1(val)) {
                 return null; // read-only: any own frame, page tables included
             }
             error = getType(target, TYPE_WRITABLE);
@@ -415,10 +537,15 @@ final class ParavirtualPaging implements PagingBackend {
             return;
         }
         long target = (val & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT;
-        if (level == Pte.LEVEL_PT && (val & Pte.RW) == 0) {
+        if (level == Pte.LEVEL_PT && !writableL1(val)) {
             return;
         }
         putType(target);
+    }
+
+    /** An L1 entry the guest made writable (RW, or RW held back by log-dirty write protection). */
+    private static boolean writableL1(long val) {
+        return (val & (Pte.RW | Hypercalls.LOG_DIRTY_WP)) != 0;
     }
 
     /** Takes a reference of type {@code type} on own frame {@code mfn}, validating a table on first use. */

@@ -96,6 +96,7 @@ final class ShadowGuestWalk {
                     if (!memory.compareAndSetLong(hpa, e, e | need)) {
                         continue; // raced with another walker or the guest: re-read this level
                     }
+                    vm.dirtyLog().markHost(table); // the engine wrote the guest's table
                     e |= need;
                     entry[level] = e;
                 }
@@ -109,6 +110,7 @@ final class ShadowGuestWalk {
                 if (!memory.compareAndSetLong(hpa, e, e | Pte.A)) {
                     continue;
                 }
+                vm.dirtyLog().markHost(table);
                 entry[level] = e | Pte.A;
             }
             accRw = rw;

@@ -37,6 +37,12 @@ import org.agrona.collections.LongArrayList;
  * writable only when the guest leaf is writable and already dirty, so the
  * first write faults and the engine sets the guest's D bit.
  *
+ * <p><b>Dirty logging</b> (write protect and dirty ring; KVM's shadow MMU has no D-bit logging): enabling
+ * it write-protects every shadow leaf through the reverse map; while it is on, a shadow leaf is installed
+ * writable only for a write access, and the frame is logged right after ({@link WriteProtection}). The
+ * guest A/D bits this engine sets in guest tables are logged as host writes; emulated writes are logged
+ * by the vCPU.
+ *
  * <p><b>Concurrency.</b> Shadow edits and guest walks take one lock per VM (KVM's mmu_lock); hardware
  * walks are lock-free. A vCPU waiting for the lock keeps serving its flush requests and IPIs, so a lock
  * holder waiting for a remote TLB flush cannot deadlock with it.
@@ -311,13 +317,16 @@ final class ShadowPaging implements PagingBackend {
                 return RETRY; // the guest changed an entry before it was write-protected: walk again
             }
             boolean protectedTable = shadowed(gfn);
-            installLeaf(shadowLeaf, gfn, mfn, protectedTable, regs.nxe());
+            boolean write = io.vmpage.mmu.Access.isWrite(access);
+            if (installLeaf(shadowLeaf, gfn, mfn, protectedTable, regs.nxe(), write)) {
+                vm.dirtyLog().afterGrant(vcpu, gfn); // granted, then logged: see WriteProtection
+            }
             long hwRoot = regs.tableBase();
             if (hwRoot != root) { // e.g. CR4.LA57 changed since the CR3 load: run on the right root
                 vcpu.mmu().movToCr3(hardwareCr3(root, regs.cr3() | (regs.pcide() ? ControlRegisters.CR3_NO_FLUSH : 0), regs.pcide()));
             }
             vcpu.mmu().invlpg(va); // drop paging-structure-cache entries that may predate the path just built
-            if (io.vmpage.mmu.Access.isWrite(access) && protectedTable) {
+            if (write && protectedTable) {
                 vcpu.countExit(ExitReason.WRITE_PROTECT);
                 long offset = walk.gpa & MachineMemory.FRAME_OFFSET_MASK;
                 vcpu.emulateAt((mfn << MachineMemory.FRAME_SHIFT) | offset, walk.gpa);
@@ -374,13 +383,18 @@ final class ShadowPaging implements PagingBackend {
         }
     }
 
-    /** Lock held. Fills the 4 KiB shadow leaf at {@code at} for guest frame {@code gfn} (machine frame {@code mfn}). */
-    private void installLeaf(long at, long gfn, long mfn, boolean protectedTable, boolean nxe) {
+    /**
+     * Lock held. Fills the 4 KiB shadow leaf at {@code at} for guest frame {@code gfn} (machine frame
+     * {@code mfn}); returns whether the leaf is writable. While the dirty log is on, only a write access
+     * installs a writable leaf.
+     */
+    private boolean installLeaf(long at, long gfn, long mfn, boolean protectedTable, boolean nxe, boolean write) {
         long value = (mfn << MachineMemory.FRAME_SHIFT) | Pte.P | Pte.A;
         int leafLevel = walk.leafLevel;
         long ge = walk.entry[leafLevel];
         boolean guestWritableAndDirty = (ge & Pte.RW) != 0 && (ge & Pte.D) != 0;
-        if (guestWritableAndDirty && !protectedTable) {
+        boolean writable = guestWritableAndDirty && !protectedTable && (write || !vm.dirtyLog().enabled());
+        if (writable) {
             value |= Pte.RW | Pte.D;
         }
         value |= ge & Pte.G;
@@ -391,6 +405,31 @@ final class ShadowPaging implements PagingBackend {
         }
         memory.putLongRelease(at, value);
         rmapAdd(gfn, mfn, at);
+        return writable;
+    }
+
+    @Override
+    public void startDirtyLog(DirtyTracking method) {
+        lock();
+        try {
+            for (Long2ObjectHashMap<LongArrayList>.KeyIterator it = rmap.keySet().iterator(); it.hasNext(); ) {
+                writeProtect(it.nextLong());
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public void writeProtect(DirtySnapshot harvested) {
+        lock();
+        try {
+            for (long gfn = harvested.next(0); gfn >= 0; gfn = harvested.next(gfn + 1)) {
+                writeProtect(gfn);
+            }
+        } finally {
+            lock.unlock();
+        }
     }
 
     @Override

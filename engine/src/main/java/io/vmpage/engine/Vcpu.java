@@ -49,6 +49,8 @@ public final class Vcpu {
     private long emulatedGpa = -1;
     /** Guest-physical address of the last emulated write, until {@link #finishWrite} syncs it. Owner only. */
     private long pendingWriteGpa = -1;
+    /** Set by the dirty log when this vCPU's ring is (nearly) full; the exit reaps before re-entry. Owner only. */
+    boolean dirtyRingFull;
 
     /** Requests posted to this vCPU. Incremented by requesters after publishing their work. */
     private final AtomicLong kicks = new AtomicLong();
@@ -366,6 +368,10 @@ public final class Vcpu {
         if (pendingWriteGpa >= 0) {
             long gpa = pendingWriteGpa;
             pendingWriteGpa = -1;
+            if (length > 0) {
+                vm.dirtyLog().markHost(gpa >>> MachineMemory.FRAME_SHIFT);
+                vm.dirtyLog().markHost((gpa + length - 1) >>> MachineMemory.FRAME_SHIFT);
+            }
             vm.backend().afterEmulatedWrite(this, gpa, length);
         }
     }
@@ -395,6 +401,11 @@ public final class Vcpu {
         try {
             return vm.backend().handleFault(this, t);
         } finally {
+            if (dirtyRingFull) { // KVM_EXIT_DIRTY_RING_FULL: the rings are reaped before this vCPU re-enters
+                dirtyRingFull = false;
+                countExit(ExitReason.DIRTY_RING_FULL);
+                vm.dirtyLog().reap();
+            }
             mode = IN_GUEST;
             serviceRequests();
         }

@@ -20,6 +20,7 @@ public final class Vm {
     private final VmConfig config;
     private final GuestPhysicalMap p2m;
     private final PagingBackend backend;
+    private final DirtyLog dirtyLog;
     private final List<Vcpu> vcpus;
     /** Machine frames backing guest memory (not counting the engine's own tables). Many writers: atomic. */
     private final AtomicLong populatedFrames = new AtomicLong();
@@ -35,6 +36,7 @@ public final class Vm {
             case SHADOW -> new ShadowPaging(this);
             case PARAVIRTUAL -> new ParavirtualPaging(this);
         };
+        this.dirtyLog = new DirtyLog(this);
         List<Vcpu> list = new ArrayList<>();
         for (int i = 0; i < config.vcpus(); i++) {
             Vcpu vcpu = new Vcpu(this, i, host.allocateVpid());
@@ -96,6 +98,11 @@ public final class Vm {
         return sum;
     }
 
+    /** This VM's dirty log (off until {@link DirtyLog#enable}). */
+    public DirtyLog dirtyLog() {
+        return dirtyLog;
+    }
+
     PagingBackend backend() {
         return backend;
     }
@@ -122,6 +129,7 @@ public final class Vm {
             throw new HostOutOfMemoryException("host out of machine frames populating guest frame 0x"
                 + Long.toHexString(gfn) + " of VM " + id);
         }
+        host.frames().setGuestFrame(frame, gfn);
         if (p2m.install(gfn, frame)) {
             populatedFrames.incrementAndGet();
             return frame;
@@ -162,6 +170,7 @@ public final class Vm {
 
     public void writePhysicalLong(long gpa, long value) {
         host.memory().putLong(hostAddress(gpa, 8), value);
+        dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
     }
 
     /** Copies {@code length} bytes from guest-physical {@code gpa} (may cross frames). */
@@ -182,6 +191,7 @@ public final class Vm {
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
             host.memory().putBytes(hostAddress(gpa, 1), src, offset, chunk);
+            dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
             gpa += chunk;
             offset += chunk;
             length -= chunk;
@@ -192,7 +202,8 @@ public final class Vm {
      * x86-64 page tables in this VM's guest-physical memory, as a bootloader or a guest kernel builds
      * them: tables come from the guest-physical range [{@code tableAreaStart}, {@code tableAreaEnd}),
      * entries hold guest-physical addresses, stores go to the frames backing them (populated on demand).
-     * Writes through this object are plain memory stores: no exit, no TLB invalidation.
+     * Writes through this object are plain memory stores: no exit, no TLB invalidation. While the dirty
+     * log is on, every frame this object touches is logged as written (it cannot tell reads from writes).
      */
     public io.vmpage.mmu.PageTables guestPageTables(long tableAreaStart, long tableAreaEnd) {
         if (tableAreaStart < 0 || tableAreaEnd > config.memoryBytes() || tableAreaStart >= tableAreaEnd
@@ -209,7 +220,11 @@ public final class Vm {
             next[0] += MachineMemory.FRAME_SIZE;
             host.memory().zeroFrame(populate(gpa >>> MachineMemory.FRAME_SHIFT));
             return gpa;
-        }, gpa -> hostAddress(gpa, 8));
+        }, gpa -> {
+            long hpa = hostAddress(gpa, 8);
+            dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
+            return hpa;
+        });
     }
 
     // ------------------------------------------------------------------ remote TLB flush

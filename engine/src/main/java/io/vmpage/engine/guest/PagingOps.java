@@ -90,7 +90,7 @@ interface PagingOps {
 
         @Override
         public long readEntry(Vcpu cpu, long tableGfn, int index) {
-            return cpu.readLong(Native.directMap(tableGfn, index));
+            return io.vmpage.engine.Hypercalls.guestView(cpu.readLong(Native.directMap(tableGfn, index)));
         }
 
         @Override

@@ -1,0 +1,238 @@
+package io.vmpage.engine;
+
+import java.util.concurrent.locks.ReentrantLock;
+import org.jctools.queues.SpscArrayQueue;
+
+/**
+ * A VM's dirty log (KVM's dirty logging, Xen's log-dirty mode): which guest frames were written since
+ * the last harvest, for live migration and snapshots. Switched on and off while vCPUs run; one
+ * {@link DirtyTracking} method at a time.
+ *
+ * <p><b>What counts as a write.</b> Guest stores through any vCPU (including stores the engine emulates),
+ * the hardware's A/D updates in guest page tables, host-side stores ({@link Vm#writePhysicalLong} and
+ * friends, as KVM's {@code kvm_write_guest} marks pages) and, under paravirtual paging, the hypervisor's
+ * own page-table updates. Reads never count.
+ *
+ * <p><b>Guarantee.</b> A write that completes after {@link #enable} returns is reported by a harvest that
+ * starts after it completes, or by an earlier one that returned after it (so copying the reported
+ * pages after each harvest returns sees every write: what pre-copy migration needs). Pages may be
+ * reported without having changed (over-reporting is allowed, as on real systems).
+ *
+ * <p><b>Concurrency.</b> {@link #method} is volatile: the fault side reads it after granting write access
+ * (see {@link WriteProtection}), {@link #enable} writes it before revoking, so either the fault sees the
+ * log on and marks, or the revoke sweep comes after its grant. Harvests, enables and disables serialize
+ * on {@link #control}; ring consumers (harvest, {@link #reap}, a vCPU whose ring filled) serialize on
+ * {@link #reapLock}, which is never held while waiting for a vCPU.
+ */
+public final class DirtyLog {
+    /** KVM's default dirty-ring size (entries per vCPU). */
+    public static final int DEFAULT_RING_SIZE = 4096;
+    /** Entries kept free when a ring reports full (KVM's reserved entries), so a vCPU never pushes into a full ring. */
+    private static final int RING_RESERVE = 16;
+
+    private final Vm vm;
+    private final DirtyBitmap bitmap;
+    private final Object control = new Object();
+    private final ReentrantLock reapLock = new ReentrantLock();
+    /** The method in use, null when the log is off. Written under {@link #control}; read by any thread. */
+    private volatile DirtyTracking method;
+    /** Per-vCPU rings (vCPU index), created by the first DIRTY_RING enable; producer: the vCPU's owner thread. */
+    private volatile SpscArrayQueue<Long>[] rings;
+    private int ringSize;
+    /** Harvests done. Written under {@link #control}. */
+    private volatile long harvests;
+
+    DirtyLog(Vm vm) {
+        this.vm = vm;
+        this.bitmap = new DirtyBitmap(vm.physicalMap().frames());
+    }
+
+    /** The method in use, or null when logging is off. */
+    public DirtyTracking method() {
+        return method;
+    }
+
+    public boolean enabled() {
+        return method != null;
+    }
+
+    /** The bitmap the log collects into (guest frames not yet harvested). */
+    public DirtyBitmap bitmap() {
+        return bitmap;
+    }
+
+    /** Harvests done so far. */
+    public long harvests() {
+        return harvests;
+    }
+
+    /** {@link #enable(DirtyTracking, int)} with the default ring size. */
+    public void enable(DirtyTracking how) {
+        enable(how, DEFAULT_RING_SIZE);
+    }
+
+    /**
+     * Starts logging with {@code how}: every write that completes after this returns is reported. Starting
+     * the method already in use does nothing.
+     *
+     * @param ringEntries per-vCPU ring size for {@link DirtyTracking#DIRTY_RING} (a power of two, 64 to
+     *     65536, fixed by the first ring enable as KVM fixes it per VM); ignored otherwise
+     * @throws IllegalStateException when another method is in use (disable it first)
+     * @throws IllegalArgumentException when the VM's paging mode cannot use {@code how}, or the ring size is bad
+     */
+    public void enable(DirtyTracking how, int ringEntries) {
+        if (how == null) {
+            throw new IllegalArgumentException("dirty tracking method is required");
+        }
+        if (!vm.backend().supports(how)) {
+            throw new IllegalArgumentException("dirty tracking " + how + " needs EPT A/D bits (paging mode NESTED); VM "
+                + vm.id() + " runs " + vm.pagingMode());
+        }
+        synchronized (control) {
+            DirtyTracking current = method;
+            if (current == how) {
+                return;
+            }
+            if (current != null) {
+                throw new IllegalStateException("VM " + vm.id() + " is already logging with " + current + ": disable it first");
+            }
+            if (how == DirtyTracking.DIRTY_RING) {
+                createRings(ringEntries);
+            }
+            method = how;
+            vm.backend().startDirtyLog(how);
+            vm.flushRemoteTlbs(); // no vCPU keeps a writable (or dirty) translation from before
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private void createRings(int entries) {
+        if (entries < 64 || entries > 65536 || Integer.bitCount(entries) != 1) {
+            throw new IllegalArgumentException("dirty ring size " + entries + " must be a power of two from 64 to 65536");
+        }
+        if (rings != null) {
+            if (entries != ringSize) {
+                throw new IllegalArgumentException("VM " + vm.id() + "'s dirty rings have " + ringSize
+                    + " entries; the size is fixed once set (as KVM_CAP_DIRTY_LOG_RING)");
+            }
+            return;
+        }
+        SpscArrayQueue<Long>[] created = new SpscArrayQueue[vm.vcpus().size()];
+        for (int i = 0; i < created.length; i++) {
+            created[i] = new SpscArrayQueue<>(entries);
+        }
+        ringSize = entries;
+        rings = created;
+    }
+
+    /**
+     * Stops logging. What was logged stays for the next {@link #harvest} (dirty bits are collected into the
+     * bitmap now); pages left write-protected get write access back at their next write, unlogged.
+     */
+    public void disable() {
+        synchronized (control) {
+            DirtyTracking current = method;
+            if (current == null) {
+                return;
+            }
+            if (current == DirtyTracking.DIRTY_BITS) {
+                vm.backend().collectDirtyBits(bitmap);
+            }
+            method = null;
+        }
+    }
+
+    /**
+     * Harvests the log into {@code into} (cleared first) and returns the number of frames reported:
+     * drains the dirty rings, collects dirty bits, takes the bitmap word by word, write-protects the
+     * reported frames again, and flushes every vCPU's TLB before returning (KVM's
+     * {@code GET_DIRTY_LOG} + {@code CLEAR_DIRTY_LOG}, or {@code RESET_DIRTY_RINGS}). Safe while vCPUs run.
+     */
+    public long harvest(DirtySnapshot into) {
+        if (into.frames() != bitmap.frames()) {
+            throw new IllegalArgumentException("snapshot of " + into.frames() + " frames does not fit VM " + vm.id()
+                + "'s " + bitmap.frames() + " frames");
+        }
+        synchronized (control) {
+            into.clear();
+            reap();
+            DirtyTracking current = method;
+            if (current == DirtyTracking.DIRTY_BITS) {
+                vm.backend().collectDirtyBits(bitmap);
+            }
+            vm.backend().markUntracked(bitmap);
+            bitmap.harvest(into);
+            if (current == DirtyTracking.WRITE_PROTECT || current == DirtyTracking.DIRTY_RING) {
+                vm.backend().writeProtect(into);
+            }
+            if (current != null) {
+                vm.flushRemoteTlbs(); // revoked write access and cleared D bits bind every vCPU from here
+            }
+            harvests++;
+            return into.count();
+        }
+    }
+
+    /**
+     * Drains every vCPU's dirty ring into the bitmap (QEMU's reaper thread); any thread may call it at
+     * any time. The pages stay writable until the next harvest reports and re-protects them.
+     * Returns the entries drained.
+     */
+    public long reap() {
+        SpscArrayQueue<Long>[] all = rings;
+        if (all == null) {
+            return 0;
+        }
+        long n = 0;
+        reapLock.lock();
+        try {
+            for (SpscArrayQueue<Long> ring : all) {
+                Long gfn;
+                while ((gfn = ring.relaxedPoll()) != null) {
+                    bitmap.mark(gfn);
+                    n++;
+                }
+            }
+        } finally {
+            reapLock.unlock();
+        }
+        return n;
+    }
+
+    /** Entries waiting in vCPU {@code index}'s ring (0 without rings). */
+    public int ringEntries(int index) {
+        SpscArrayQueue<Long>[] all = rings;
+        return all == null ? 0 : all[index].size();
+    }
+
+    // ------------------------------------------------------------------ engine side
+
+    /**
+     * The fault side of {@link WriteProtection}, after write access to {@code gfn} was granted: logs the
+     * write in {@code vcpu}'s ring or the bitmap. Returns without logging when the log is off.
+     */
+    void afterGrant(Vcpu vcpu, long gfn) {
+        DirtyTracking current = method;
+        if (current == null) {
+            return;
+        }
+        if (current == DirtyTracking.DIRTY_RING && vcpu != null) {
+            SpscArrayQueue<Long> ring = rings[vcpu.index()];
+            if (!ring.offer(gfn)) {
+                bitmap.mark(gfn); // never lose it; the vCPU reaps before it re-enters
+                vcpu.dirtyRingFull = true;
+            } else if (ring.size() >= ringSize - RING_RESERVE) {
+                vcpu.dirtyRingFull = true;
+            }
+            return;
+        }
+        bitmap.mark(gfn);
+    }
+
+    /** A store the engine or the host made to guest frame {@code gfn} without a tracked mapping. */
+    void markHost(long gfn) {
+        if (method != null) {
+            bitmap.mark(gfn);
+        }
+    }
+}

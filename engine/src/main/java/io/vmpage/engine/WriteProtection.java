@@ -1,0 +1,51 @@
+package io.vmpage.engine;
+
+import io.vmpage.mmu.MachineMemory;
+
+/**
+ * The write-protect protocol of dirty logging, in one place for every paging mode (the entry formats
+ * differ only in which bits grant write access).
+ *
+ * <p>A write fault on a protected page <i>first</i> grants write access in the entry (CAS) and <i>then</i>
+ * marks the page; a harvest <i>first</i> takes the bitmap word and <i>then</i> revokes write access of
+ * the pages it took (CAS), then flushes TLBs. Whatever the interleaving, an entry left writable has its
+ * bit set (or is in the harvest about to revoke it): granting after the revoke is followed by a mark
+ * after the harvest's take, and a grant before the revoke is undone by it. The opposite order on the
+ * fault side (mark, then grant) can lose a page: mark, harvest takes and revokes, grant, and the page
+ * stays writable with a clear bit. Both entry updates are CAS so that hardware A/D updates and other
+ * engine edits are never overwritten. Verified by the jcstress tests in the {@code stress} module.
+ */
+public final class WriteProtection {
+    private WriteProtection() {
+    }
+
+    /**
+     * The fault side: replaces the entry at host-physical {@code entry} by {@code granted} if it still
+     * holds {@code expected}, then marks {@code gfn}. False, nothing marked, when the entry changed (the
+     * caller re-reads or lets the access fault again).
+     */
+    public static boolean grant(MachineMemory memory, long entry, long expected, long granted, DirtyBitmap bitmap, long gfn) {
+        if (!memory.compareAndSetLong(entry, expected, granted)) {
+            return false;
+        }
+        bitmap.mark(gfn);
+        return true;
+    }
+
+    /**
+     * The harvest side: clears {@code revoke} bits (and sets {@code add} bits) in the entry at host-physical
+     * {@code entry} when it is present ({@code presentMask} bit set) and has any {@code revoke} bit;
+     * true when it changed the entry. The caller flushes TLBs afterwards.
+     */
+    public static boolean revoke(MachineMemory memory, long entry, long presentMask, long revoke, long add) {
+        while (true) {
+            long e = memory.getLongVolatile(entry);
+            if ((e & presentMask) == 0 || (e & revoke) == 0) {
+                return false;
+            }
+            if (memory.compareAndSetLong(entry, e, (e & ~revoke) | add)) {
+                return true;
+            }
+        }
+    }
+}
