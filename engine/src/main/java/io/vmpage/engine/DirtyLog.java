@@ -13,10 +13,13 @@ import org.jctools.queues.SpscArrayQueue;
  * friends, as KVM's {@code kvm_write_guest} marks pages) and, under paravirtual paging, the hypervisor's
  * own page-table updates. Reads never count.
  *
- * <p><b>Guarantee.</b> A write that completes after {@link #enable} returns is reported by a harvest that
- * starts after it completes, or by an earlier one that returned after it (so copying the reported
- * pages after each harvest returns sees every write: what pre-copy migration needs). Pages may be
- * reported without having changed (over-reporting is allowed, as on real systems).
+ * <p><b>Guarantee.</b> A write that starts after {@link #enable} returns is reported by a harvest that
+ * returns after the write: the next one that starts once the vCPU that was granted write access to the
+ * page has left that exit (granting precedes logging, as in KVM's fast page fault, so another vCPU can
+ * write the page in between). A harvest while every vCPU is paused therefore reports every write not yet
+ * reported, and copying the pages each harvest reports, after it returns, converges to guest memory:
+ * what pre-copy and stop-and-copy migration need. Pages may be reported without having changed
+ * (over-reporting is allowed, as on real systems).
  *
  * <p><b>Concurrency.</b> {@link #method} is volatile: the fault side reads it after granting write access
  * (see {@link WriteProtection}), {@link #enable} writes it before revoking, so either the fault sees the

@@ -170,7 +170,7 @@ final class ParavirtualPaging implements PagingBackend {
     public int handleFault(Vcpu vcpu, Translation t) {
         int protectionWrite = Fault.PF_P | Fault.PF_W;
         if (t.fault == Fault.PAGE_FAULT && (t.errorCode & (protectionWrite | Fault.PF_RSVD)) == protectionWrite
-            && grantWrite(vcpu, t.va)) {
+            && grantWrite(vcpu, t.va, (t.errorCode & Fault.PF_U) != 0)) {
             return RETRY;
         }
         if (t.fault == Fault.PAGE_FAULT) {
@@ -186,24 +186,31 @@ final class ParavirtualPaging implements PagingBackend {
      * A write protection fault at {@code va}: when the L1 entry the vCPU's tables reach is log-dirty
      * write-protected, restores RW by CAS and logs the page. False when it is not (the guest's own fault).
      */
-    private boolean grantWrite(Vcpu vcpu, long va) {
+    private boolean grantWrite(Vcpu vcpu, long va, boolean user) {
         long table = vcpu.mmu().registers().tableBase();
+        long allowed = Pte.RW | Pte.US;
         for (int level = Pte.LEVEL_PML4; level > Pte.LEVEL_PT; level--) {
             long e = memory.getLongVolatile(table + ((long) Pte.index(va, level) << 3));
             if ((e & Pte.P) == 0 || (e & Pte.PS) != 0) {
                 return false;
             }
+            allowed &= e;
             table = e & Pte.ADDRESS_MASK & ~reservedAddressBits;
         }
         long at = table + ((long) Pte.index(va, Pte.LEVEL_PT) << 3);
         while (true) {
-            long e = memory.getLongVolatile(at);
-            if ((e & Pte.P) == 0 || (e & Hypercalls.LOG_DIRTY_WP) == 0) {
-                return false;
+            long e = Hypercalls.guestView(memory.getLongVolatile(at));
+            long need = user ? Pte.RW | Pte.US : Pte.RW; // CR0.WP is always set under PV
+            if ((e & Pte.P) == 0 || (allowed & e & need) != need) {
+                return false; // the guest's own protection fault
             }
-            if (memory.compareAndSetLong(at, e, (e & ~Hypercalls.LOG_DIRTY_WP) | Pte.RW)) {
+            long raw = memory.getLongVolatile(at);
+            if ((raw & Hypercalls.LOG_DIRTY_WP) == 0) {
+                return true; // another vCPU granted it meanwhile: retry
+            }
+            if (memory.compareAndSetLong(at, raw, (raw & ~Hypercalls.LOG_DIRTY_WP) | Pte.RW)) {
                 vcpu.countExit(ExitReason.DIRTY_LOG);
-                long gfn = frames.guestFrame((e & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
+                long gfn = frames.guestFrame((raw & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
                 if (gfn >= 0) {
                     vm.dirtyLog().afterGrant(vcpu, gfn);
                 }

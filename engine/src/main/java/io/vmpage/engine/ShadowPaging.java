@@ -318,7 +318,11 @@ final class ShadowPaging implements PagingBackend {
             }
             boolean protectedTable = shadowed(gfn);
             boolean write = io.vmpage.mmu.Access.isWrite(access);
+            boolean wasReadOnly = (memory.getLongVolatile(shadowLeaf) & (Pte.P | Pte.RW)) == Pte.P;
             if (installLeaf(shadowLeaf, gfn, mfn, protectedTable, regs.nxe(), write)) {
+                if (wasReadOnly && vm.dirtyLog().enabled()) {
+                    vcpu.countExit(ExitReason.DIRTY_LOG);
+                }
                 vm.dirtyLog().afterGrant(vcpu, gfn); // granted, then logged: see WriteProtection
             }
             long hwRoot = regs.tableBase();

@@ -1,0 +1,60 @@
+package io.vmpage.engine;
+
+import io.vmpage.engine.guest.GuestKernel;
+import io.vmpage.mmu.Access;
+import io.vmpage.mmu.MachineMemory;
+
+/**
+ * Test fixture for dirty logging: a booted guest kernel in any paging mode with one address space in
+ * which {@code pages} user pages are mapped and touched (populated before any logging starts), every
+ * vCPU switched to it, and the guest frame behind each page known.
+ */
+final class LoggedGuest implements AutoCloseable {
+    static final long HEAP = 0x0000_6000_0000_0000L;
+
+    final Host host;
+    final Vm vm;
+    final GuestKernel kernel;
+    final GuestKernel.AddressSpace space;
+    final long[] gfnOfPage;
+
+    LoggedGuest(PagingMode mode, int vcpus, int pages) {
+        host = Host.create(64L << 20);
+        vm = host.createVm(VmConfig.of(24L << 20).withPaging(mode).withVcpus(vcpus));
+        kernel = GuestKernel.boot(vm);
+        Vcpu cpu0 = vm.vcpu(0);
+        space = kernel.createAddressSpace(cpu0);
+        kernel.mmap(space, HEAP, pages * 4096L, GuestKernel.PROT_READ | GuestKernel.PROT_WRITE);
+        gfnOfPage = new long[pages];
+        for (Vcpu cpu : vm.vcpus()) {
+            cpu.run(() -> kernel.switchTo(cpu, space));
+        }
+        cpu0.run(() -> {
+            for (int p = 0; p < pages; p++) {
+                cpu0.writeLong(page(p), p);
+                long hpa = cpu0.translate(page(p), Access.READ);
+                gfnOfPage[p] = host.frames().guestFrame(hpa >>> MachineMemory.FRAME_SHIFT);
+            }
+        });
+    }
+
+    static long page(int p) {
+        return HEAP + p * 4096L;
+    }
+
+    long exits(ExitReason reason) {
+        return vm.exits().get(reason);
+    }
+
+    /** The whole of guest-physical memory. */
+    byte[] memory() {
+        byte[] bytes = new byte[(int) vm.memorySize()];
+        vm.readPhysical(0, bytes, 0, bytes.length);
+        return bytes;
+    }
+
+    @Override
+    public void close() {
+        host.close();
+    }
+}
