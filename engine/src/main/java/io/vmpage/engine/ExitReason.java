@@ -20,6 +20,8 @@ public enum ExitReason {
     DIRTY_LOG,
     /** The vCPU's dirty ring filled up (KVM_EXIT_DIRTY_RING_FULL): the rings were reaped before it re-entered. */
     DIRTY_RING_FULL,
+    /** A write to a frame shared copy-on-write: the engine gave the guest frame a private copy. */
+    COPY_ON_WRITE,
     /** A #PF the engine reflected into the guest, whose own handler then ran. */
     PAGE_FAULT_INJECTED
 }

@@ -45,6 +45,12 @@ public final class FrameTable {
     public static final int TYPE_DATA = 0;
     /** Frame holds a host-owned paging structure (EPT or shadow table). */
     public static final int TYPE_HOST_TABLE = 1;
+    /**
+     * Frame is shared copy-on-write between guest frames (of one or several VMs) with equal contents:
+     * owner 0 (the host), refs = the guest frames mapping it, read-only everywhere. Types 2..6 are the
+     * paravirtual page types ({@link ParavirtualPaging}).
+     */
+    public static final int TYPE_SHARED = 7;
 
     private static final int HEAD_OFFSET = 0;
     private static final long EMPTY = 0;

@@ -51,6 +51,11 @@ public final class GuestPhysicalMap {
         return entries.compareAndSetLong((int) gfn * 8, 0, ((mfn + 1) << MFN_SHIFT) | PRESENT);
     }
 
+    /** Points {@code gfn} at {@code mfn} instead of {@code expected}; false when it no longer maps {@code expected}. */
+    boolean replace(long gfn, long expected, long mfn) {
+        return entries.compareAndSetLong((int) gfn * 8, ((expected + 1) << MFN_SHIFT) | PRESENT, ((mfn + 1) << MFN_SHIFT) | PRESENT);
+    }
+
     /** Empties {@code gfn}'s slot if it still maps {@code mfn}; the caller frees the frame after flushing TLBs. */
     boolean remove(long gfn, long mfn) {
         return entries.compareAndSetLong((int) gfn * 8, ((mfn + 1) << MFN_SHIFT) | PRESENT, 0);

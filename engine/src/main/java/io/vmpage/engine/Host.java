@@ -22,6 +22,10 @@ public final class Host implements AutoCloseable {
     private final List<Vm> vms = new ArrayList<>();
     private final AtomicInteger nextVmId = new AtomicInteger(1);
     private final AtomicInteger nextVpid = new AtomicInteger(1);
+    /** Machine frames shared copy-on-write right now. Updated by CAS winners only. */
+    private final java.util.concurrent.atomic.AtomicLong sharedFrames = new java.util.concurrent.atomic.AtomicLong();
+    /** One merge at a time (as KSM's single ksmd thread): merges of the same frames never interleave. */
+    private final Object sharing = new Object();
 
     private Host(MachineMemory memory) {
         this.memory = memory;
@@ -61,6 +65,111 @@ public final class Host implements AutoCloseable {
 
     public synchronized List<Vm> vms() {
         return Collections.unmodifiableList(new ArrayList<>(vms));
+    }
+
+    // ------------------------------------------------------------------ copy-on-write page sharing
+
+    /**
+     * Content-based page sharing (ESX's transparent page sharing, Linux KSM's merge): if guest frame
+     * {@code gfnA} of {@code a} and {@code gfnB} of {@code b} hold the same bytes, both come to map one
+     * machine frame read-only and the other frame returns to the host; the next write to either, by a
+     * vCPU or the host, exits and gets a private copy ({@link ExitReason#COPY_ON_WRITE}). The VMs may be
+     * the same VM. Safe while their vCPUs run: both frames are write-protected and every vCPU flushed
+     * before the compare, and a write that lands between compare and remap makes the merge give up.
+     *
+     * @return true when the frames are shared now, false when they differ, are not populated, or a
+     *     write raced with the merge
+     * @throws IllegalArgumentException when a VM is not on this host, a frame is outside its VM, or a
+     *     VM does not use nested paging (the only mode this model shares pages in)
+     */
+    public boolean share(Vm a, long gfnA, Vm b, long gfnB) {
+        NestedPaging na = sharingBackend(a, gfnA);
+        NestedPaging nb = sharingBackend(b, gfnB);
+        if (a == b && gfnA == gfnB) {
+            return false;
+        }
+        synchronized (sharing) {
+            long ma = na.writeProtectForSharing(gfnA);
+            long mb = nb.writeProtectForSharing(gfnB);
+            if (ma < 0 || mb < 0) {
+                return false;
+            }
+            if (ma == mb) {
+                return true;
+            }
+            a.flushRemoteTlbs(); // no vCPU can write either frame from here on without an exit
+            if (b != a) {
+                b.flushRemoteTlbs();
+            }
+            if (!memory.frameEquals(ma, mb)) {
+                return false; // the leaves stay read-only: the next write exits and gets write access back
+            }
+            if (!na.mapShared(gfnA, ma, ma)) { // a's frame becomes (or already is) the shared one
+                return false;
+            }
+            takeSharedReference(ma);
+            if (!nb.mapShared(gfnB, mb, ma)) {
+                dropSharedReference(ma);
+                return false;
+            }
+            b.flushRemoteTlbs(); // b's vCPUs stop using its old frame...
+            b.releaseFrame(mb); // ...before the frame goes back to the host (or loses a sharer)
+            return true;
+        }
+    }
+
+    /** Machine frames currently shared copy-on-write. */
+    public long sharedFrames() {
+        return sharedFrames.get();
+    }
+
+    private NestedPaging sharingBackend(Vm vm, long gfn) {
+        if (vm.host() != this || !vms().contains(vm)) {
+            throw new IllegalArgumentException(vm + " does not run on this host");
+        }
+        if (!vm.physicalMap().contains(gfn)) {
+            throw new IllegalArgumentException("guest frame 0x" + Long.toHexString(gfn) + " is outside " + vm + "'s memory");
+        }
+        if (!(vm.backend() instanceof NestedPaging nested)) {
+            throw new IllegalArgumentException("page sharing needs paging mode NESTED; " + vm + " runs " + vm.pagingMode());
+        }
+        return nested;
+    }
+
+    void sharedFrameCreated() {
+        sharedFrames.incrementAndGet();
+    }
+
+    void sharedFrameReleased() {
+        sharedFrames.decrementAndGet();
+    }
+
+    private void takeSharedReference(long mfn) {
+        while (true) {
+            long d = frames.descriptor(mfn);
+            if (frames.compareAndSetDescriptor(mfn, d, d + FrameTable.REF_ONE)) {
+                return;
+            }
+        }
+    }
+
+    /** Drops one mapping of shared frame {@code mfn}; the last one frees it. Callers flushed TLBs first. */
+    void dropSharedReference(long mfn) {
+        while (true) {
+            long d = frames.descriptor(mfn);
+            if (FrameTable.type(d) != FrameTable.TYPE_SHARED) {
+                throw new IllegalStateException("machine frame " + mfn + " is not shared");
+            }
+            if (FrameTable.refs(d) == 1) {
+                if (frames.compareAndSetDescriptor(mfn, d, d - FrameTable.REF_ONE)) {
+                    sharedFrames.decrementAndGet();
+                    frames.free(mfn);
+                    return;
+                }
+            } else if (frames.compareAndSetDescriptor(mfn, d, d - FrameTable.REF_ONE)) {
+                return;
+            }
+        }
     }
 
     int allocateVpid() {

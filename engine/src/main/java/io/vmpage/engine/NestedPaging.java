@@ -28,6 +28,18 @@ import io.vmpage.mmu.Translation;
 final class NestedPaging implements PagingBackend {
     private static final long LEAF_FLAGS = Ept.RWX | Ept.MEMORY_TYPE_WB;
     private static final long READ_ONLY_LEAF_FLAGS = Ept.R | Ept.X | Ept.MEMORY_TYPE_WB;
+    /**
+     * Software bit of a leaf mapping a shared copy-on-write frame (EPT bits 56:52 are ignored by the
+     * hardware). Changing it on a read-only leaf also makes a racing write grant's CAS fail, which is how
+     * a frame is never shared while writable nor made writable once shared.
+     * <pre>
+     *  EPT leaf   63..57   56..53   52    51..12   11..10  9  8  7  6   5..3  2 1 0
+     *            +-------+--------+-----+--------+-------+--+--+--+----+-----+-+-+-+
+     *            |       |        | COW |  MFN   |       |D |A |PS|IPAT| MT  |X|W|R|   COW: W stays clear
+     *            +-------+--------+-----+--------+-------+--+--+--+----+-----+-+-+-+
+     * </pre>
+     */
+    static final long COW = 1L << 52;
 
     private final Vm vm;
     private final PageTables ept;
@@ -92,9 +104,10 @@ final class NestedPaging implements PagingBackend {
             long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
             if (leafAddress < 0 || (ept.read(leafAddress) & Ept.RWX) == 0) {
                 DirtyTracking logging = vm.dirtyLog().method();
-                mappedWritable = write || logging == null || logging == DirtyTracking.DIRTY_BITS;
+                boolean shared = FrameTable.type(vm.host().frames().descriptor(mfn)) == FrameTable.TYPE_SHARED;
+                mappedWritable = !shared && (write || logging == null || logging == DirtyTracking.DIRTY_BITS);
                 ept.map(gfn << MachineMemory.FRAME_SHIFT, mfn << MachineMemory.FRAME_SHIFT, Pte.SHIFT_4K,
-                    mappedWritable ? LEAF_FLAGS : READ_ONLY_LEAF_FLAGS);
+                    shared ? READ_ONLY_LEAF_FLAGS | COW : mappedWritable ? LEAF_FLAGS : READ_ONLY_LEAF_FLAGS);
             }
         }
         if (mappedWritable) {
@@ -104,8 +117,9 @@ final class NestedPaging implements PagingBackend {
     }
 
     /**
-     * A write violation on a present, readable leaf without W: write protection by dirty logging (or
-     * left over from it). Sets W by CAS and then logs the write; false when the leaf is not such a leaf.
+     * A write violation on a present, readable leaf without W: a shared frame to copy, or write protection
+     * by dirty logging or page sharing. Sets W by CAS and then logs the write; false when the leaf is not
+     * such a leaf.
      */
     private boolean grantWrite(Vcpu vcpu, long gfn) {
         long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
@@ -120,11 +134,128 @@ final class NestedPaging implements PagingBackend {
             if ((e & Ept.W) != 0) {
                 return true; // another vCPU granted it (and logged it) meanwhile
             }
+            if ((e & COW) != 0) {
+                vcpu.countExit(ExitReason.COPY_ON_WRITE);
+                breakSharing(vcpu, gfn);
+                return true;
+            }
             if (vm.host().memory().compareAndSetLong(leafAddress, e, e | Ept.W)) {
                 vcpu.countExit(ExitReason.DIRTY_LOG);
                 vm.dirtyLog().afterGrant(vcpu, gfn);
                 return true;
             }
+        }
+    }
+
+    // ------------------------------------------------------------------ copy-on-write sharing
+
+    /**
+     * Gives guest frame {@code gfn} a private, writable frame again (a write to a shared frame, by a vCPU
+     * or the host): the last mapper takes the shared frame over, others get a copy. Every vCPU of this
+     * VM drops its read-only translations before the caller writes, so none keeps reading the shared
+     * frame after this VM's copy diverged. Returns the private machine frame, logged as written.
+     *
+     * @throws HostOutOfMemoryException when no frame is left for the copy
+     */
+    long breakSharing(Vcpu vcpu, long gfn) {
+        FrameTable frames = vm.host().frames();
+        long gpa = gfn << MachineMemory.FRAME_SHIFT;
+        long shared;
+        long mine;
+        boolean copied;
+        synchronized (lock) {
+            shared = vm.physicalMap().machineFrame(gfn);
+            if (shared < 0) {
+                return -1; // discarded meanwhile: the retried access populates afresh
+            }
+            long d = frames.descriptor(shared);
+            copied = false;
+            if (FrameTable.type(d) != FrameTable.TYPE_SHARED) {
+                mine = shared; // private already (a sharing attempt that stopped half-way): just grant
+            } else if (FrameTable.refs(d) == 1 && frames.compareAndSetDescriptor(shared, d,
+                    FrameTable.USED | ((long) vm.id() << FrameTable.OWNER_SHIFT) | FrameTable.REF_ONE)) {
+                mine = shared; // the last mapper keeps the frame: no copy (KSM reuses a page mapped once)
+                vm.host().sharedFrameReleased();
+                frames.setGuestFrame(mine, gfn);
+                vm.privateFrameAdded();
+            } else {
+                mine = frames.allocate(vm.id(), FrameTable.TYPE_DATA);
+                if (mine < 0) {
+                    throw new HostOutOfMemoryException("host out of machine frames breaking copy-on-write sharing of guest frame 0x"
+                        + Long.toHexString(gfn) + " of VM " + vm.id());
+                }
+                vm.host().memory().copyFrame(shared, mine);
+                frames.setGuestFrame(mine, gfn);
+                vm.physicalMap().replace(gfn, shared, mine);
+                vm.privateFrameAdded();
+                copied = true;
+            }
+            long leafAddress = ept.leafAddress(gpa);
+            if (leafAddress >= 0) {
+                while (true) { // CAS: the hardware may be setting A in the read-only leaf
+                    long e = ept.read(leafAddress);
+                    long granted = (mine << MachineMemory.FRAME_SHIFT) | LEAF_FLAGS;
+                    if (vm.host().memory().compareAndSetLong(leafAddress, e, granted)) {
+                        break;
+                    }
+                }
+            }
+        }
+        if (copied) {
+            vm.flushRemoteTlbs(); // nobody in this VM reads the shared frame once the copy is written
+            vm.host().dropSharedReference(shared);
+        }
+        vm.dirtyLog().afterGrant(vcpu, gfn);
+        return mine;
+    }
+
+    /**
+     * Sharing, first step: removes write access from {@code gfn}'s leaf so the caller can compare
+     * contents after a remote flush. Returns the machine frame behind it, -1 when not populated.
+     */
+    long writeProtectForSharing(long gfn) {
+        long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
+        if (leafAddress >= 0) {
+            WriteProtection.revoke(vm.host().memory(), leafAddress, Ept.RWX, Ept.W, 0);
+        }
+        return vm.physicalMap().machineFrame(gfn);
+    }
+
+    /**
+     * Sharing, second step: makes {@code gfn}, still backed by {@code mfn} and still read-only (no write
+     * since {@link #writeProtectForSharing}), map shared frame {@code shared} (which may be {@code mfn}
+     * itself: the first mapper turns its frame into the shared one). False, nothing changed, when a write
+     * or a discard got there first. The caller flushes this VM's TLBs.
+     */
+    boolean mapShared(long gfn, long mfn, long shared) {
+        FrameTable frames = vm.host().frames();
+        synchronized (lock) {
+            if (vm.physicalMap().machineFrame(gfn) != mfn) {
+                return false;
+            }
+            long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
+            if (leafAddress >= 0) {
+                long e = ept.read(leafAddress);
+                if ((e & Ept.W) != 0 || (e & Ept.ADDRESS_MASK) != (mfn << MachineMemory.FRAME_SHIFT)) {
+                    return false; // written (or remapped) since the compare
+                }
+                long cow = (shared << MachineMemory.FRAME_SHIFT) | READ_ONLY_LEAF_FLAGS | COW;
+                if (!vm.host().memory().compareAndSetLong(leafAddress, e, cow)) {
+                    return false; // a write grant won the race: the contents may differ now
+                }
+            }
+            if (shared == mfn) {
+                long d = frames.descriptor(mfn);
+                if (FrameTable.type(d) != FrameTable.TYPE_SHARED) {
+                    frames.compareAndSetDescriptor(mfn, d,
+                        FrameTable.USED | ((long) FrameTable.TYPE_SHARED << FrameTable.TYPE_SHIFT) | FrameTable.REF_ONE);
+                    vm.privateFrameRemoved();
+                    vm.host().sharedFrameCreated();
+                }
+                return true;
+            }
+            vm.physicalMap().replace(gfn, mfn, shared);
+            return true;
         }
     }
 

@@ -477,10 +477,22 @@ public final class Vcpu {
      * two vCPUs waiting on each other make progress (as IPIs taken while spinning do).
      */
     void awaitFlush(long target, Vcpu waiter) {
-        while (mode == IN_GUEST && served < target) {
+        for (int spins = 1; mode == IN_GUEST && served < target; spins++) {
             if (waiter != null) {
                 waiter.serviceRequests();
             }
+            pause(spins);
+        }
+    }
+
+    /**
+     * Spin-wait step: spin briefly, then yield now and then, so a waiter does not burn the time slice
+     * the vCPU it waits for needs when threads outnumber cores.
+     */
+    private static void pause(int spins) {
+        if ((spins & 63) == 0) {
+            Thread.yield();
+        } else {
             Thread.onSpinWait();
         }
     }
@@ -492,11 +504,11 @@ public final class Vcpu {
      */
     public void awaitIpi(long target) {
         Vcpu waiter = current();
-        while (mode == IN_GUEST && served < target) {
+        for (int spins = 1; mode == IN_GUEST && served < target; spins++) {
             if (waiter != null) {
                 waiter.serviceRequests();
             }
-            Thread.onSpinWait();
+            pause(spins);
         }
     }
 

@@ -80,7 +80,7 @@ public final class Vm {
         return p2m;
     }
 
-    /** Machine frames currently backing this VM's guest memory. */
+    /** Machine frames privately backing this VM's guest memory (not counting shared frames it maps). */
     public long populatedFrames() {
         return populatedFrames.get();
     }
@@ -138,10 +138,34 @@ public final class Vm {
         return p2m.machineFrame(gfn);
     }
 
-    /** Frees a machine frame already removed from the p2m; callers flushed every vCPU first. */
+    /**
+     * Gives back a machine frame already removed from this VM's p2m (a shared frame loses one mapping);
+     * callers flushed every vCPU first.
+     */
     void releaseFrame(long mfn) {
+        if (FrameTable.type(host.frames().descriptor(mfn)) == FrameTable.TYPE_SHARED) {
+            host.dropSharedReference(mfn);
+            return;
+        }
         host.frames().free(mfn);
         populatedFrames.decrementAndGet();
+    }
+
+    void privateFrameAdded() {
+        populatedFrames.incrementAndGet();
+    }
+
+    void privateFrameRemoved() {
+        populatedFrames.decrementAndGet();
+    }
+
+    /** The machine frame a host-side store to {@code gfn} may write: populated, and private (sharing broken). */
+    private long writableFrame(long gfn) {
+        long mfn = populate(gfn);
+        if (FrameTable.type(host.frames().descriptor(mfn)) == FrameTable.TYPE_SHARED && backend instanceof NestedPaging nested) {
+            mfn = nested.breakSharing(null, gfn); // a host store: logged in the bitmap, never a vCPU ring
+        }
+        return mfn;
     }
 
     /**
@@ -157,11 +181,21 @@ public final class Vm {
     }
 
     private long hostAddress(long gpa, int width) {
+        checkPhysical(gpa, width);
+        return (populate(gpa >>> MachineMemory.FRAME_SHIFT) << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
+    }
+
+    /** As {@link #hostAddress}, for a store: a shared frame is copied first. */
+    private long writableHostAddress(long gpa, int width) {
+        checkPhysical(gpa, width);
+        return (writableFrame(gpa >>> MachineMemory.FRAME_SHIFT) << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
+    }
+
+    private void checkPhysical(long gpa, int width) {
         if (gpa < 0 || gpa > config.memoryBytes() - width || (gpa & (width - 1)) != 0) {
             throw new IllegalArgumentException("guest-physical address 0x" + Long.toHexString(gpa) + " (" + width
                 + "-byte access) is outside or misaligned in VM " + id + "'s " + config.memoryBytes() + " bytes");
         }
-        return (populate(gpa >>> MachineMemory.FRAME_SHIFT) << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
     }
 
     public long readPhysicalLong(long gpa) {
@@ -169,7 +203,7 @@ public final class Vm {
     }
 
     public void writePhysicalLong(long gpa, long value) {
-        host.memory().putLong(hostAddress(gpa, 8), value);
+        host.memory().putLong(writableHostAddress(gpa, 8), value);
         dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
     }
 
@@ -190,7 +224,7 @@ public final class Vm {
         java.util.Objects.checkFromIndexSize(offset, length, src.length);
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
-            host.memory().putBytes(hostAddress(gpa, 1), src, offset, chunk);
+            host.memory().putBytes(writableHostAddress(gpa, 1), src, offset, chunk);
             dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
             gpa += chunk;
             offset += chunk;
@@ -218,10 +252,10 @@ public final class Vm {
             }
             long gpa = next[0];
             next[0] += MachineMemory.FRAME_SIZE;
-            host.memory().zeroFrame(populate(gpa >>> MachineMemory.FRAME_SHIFT));
+            host.memory().zeroFrame(writableFrame(gpa >>> MachineMemory.FRAME_SHIFT));
             return gpa;
         }, gpa -> {
-            long hpa = hostAddress(gpa, 8);
+            long hpa = writableHostAddress(gpa, 8); // the tables cannot tell loads from stores
             dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
             return hpa;
         });
@@ -262,8 +296,7 @@ public final class Vm {
         for (long gfn = 0; gfn < p2m.frames(); gfn++) {
             long mfn = p2m.machineFrame(gfn);
             if (mfn >= 0 && p2m.remove(gfn, mfn)) {
-                host.frames().free(mfn);
-                populatedFrames.decrementAndGet();
+                releaseFrame(mfn);
             }
         }
     }

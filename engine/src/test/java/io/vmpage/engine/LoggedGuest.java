@@ -13,13 +13,24 @@ final class LoggedGuest implements AutoCloseable {
     static final long HEAP = 0x0000_6000_0000_0000L;
 
     final Host host;
+    private final boolean ownsHost;
     final Vm vm;
     final GuestKernel kernel;
     final GuestKernel.AddressSpace space;
     final long[] gfnOfPage;
 
     LoggedGuest(PagingMode mode, int vcpus, int pages) {
-        host = Host.create(64L << 20);
+        this(Host.create(64L << 20), true, mode, vcpus, pages);
+    }
+
+    /** A guest on {@code host}, which the caller closes. */
+    LoggedGuest(Host host, PagingMode mode, int vcpus, int pages) {
+        this(host, false, mode, vcpus, pages);
+    }
+
+    private LoggedGuest(Host host, boolean ownsHost, PagingMode mode, int vcpus, int pages) {
+        this.host = host;
+        this.ownsHost = ownsHost;
         vm = host.createVm(VmConfig.of(24L << 20).withPaging(mode).withVcpus(vcpus));
         kernel = GuestKernel.boot(vm);
         Vcpu cpu0 = vm.vcpu(0);
@@ -55,6 +66,8 @@ final class LoggedGuest implements AutoCloseable {
 
     @Override
     public void close() {
-        host.close();
+        if (ownsHost) {
+            host.close();
+        }
     }
 }

@@ -1,0 +1,228 @@
+package io.vmpage.engine;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicReference;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/** Copy-on-write page sharing between VMs, and dirty logging of the writes that break it. */
+class PageSharingTest {
+    private static final int PAGES = 16;
+
+    private static void fill(Vcpu cpu, int page, long seed) {
+        cpu.run(() -> {
+            for (int i = 0; i < 512; i++) {
+                cpu.writeLong(LoggedGuest.page(page) + 8L * i, seed * 31 + i);
+            }
+        });
+    }
+
+    private static long read(Vcpu cpu, int page, int word) {
+        return cpu.readLong(LoggedGuest.page(page) + 8L * word);
+    }
+
+    @Test
+    void equalFramesShareOneMachineFrameAndAWriteGetsAPrivateCopy() {
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+            Vcpu ca = a.vm.vcpu(0);
+            Vcpu cb = b.vm.vcpu(0);
+            fill(ca, 3, 42);
+            fill(cb, 7, 42);
+            long free = host.frames().freeFrames();
+            long privateB = b.vm.populatedFrames();
+            assertTrue(host.share(a.vm, a.gfnOfPage[3], b.vm, b.gfnOfPage[7]));
+            assertEquals(free + 1, host.frames().freeFrames(), "one machine frame returned to the host");
+            assertEquals(1, host.sharedFrames());
+            assertEquals(privateB - 1, b.vm.populatedFrames());
+            assertEquals(a.vm.physicalMap().machineFrame(a.gfnOfPage[3]), b.vm.physicalMap().machineFrame(b.gfnOfPage[7]));
+            assertEquals(42 * 31 + 5, read(cb, 7, 5));
+            assertEquals(42 * 31 + 5, read(ca, 3, 5));
+
+            cb.run(() -> cb.writeLong(LoggedGuest.page(7) + 40, -1)); // b's write: b gets a copy
+            assertEquals(1, cb.exitCount(ExitReason.COPY_ON_WRITE));
+            assertEquals(-1, read(cb, 7, 5));
+            assertEquals(42 * 31 + 5, read(ca, 3, 5), "a still sees the shared contents");
+            assertEquals(42 * 31 + 6, read(cb, 7, 6), "the copy kept the rest of the page");
+            assertEquals(1, host.sharedFrames(), "a still maps the shared frame alone");
+
+            ca.run(() -> ca.writeLong(LoggedGuest.page(3), 9)); // the last mapper takes the frame over: no copy
+            assertEquals(0, host.sharedFrames());
+            assertEquals(9, read(ca, 3, 0));
+            assertEquals(free, host.frames().freeFrames());
+        }
+    }
+
+    @Test
+    void differentFramesStayPrivateAndWritable() {
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+            fill(a.vm.vcpu(0), 1, 1);
+            fill(b.vm.vcpu(0), 1, 2);
+            assertFalse(host.share(a.vm, a.gfnOfPage[1], b.vm, b.gfnOfPage[1]));
+            assertEquals(0, host.sharedFrames());
+            Vcpu ca = a.vm.vcpu(0);
+            ca.run(() -> ca.writeLong(LoggedGuest.page(1), 77));
+            assertEquals(77, read(ca, 1, 0));
+            assertEquals(0, ca.exitCount(ExitReason.COPY_ON_WRITE));
+        }
+    }
+
+    @Test
+    void hostStoresAndDiscardsBreakSharingWithoutTouchingTheOtherVm() {
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+            fill(a.vm.vcpu(0), 2, 5);
+            fill(b.vm.vcpu(0), 2, 5);
+            fill(b.vm.vcpu(0), 3, 5);
+            assertTrue(host.share(a.vm, a.gfnOfPage[2], b.vm, b.gfnOfPage[2]));
+            assertTrue(host.share(a.vm, a.gfnOfPage[2], b.vm, b.gfnOfPage[3]), "a third mapper joins");
+            assertEquals(1, host.sharedFrames());
+            a.vm.writePhysicalLong(a.gfnOfPage[2] << 12, 123); // device emulation writes a's page
+            assertEquals(123, read(a.vm.vcpu(0), 2, 0));
+            assertEquals(5 * 31, read(b.vm.vcpu(0), 2, 0));
+            assertTrue(b.vm.discardFrame(b.gfnOfPage[2]));
+            assertEquals(0, read(b.vm.vcpu(0), 2, 0), "discarded: zeros");
+            assertEquals(5 * 31 + 1, read(b.vm.vcpu(0), 3, 1), "the last sharer still reads the shared contents");
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"SHADOW", "PARAVIRTUAL"})
+    void sharingNeedsNestedPaging(PagingMode mode) {
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, 1);
+             LoggedGuest b = new LoggedGuest(host, mode, 1, 1)) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> host.share(a.vm, a.gfnOfPage[0], b.vm, b.gfnOfPage[0]));
+            assertTrue(e.getMessage().contains("NESTED"), e.getMessage());
+        }
+    }
+
+    /** The write that breaks sharing is a write like any other for the dirty log, with every method. */
+    @ParameterizedTest
+    @EnumSource(DirtyTracking.class)
+    void dirtyLoggingReportsWritesThatBreakSharing(DirtyTracking how) {
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+            Vcpu ca = a.vm.vcpu(0);
+            fill(ca, 4, 8);
+            fill(b.vm.vcpu(0), 4, 8);
+            DirtyLog log = a.vm.dirtyLog();
+            log.enable(how);
+            DirtySnapshot snapshot = new DirtySnapshot(a.vm.physicalMap().frames());
+            log.harvest(snapshot);
+            assertTrue(host.share(a.vm, a.gfnOfPage[4], b.vm, b.gfnOfPage[4]));
+            log.harvest(snapshot);
+            assertFalse(snapshot.isDirty(a.gfnOfPage[4]), "merging changes no guest-visible byte");
+            ca.run(() -> ca.writeLong(LoggedGuest.page(4) + 8, 1));
+            assertEquals(1, ca.exitCount(ExitReason.COPY_ON_WRITE));
+            log.harvest(snapshot);
+            assertTrue(snapshot.isDirty(a.gfnOfPage[4]), "the copy-on-write break is reported");
+            assertEquals(8 * 31, read(b.vm.vcpu(0), 4, 0));
+        }
+    }
+
+    /**
+     * Writer vCPUs in two VMs write the same seeded sequence (so their pages keep becoming equal) while a
+     * sharer thread merges random page pairs: each VM must read back exactly what it wrote, and no frame
+     * may leak. Bounded: 400 merge attempts, at most 20 s; seeded.
+     */
+    @Test
+    @Timeout(60)
+    void mergesRacingWithWritersNeverMixTheVmsData() throws Exception {
+        int pages = 128;
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, pages);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, pages)) {
+            LoggedGuest[] guests = {a, b};
+            long[][][] expected = new long[2][pages][8];
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            AtomicBoolean stop = new AtomicBoolean();
+            Thread[] writers = new Thread[2];
+            for (int g = 0; g < 2; g++) {
+                int me = g;
+                writers[g] = new Thread(() -> {
+                    Vcpu cpu = guests[me].vm.vcpu(0);
+                    SplittableRandom random = new SplittableRandom(99); // the same sequence in both VMs
+                    cpu.attachThread();
+                    try {
+                        for (int p = 0; p < pages; p++) {
+                            for (int w = 0; w < 8; w++) {
+                                cpu.writeLong(LoggedGuest.page(p) + 8L * w, 0);
+                            }
+                            for (int w = 8; w < 512; w++) {
+                                cpu.writeLong(LoggedGuest.page(p) + 8L * w, 0);
+                            }
+                        }
+                        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+                        while (!stop.get() && System.nanoTime() < deadline) {
+                            int p = random.nextInt(pages);
+                            int w = random.nextInt(8);
+                            long v = random.nextInt(8) == 0 ? me + 1 : 0; // mostly zero: pages keep becoming equal
+                            cpu.writeLong(LoggedGuest.page(p) + 8L * w, v);
+                            expected[me][p][w] = v;
+                            if (cpu.readLong(LoggedGuest.page(p) + 8L * w) != v) {
+                                throw new AssertionError("VM " + me + " page " + p + " lost its own write");
+                            }
+                            java.util.concurrent.locks.LockSupport.parkNanos(10_000); // leave the sharer windows to merge in
+                        }
+                    } catch (Throwable t) {
+                        failure.compareAndSet(null, t);
+                    } finally {
+                        cpu.detachThread();
+                    }
+                });
+                writers[g].start();
+            }
+            SplittableRandom random = new SplittableRandom(7);
+            long merged = 0;
+            long attempts = 0;
+            while (writers[0].isAlive() || writers[1].isAlive()) {
+                attempts++;
+                boolean ok = (host.share(a.vm, a.gfnOfPage[random.nextInt(pages)], b.vm, b.gfnOfPage[random.nextInt(pages)]));
+                if (ok) {
+                    merged++;
+                }
+                if (attempts >= 400) {
+                    stop.set(true); // enough merges raced with the writers (bounded by the writers' deadline too)
+                }
+            }
+            for (Thread t : writers) {
+                t.join();
+            }
+            assertNull(failure.get(), () -> "writer failed: " + failure.get());
+            assertTrue(merged > 0, "some merges succeeded");
+            for (int g = 0; g < 2; g++) {
+                Vcpu cpu = guests[g].vm.vcpu(0);
+                for (int p = 0; p < pages; p++) {
+                    long[] words = new long[8];
+                    for (int w = 0; w < 8; w++) {
+                        words[w] = read(cpu, p, w);
+                    }
+                    assertArrayEquals(expected[g][p], words, "VM " + g + " page " + p);
+                }
+            }
+            long sharedBefore = host.sharedFrames();
+            host.destroyVm(a.vm);
+            host.destroyVm(b.vm);
+            assertEquals(0, host.sharedFrames(), "every shared frame freed with its last mapper (had " + sharedBefore + ")");
+            assertEquals(host.frames().frames() - 1, host.frames().freeFrames(), "no frame leaked");
+        }
+    }
+}
