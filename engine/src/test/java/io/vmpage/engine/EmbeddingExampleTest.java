@@ -25,4 +25,28 @@ class EmbeddingExampleTest {
             assertEquals(5, vm.exits().get(ExitReason.EPT_VIOLATION));
         }
     }
+
+    @Test
+    void readmeDirtyLogExample() {
+        try (Host host = Host.create(256L << 20)) {
+            Vm vm = host.createVm(VmConfig.of(64L << 20).withPaging(PagingMode.NESTED));
+            PageTables tables = vm.guestPageTables(60L << 20, 64L << 20);
+            tables.map(0x7f00_0000_0000L, 0x10_0000, Pte.SHIFT_4K, Pte.P | Pte.RW | Pte.US);
+            Vcpu cpu = vm.vcpu(0);
+            cpu.loadCr3(tables.root());
+            byte[] copy = new byte[(int) vm.memorySize()];
+            java.util.List<Long> sent = new java.util.ArrayList<>();
+
+            DirtyLog log = vm.dirtyLog();
+            log.enable(DirtyTracking.WRITE_PROTECT);        // or DIRTY_BITS (nested paging), DIRTY_RING
+            DirtySnapshot dirty = new DirtySnapshot(vm.physicalMap().frames());
+            cpu.writeLong(0x7f00_0000_0010L, 7);            // first write to the page: exits, is logged
+            log.harvest(dirty);                             // take, write-protect again, flush TLBs
+            dirty.forEach(gfn -> vm.readPhysical(gfn << 12, copy, (int) (gfn << 12), 4096)); // pre-copy
+
+            dirty.forEach(sent::add);
+            assertEquals(true, sent.contains(0x100L), "the data frame is reported: " + sent);
+            assertEquals(7, java.nio.ByteBuffer.wrap(copy, 0x10_0010, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong());
+        }
+    }
 }
