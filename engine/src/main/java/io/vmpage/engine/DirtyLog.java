@@ -202,6 +202,31 @@ public final class DirtyLog {
         return n;
     }
 
+    /**
+     * Starts a reaper thread (QEMU's {@code kvm-reaper}) that drains the dirty rings into the bitmap every
+     * {@code periodMicros} microseconds, so vCPUs rarely fill their rings; close the handle to stop it
+     * (close waits for the thread to end).
+     */
+    public AutoCloseable startReaper(long periodMicros) {
+        if (periodMicros <= 0) {
+            throw new IllegalArgumentException("reaper period " + periodMicros + " us must be positive");
+        }
+        java.util.concurrent.atomic.AtomicBoolean running = new java.util.concurrent.atomic.AtomicBoolean(true);
+        Thread reaper = new Thread(() -> {
+            while (running.get()) {
+                reap();
+                java.util.concurrent.locks.LockSupport.parkNanos(periodMicros * 1000);
+            }
+        }, "dirty-ring-reaper-vm" + vm.id());
+        reaper.setDaemon(true);
+        reaper.start();
+        return () -> {
+            running.set(false);
+            java.util.concurrent.locks.LockSupport.unpark(reaper);
+            reaper.join();
+        };
+    }
+
     /** Entries waiting in vCPU {@code index}'s ring (0 without rings). */
     public int ringEntries(int index) {
         SpscArrayQueue<Long>[] all = rings;

@@ -147,6 +147,39 @@ class DirtyLogTest {
         }
     }
 
+    @Test
+    void aReaperThreadKeepsRingsFromFilling() throws Exception {
+        int pages = 300;
+        try (LoggedGuest g = new LoggedGuest(PagingMode.NESTED, 1, pages)) {
+            Vcpu cpu = g.vm.vcpu(0);
+            DirtyLog log = g.vm.dirtyLog();
+            log.enable(DirtyTracking.DIRTY_RING, 256);
+            DirtySnapshot snapshot = new DirtySnapshot(g.vm.physicalMap().frames());
+            log.harvest(snapshot);
+            try (AutoCloseable reaper = log.startReaper(50)) {
+                cpu.run(() -> {
+                    for (int p = 0; p < pages; p++) {
+                        cpu.writeLong(LoggedGuest.page(p), p);
+                        if (p % 100 == 99) {
+                            long deadline = System.nanoTime() + 5_000_000_000L;
+                            while (log.ringEntries(0) > 0 && System.nanoTime() < deadline) {
+                                cpu.relax(); // the reaper drains the ring meanwhile
+                            }
+                            assertEquals(0, log.ringEntries(0), "the reaper drained the ring");
+                        }
+                    }
+                });
+            }
+            assertEquals(0, g.exits(ExitReason.DIRTY_RING_FULL), "never full: 100 entries between drains, ring of 256");
+            log.harvest(snapshot);
+            int[] all = new int[pages];
+            for (int p = 0; p < pages; p++) {
+                all[p] = p;
+            }
+            assertReported(g, snapshot, all);
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(PagingMode.class)
     void hostWritesAreLoggedAndDisableKeepsWhatWasLogged(PagingMode mode) {
