@@ -14,7 +14,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  * robin: slot {@code s} owns the 8-byte entry at physical address {@code 64s} of {@link #MEMORY} and word
  * {@code 8s} of {@link #BITMAP} (frames {@code 512s .. 512s+63}); slots are a cache line apart so that
  * neighbouring states do not share a line. A slot is reused only after {@code COUNT} further states were
- * created, long after its trial has ended (jcstress keeps at most a few thousand states live per fork).
+ * created, long after its trial has ended: jcstress keeps at most one epoch of {@code -strideCount} x
+ * {@code -strideSize} states live (40 x 256 = 10,240 in the quick and default presets), so raise
+ * {@link #COUNT} before raising those past it.
  * The constructor of each test resets its slot. Both regions live until the fork exits.
  */
 final class Slots {
