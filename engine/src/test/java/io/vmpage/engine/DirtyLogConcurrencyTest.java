@@ -129,6 +129,63 @@ class DirtyLogConcurrencyTest {
         }
     }
 
+    /**
+     * Logging switched on and off while the writers run (a migration that is cancelled and restarted):
+     * after the last enable, a full copy plus the copies of what each harvest reports converge to guest
+     * memory once the writers stop.
+     */
+    @ParameterizedTest(name = "{0} {1}")
+    @MethodSource("combinations")
+    @Timeout(60)
+    void enablingAndDisablingWhileWritersRun(PagingMode mode, DirtyTracking how) throws Exception {
+        try (LoggedGuest g = new LoggedGuest(mode, WRITERS, PAGES)) {
+            Vm vm = g.vm;
+            DirtyLog log = vm.dirtyLog();
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+            Thread[] writers = new Thread[WRITERS];
+            for (int w = 0; w < WRITERS; w++) {
+                int me = w;
+                writers[w] = new Thread(() -> {
+                    Vcpu cpu = vm.vcpu(me);
+                    SplittableRandom random = new SplittableRandom(77 + me);
+                    cpu.attachThread();
+                    try {
+                        for (long n = 0; !stop.get(); n++) {
+                            cpu.writeLong(LoggedGuest.page(random.nextInt(PAGES)) + 8L * random.nextInt(512), n);
+                        }
+                    } catch (Throwable t) {
+                        failure.compareAndSet(null, t);
+                    } finally {
+                        cpu.detachThread();
+                    }
+                }, "writer-" + w);
+                writers[w].start();
+            }
+            byte[] copy = new byte[(int) vm.memorySize()];
+            DirtySnapshot snapshot = new DirtySnapshot(vm.physicalMap().frames());
+            List<BitSet> ignored = new ArrayList<>();
+            for (int attempt = 0; attempt < 3; attempt++) {
+                Thread.sleep(20);
+                log.enable(how, 64);
+                vm.readPhysical(0, copy, 0, copy.length);
+                for (int round = 0; round < 5; round++) {
+                    harvestAndCopy(vm, snapshot, ignored, copy);
+                }
+                if (attempt < 2) {
+                    log.disable();
+                }
+            }
+            stop.set(true);
+            for (Thread t : writers) {
+                t.join();
+            }
+            assertNull(failure.get(), () -> "a writer failed: " + failure.get());
+            harvestAndCopy(vm, snapshot, ignored, copy);
+            assertArrayEquals(g.memory(), copy, "a write after the last enable was lost");
+        }
+    }
+
     private static void harvestAndCopy(Vm vm, DirtySnapshot snapshot, List<BitSet> snapshots, byte[] copy) {
         vm.dirtyLog().harvest(snapshot);
         BitSet bits = new BitSet();
