@@ -322,37 +322,46 @@ public final class Vcpu {
      */
     public long translate(long gva, int kind) {
         int access = access(kind);
-        if (depth == 0) {
-            enter();
-            try {
-                return translateInGuest(gva, access);
-            } finally {
-                leave();
-            }
+        return depth != 0 ? translateInGuest(gva, access) : translateEnteringGuest(gva, access);
+    }
+
+    /** An access by a thread not running this vCPU yet: enters guest mode for this one access. */
+    private long translateEnteringGuest(long gva, int access) {
+        enter();
+        try {
+            return translateInGuest(gva, access);
+        } finally {
+            leave();
         }
-        return translateInGuest(gva, access);
     }
 
     private long translateInGuest(long gva, int access) {
         if (kicks.get() != served) {
             serviceRequests();
         }
+        long hpa = mmu.translate(gva, access);
+        return hpa >= 0 ? hpa : translateAfterFault(gva, access);
+    }
+
+    /** The fault loop, kept out of the hit path so that path stays small whatever faults the JIT saw. */
+    private long translateAfterFault(long gva, int access) {
         while (true) {
-            long hpa = mmu.translate(gva, access);
-            if (hpa >= 0) {
-                return hpa;
-            }
-            handleFault(gva, access);
+            handleFault(gva, access); // the last translation faulted
             if (emulatedHpa >= 0) {
-                hpa = emulatedHpa;
+                long hpa = emulatedHpa;
                 if (Access.isWrite(access)) {
                     pendingWriteGpa = emulatedGpa;
                 }
                 emulatedHpa = -1;
                 return hpa;
             }
+            long hpa = mmu.translate(gva, access);
+            if (hpa >= 0) {
+                return hpa;
+            }
         }
     }
+
 
     /**
      * For a backend emulating the access being handled: use host-physical {@code hpa} (guest-physical
