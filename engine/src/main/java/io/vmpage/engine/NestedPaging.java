@@ -96,7 +96,7 @@ final class NestedPaging implements PagingBackend {
         }
         vcpu.countExit(ExitReason.EPT_VIOLATION);
         long mfn = vm.populate(gfn); // MACHINE_CHECK to the guest beyond its memory
-        boolean mappedWritable = false;
+        boolean logWrite = false;
         synchronized (lock) {
             if (vm.physicalMap().machineFrame(gfn) != mfn) {
                 return RETRY; // discarded meanwhile: fault again and populate afresh
@@ -105,12 +105,15 @@ final class NestedPaging implements PagingBackend {
             if (leafAddress < 0 || (ept.read(leafAddress) & Ept.RWX) == 0) {
                 DirtyTracking logging = vm.dirtyLog().method();
                 boolean shared = FrameTable.type(vm.host().frames().descriptor(mfn)) == FrameTable.TYPE_SHARED;
-                mappedWritable = !shared && (write || logging == null || logging == DirtyTracking.DIRTY_BITS);
+                boolean writable = !shared && (write || logging == null || logging == DirtyTracking.DIRTY_BITS);
                 ept.map(gfn << MachineMemory.FRAME_SHIFT, mfn << MachineMemory.FRAME_SHIFT, Pte.SHIFT_4K,
-                    shared ? READ_ONLY_LEAF_FLAGS | COW : mappedWritable ? LEAF_FLAGS : READ_ONLY_LEAF_FLAGS);
+                    shared ? READ_ONLY_LEAF_FLAGS | COW : writable ? LEAF_FLAGS : READ_ONLY_LEAF_FLAGS);
+                // A log enabled after this reads as off sweeps this leaf under the lock afterwards; D bits
+                // record writes by themselves: only a write filled while the log is on needs a mark.
+                logWrite = writable && write && logging != null;
             }
         }
-        if (mappedWritable) {
+        if (logWrite) {
             vm.dirtyLog().afterGrant(vcpu, gfn); // granted, then logged: see WriteProtection
         }
         return RETRY;

@@ -362,7 +362,6 @@ public final class Vcpu {
         }
     }
 
-
     /**
      * For a backend emulating the access being handled: use host-physical {@code hpa} (guest-physical
      * {@code gpa}) for this one access instead of a TLB translation.
