@@ -1,0 +1,78 @@
+package io.vmpage.bench.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.vmpage.bench.Main;
+import java.io.PrintWriter;
+import java.io.StringWriter;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+import picocli.CommandLine;
+
+class DirtyLogCommandTest {
+    private final StringWriter out = new StringWriter();
+    private final StringWriter err = new StringWriter();
+
+    private int run(String... args) {
+        CommandLine cl = Cli.newCommandLine(new Main());
+        cl.setOut(new PrintWriter(out));
+        cl.setErr(new PrintWriter(err));
+        return cl.execute(args);
+    }
+
+    @ParameterizedTest
+    @CsvSource({"nested, write-protect", "nested, dirty-bits", "nested, dirty-ring", "shadow, write-protect",
+        "shadow, dirty-ring", "pv, write-protect", "pv, dirty-ring"})
+    void everyIterationReportsEveryPageAndTheCopyConverges(String paging, String method) throws Exception {
+        assertEquals(0, run("dirty-log", "--paging", paging, "--method", method, "--vcpus", "2", "--memory", "512k",
+            "--iterations", "3", "--ring-size", "64", "--json"), err.toString());
+        JsonNode root = new ObjectMapper().readTree(out.toString());
+        assertEquals(paging, root.get("paging").asText());
+        assertEquals(method, root.get("method").asText());
+        assertEquals(3, root.get("iterations").size());
+        assertTrue(root.get("all_reported").asBoolean());
+        assertTrue(root.get("converged").asBoolean());
+        for (JsonNode it : root.get("iterations")) {
+            assertEquals(0, it.get("pages_missing").asLong());
+            assertTrue(it.get("pages_reported").asLong() >= 256, it.toString()); // 2 vCPUs x 128 pages
+            long exits = it.get("dirty_log_exits").asLong();
+            if (method.equals("dirty-bits")) {
+                assertEquals(0, exits, "dirty bits never exit on a write");
+            } else {
+                assertTrue(exits >= 256, "a write-protect exit per page: " + it);
+            }
+            if (method.equals("dirty-ring")) {
+                assertTrue(it.get("ring_full_exits").asLong() > 0, "128 pages per vCPU overflow a 64-entry ring: " + it);
+            }
+        }
+    }
+
+    @Test
+    void humanReportNamesThePhasesAndTheVerdict() {
+        assertEquals(0, run("dirty-log", "--vcpus", "1", "--memory", "256k", "--iterations", "2"), err.toString());
+        String report = out.toString();
+        assertTrue(report.contains("populate memory"), report);
+        assertTrue(report.contains("enable logging"), report);
+        assertTrue(report.contains("every page written was reported by its iteration's harvest: yes"), report);
+        assertTrue(report.contains("the copy built from the harvests equals guest memory: yes"), report);
+    }
+
+    @ParameterizedTest
+    @CsvSource(delimiter = '|', value = {
+        "--paging|shadow|--method|dirty-bits|needs --paging nested",
+        "--paging|ept|--method|write-protect|--paging ept",
+        "--method|pml|--vcpus|1|--method pml",
+        "--vcpus|0|--iterations|1|--vcpus 0",
+        "--memory|5000|--vcpus|1|--memory 5000",
+        "--ring-size|100|--vcpus|1|--ring-size 100"})
+    void badUsageIsOneLineAndExitTwo(String a, String b, String c, String d, String expected) {
+        assertEquals(2, run("dirty-log", a, b, c, d));
+        String message = err.toString().strip();
+        assertTrue(message.contains(expected), message);
+        assertEquals(1, message.lines().count(), message);
+    }
+}
