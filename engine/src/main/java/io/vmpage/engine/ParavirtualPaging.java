@@ -231,7 +231,7 @@ final class ParavirtualPaging implements PagingBackend {
 
     /** Write-protects every writable L1 entry (or, with {@code only}, those mapping a frame in it). */
     private void protectL1Entries(DirtySnapshot only) {
-        lockEngine();
+        Vcpu.lockServingRequests(lock);
         try {
             for (long mfn : typed) {
                 if (FrameTable.type(frames.descriptor(mfn)) != TYPE_L1) {
@@ -260,7 +260,7 @@ final class ParavirtualPaging implements PagingBackend {
 
     @Override
     public void markUntracked(DirtyBitmap bitmap) {
-        lockEngine();
+        Vcpu.lockServingRequests(lock);
         try {
             for (long mfn : typed) {
                 if (tableLevel(FrameTable.type(frames.descriptor(mfn))) > 0) {
@@ -275,17 +275,6 @@ final class ParavirtualPaging implements PagingBackend {
         }
     }
 
-    /** Takes the VM's lock for an engine operation; a vCPU thread keeps serving its requests while waiting. */
-    private void lockEngine() {
-        Vcpu self = Vcpu.current();
-        while (!lock.tryLock()) {
-            if (self != null) {
-                self.relax();
-            } else {
-                Thread.onSpinWait();
-            }
-        }
-    }
 
     @Override
     public void release() {
@@ -492,18 +481,11 @@ final class ParavirtualPaging implements PagingBackend {
      * so hypercalls never nest; here the nested one is refused rather than run on half-updated state.
      */
     private boolean lock(Hypercalls h) {
-        Vcpu vcpu = h.vcpu();
         if (lock.isHeldByCurrentThread()) {
             h.refuse("hypercall made from an interrupt handler while this vCPU's previous hypercall is in progress");
             return false;
         }
-        while (!lock.tryLock()) {
-            if (Vcpu.current() == vcpu) {
-                vcpu.relax();
-            } else {
-                Thread.onSpinWait();
-            }
-        }
+        Vcpu.lockServingRequests(lock);
         return true;
     }
 

@@ -166,21 +166,7 @@ final class ShadowPaging implements PagingBackend {
 
     /** Takes the mmu lock; while waiting, the calling vCPU keeps serving flushes and IPIs sent to it. */
     private void lock() {
-        if (lock.tryLock()) {
-            return;
-        }
-        Vcpu self = Vcpu.current();
-        int spins = 0;
-        while (!lock.tryLock()) {
-            if (self != null) {
-                self.serviceRequests();
-            }
-            if (++spins % 64 == 0) {
-                Thread.yield();
-            } else {
-                Thread.onSpinWait();
-            }
-        }
+        Vcpu.lockServingRequests(lock);
     }
 
     // ------------------------------------------------------------------ backend

@@ -494,6 +494,23 @@ public final class Vcpu {
     }
 
     /**
+     * Takes an engine lock (KVM's mmu_lock) from any thread; a vCPU thread keeps serving its flushes and
+     * IPIs while it waits, so a holder waiting for a remote TLB flush cannot deadlock with it.
+     */
+    static void lockServingRequests(java.util.concurrent.locks.ReentrantLock lock) {
+        if (lock.tryLock()) {
+            return;
+        }
+        Vcpu self = current();
+        for (int spins = 1; !lock.tryLock(); spins++) {
+            if (self != null) {
+                self.serviceRequests();
+            }
+            pause(spins);
+        }
+    }
+
+    /**
      * Spin-wait step: spin briefly, then yield now and then, so a waiter does not burn the time slice
      * the vCPU it waits for needs when threads outnumber cores.
      */
