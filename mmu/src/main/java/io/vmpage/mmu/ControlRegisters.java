@@ -28,6 +28,35 @@ public final class ControlRegisters {
     long cr3;
     long cr4;
     long efer = EFER_NXE;
+    /**
+     * {@link #permits} for every input at once, for the walker's hot path: bit
+     * {@code us << 5 | rw << 4 | nx << 3 | Access.index(access)} is set when the access is permitted
+     * (R/W and U/S at their paging-entry bit positions shifted left by 3). Recomputed by
+     * {@link #registersWritten} after every CR0, CR4 or EFER write.
+     */
+    long permissionTable = computePermissionTable();
+
+    /** Called by the owner after writing CR0, CR4 or EFER. */
+    void registersWritten() {
+        permissionTable = computePermissionTable();
+    }
+
+    private long computePermissionTable() {
+        long table = 0;
+        for (int bit = 0; bit < 64; bit++) {
+            int i = bit & 7;
+            int access = ((i & 1) != 0 ? Access.WRITE : 0) | ((i & 2) != 0 ? Access.USER : 0) | ((i & 4) != 0 ? Access.FETCH : 0);
+            if (permits(access, (bit & 16) != 0, (bit & 32) != 0, (bit & 8) != 0)) {
+                table |= 1L << bit;
+            }
+        }
+        return table;
+    }
+
+    /** The 8 permitted-access bits (indexed by {@link Access#index}) for a translation with these rights. */
+    int permittedAccesses(boolean rw, boolean us, boolean nx) {
+        return (int) (permissionTable >>> ((us ? 32 : 0) | (rw ? 16 : 0) | (nx ? 8 : 0))) & 0xFF;
+    }
 
     public long cr0() {
         return cr0;

@@ -118,19 +118,22 @@ public final class Mmu {
     }
 
     private long walkAndFill(long va, int access) {
-        int fault = walker.walk(regs, eptp, tag, va, access, last);
-        if (fault != Fault.NONE) {
-            if (fault == Fault.PAGE_FAULT && tlb != null) {
-                // A #PF invalidates the faulting address's entries (SDM 4.10.4.2).
-                tlb.invalidatePage(va, vpid, regs.pcid(), true);
+        long hpa = walker.walkWarm(regs, eptp, tag, va, access, last);
+        if (hpa < 0) {
+            int fault = walker.walk(regs, eptp, tag, va, access, last);
+            if (fault != Fault.NONE) {
+                if (fault == Fault.PAGE_FAULT && tlb != null) {
+                    // A #PF invalidates the faulting address's entries (SDM 4.10.4.2).
+                    tlb.invalidatePage(va, vpid, regs.pcid(), true);
+                }
+                return -1;
             }
-            return -1;
+            hpa = last.hpa;
         }
         if (tlb != null) {
-            tlb.insert(va, tag, last.hpa, last.pageShift, walker.allowedMask(regs),
-                walker.leafGlobal && regs.pge(), walker.guestShift);
+            tlb.insert(va, tag, hpa, last.pageShift, walker.allowedMask(), walker.leafGlobal && regs.pge(), walker.guestShift);
         }
-        return last.hpa;
+        return hpa;
     }
 
     /** Details of the last walk (or fault). */
@@ -189,6 +192,7 @@ public final class Mmu {
     public void setCr0(long value) {
         long changed = regs.cr0 ^ value;
         regs.cr0 = value;
+        regs.registersWritten();
         if ((changed & PAGING_CR0_BITS) != 0) {
             flushContext();
         }
@@ -200,6 +204,7 @@ public final class Mmu {
         }
         long changed = regs.cr4 ^ value;
         regs.cr4 = value;
+        regs.registersWritten();
         retag();
         if ((changed & PAGING_CR4_BITS) != 0) {
             flushContext();
@@ -209,6 +214,7 @@ public final class Mmu {
     public void setEfer(long value) {
         long changed = regs.efer ^ value;
         regs.efer = value;
+        regs.registersWritten();
         if ((changed & ControlRegisters.EFER_NXE) != 0) {
             flushContext();
         }

@@ -7,47 +7,58 @@ package io.vmpage.mmu;
  * not re-walk the EPT. Invalidated by INVEPT.
  *
  * <pre>
- *  slot: key = gfn + 1 (0 empty) | eptp = the EPTP it was walked under
- *        value:  63..12 host-physical address of the 4 KiB chunk | 5..4 EPT leaf size (0 4K, 1 2M, 2 1G)
- *                | 3 EPT D set | 2 X | 1 W | 0 R   (R/W/X ANDed over the EPT levels)
+ *  one long[] of WAYS banks, bank w holding way w of every set (way-major: the way-0 entries of
+ *  consecutive sets are adjacent, so a contiguous guest range warms few cache lines); the entry of set s
+ *  (the low bits of the key) in way w is 3 longs at ((w * sets) + s) * 3:
+ *   key   = gfn + 1 (0 empty)
+ *   eptp  = the EPTP it was walked under
+ *   value : 63..12 host-physical address of the 4 KiB chunk | 5..4 EPT leaf size (0 4K, 1 2M, 2 1G)
+ *           | 3 EPT D set | 2 X | 1 W | 0 R   (R/W/X ANDed over the EPT levels)
  * </pre>
- * Owned by one logical processor's thread.
+ * Consecutive guest frames fill consecutive sets, as guest RAM is mostly contiguous. Owned by one logical
+ * processor's thread.
  */
 final class NestedCache {
     static final long V_DIRTY = 1L << 3;
     static final int V_SIZE_SHIFT = 4;
 
     static final int WAYS = 4;
+    private static final int STRIDE = 3;
+    private static final int KEY = 0;
+    private static final int EPTP = 1;
+    private static final int VALUE = 2;
 
-    private final long[] keys;
-    private final long[] eptps;
-    private final long[] values;
+    private final long[] ways;
     private final byte[] victims;
     private final int setMask;
+    /** Longs per bank: sets * STRIDE. */
+    private final int bankLongs;
 
     /** @param entries a power of two, at least {@link #WAYS} */
     NestedCache(int entries) {
-        if (entries < WAYS || Integer.bitCount(entries) != 1) {
-            throw new IllegalArgumentException("nested cache entries " + entries + " must be a power of two >= " + WAYS);
+        if (entries < WAYS || Integer.bitCount(entries) != 1 || entries > (1 << 24)) {
+            throw new IllegalArgumentException("nested cache entries " + entries + " must be a power of two from "
+                + WAYS + " to 2^24");
         }
-        keys = new long[entries];
-        eptps = new long[entries];
-        values = new long[entries];
+        ways = new long[entries * STRIDE];
         victims = new byte[entries / WAYS];
         setMask = entries / WAYS - 1;
+        bankLongs = entries / WAYS * STRIDE;
     }
 
-    private int setBase(long gfn) {
-        return (int) ((gfn * 0x9E3779B97F4A7C15L) >>> 40) & setMask;
+    /** Index of the set's way-0 entry; way w is {@code w * bankLongs} further. */
+    private int setBase(long key) {
+        return ((int) key & setMask) * STRIDE;
     }
 
     /** The cached value for {@code gpa} under {@code eptp}, or -1. */
     long find(long eptp, long gpa) {
         long key = (gpa >>> Pte.SHIFT_4K) + 1;
-        int base = setBase(key) * WAYS;
-        for (int i = base; i < base + WAYS; i++) {
-            if (keys[i] == key && eptps[i] == eptp) {
-                return values[i];
+        long[] w = ways;
+        int i = setBase(key);
+        for (int way = 0; way < WAYS; way++, i += bankLongs) { // a constant trip count: unrolled
+            if (w[i + KEY] == key && w[i + EPTP] == eptp) {
+                return w[i + VALUE];
             }
         }
         return -1;
@@ -55,37 +66,39 @@ final class NestedCache {
 
     void put(long eptp, long gpa, long value) {
         long key = (gpa >>> Pte.SHIFT_4K) + 1;
-        int set = setBase(key);
-        int base = set * WAYS;
+        int base = setBase(key);
         int slot = -1;
-        for (int i = base; i < base + WAYS; i++) {
-            if (keys[i] == key && eptps[i] == eptp) {
+        for (int way = 0, i = base; way < WAYS; way++, i += bankLongs) {
+            if (ways[i + KEY] == key && ways[i + EPTP] == eptp) {
                 slot = i;
                 break;
             }
-            if (slot < 0 && keys[i] == 0) {
+            if (slot < 0 && ways[i + KEY] == 0) {
                 slot = i;
             }
         }
         if (slot < 0) {
-            slot = base + victims[set];
+            int set = (int) key & setMask;
+            slot = base + victims[set] * bankLongs;
             victims[set] = (byte) ((victims[set] + 1) % WAYS);
         }
-        keys[slot] = key;
-        eptps[slot] = eptp;
-        values[slot] = value;
+        ways[slot + KEY] = key;
+        ways[slot + EPTP] = eptp;
+        ways[slot + VALUE] = value;
     }
 
     /** INVEPT single-context: drops the entries walked under {@code eptp}. */
     void invalidate(long eptp) {
-        for (int i = 0; i < keys.length; i++) {
-            if (eptps[i] == eptp) {
-                keys[i] = 0;
+        for (int i = 0; i < ways.length; i += STRIDE) {
+            if (ways[i + EPTP] == eptp) {
+                ways[i + KEY] = 0;
             }
         }
     }
 
     void clear() {
-        java.util.Arrays.fill(keys, 0);
+        for (int i = 0; i < ways.length; i += STRIDE) {
+            ways[i + KEY] = 0;
+        }
     }
 }

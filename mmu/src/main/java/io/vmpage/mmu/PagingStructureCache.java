@@ -7,99 +7,98 @@ package io.vmpage.mmu;
  * never cached here; they go to the TLB.
  *
  * <pre>
- *  slot of the level-L cache (L = 2 PDE, 3 PDPTE, 4 PML4E, 5 PML5E), parallel arrays:
- *   key    = (va >>> levelShift(L)) + 1          0 = empty
- *   tag    = VPID << 12 | PCID
+ *  one long[], the level-L cache (L = 2 PDE, 3 PDPTE, 4 PML4E, 5 PML5E) at slots [(L-2) * size, (L-1) * size),
+ *  a slot is 4 consecutive longs, indexed by the low bits of its key:
+ *   key      = (va >>> levelShift(L)) + 1          0 = empty
+ *   tagFlags : 37..35 EPT R/W/X of the table's page | 34 U/S | 33 R/W | 32 NX | 27..0 VPID << 12 | PCID
+ *              (R/W and U/S ANDed over levels L..top, NX ORed; the EPT rights decide whether A/D updates
+ *              to the table may be written; RWX without EPT)
  *   tableGpa, tableHpa: the level-(L-1) table the entry points at (equal without EPT)
- *   flags  = bit 0 R/W, bit 1 U/S (ANDed over levels L..top), bit 2 NX (ORed),
- *            bits 5:3 the EPT R/W/X of the table's page (A/D updates to it need W; RWX without EPT)
  * </pre>
  * Owned by one logical processor's thread, like the TLB.
  */
 final class PagingStructureCache {
-    static final int F_RW = 1;
-    static final int F_US = 2;
-    static final int F_NX = 4;
+    /** Flags: NX in bit 0; R/W and U/S in the bits a paging entry keeps them in, so one AND combines them. */
+    static final int F_NX = 1;
+    static final int F_RW = (int) Pte.RW;
+    static final int F_US = (int) Pte.US;
     static final int F_TABLE_PERMS_SHIFT = 3;
 
+    private static final int STRIDE = 4;
+    private static final int KEY = 0;
+    private static final int TAG_FLAGS = 1;
+    private static final int TABLE_GPA = 2;
+    private static final int TABLE_HPA = 3;
+    private static final long TAG_MASK = 0xFFFF_FFFFL;
+
     private final int mask;
-    /** Indexed [(level - 2) * size + slot]. */
-    private final long[] keys;
-    private final int[] tags;
-    private final long[] tableGpas;
-    private final long[] tableHpas;
-    private final int[] flags;
     private final int size;
+    private final long[] slots;
 
     /** @param entriesPerLevel a power of two */
     PagingStructureCache(int entriesPerLevel) {
-        if (entriesPerLevel <= 0 || Integer.bitCount(entriesPerLevel) != 1) {
+        if (entriesPerLevel <= 0 || Integer.bitCount(entriesPerLevel) != 1 || entriesPerLevel > (1 << 20)) {
             throw new IllegalArgumentException("paging-structure cache entries " + entriesPerLevel
-                + " must be a positive power of two");
+                + " must be a power of two up to 2^20");
         }
         this.size = entriesPerLevel;
         this.mask = entriesPerLevel - 1;
-        int total = entriesPerLevel * 4;
-        keys = new long[total];
-        tags = new int[total];
-        tableGpas = new long[total];
-        tableHpas = new long[total];
-        flags = new int[total];
+        this.slots = new long[entriesPerLevel * 4 * STRIDE];
     }
 
     private int slot(int level, long key) {
-        long h = key * 0x9E3779B97F4A7C15L;
-        return (level - 2) * size + ((int) (h >>> 40) & mask);
+        return ((level - 2) * size + ((int) key & mask)) * STRIDE;
     }
 
     /** Slot holding the level-{@code level} entry for {@code va} under {@code tag}, or -1. */
     int find(int level, long va, int tag) {
         long key = (va >>> Pte.levelShift(level)) + 1;
         int s = slot(level, key);
-        return keys[s] == key && tags[s] == tag ? s : -1;
+        return slots[s + KEY] == key && (int) slots[s + TAG_FLAGS] == tag ? s : -1;
     }
 
     void put(int level, long va, int tag, long tableGpa, long tableHpa, int entryFlags) {
         long key = (va >>> Pte.levelShift(level)) + 1;
         int s = slot(level, key);
-        keys[s] = key;
-        tags[s] = tag;
-        tableGpas[s] = tableGpa;
-        tableHpas[s] = tableHpa;
-        flags[s] = entryFlags;
+        slots[s + KEY] = key;
+        slots[s + TAG_FLAGS] = (tag & TAG_MASK) | ((long) entryFlags << 32);
+        slots[s + TABLE_GPA] = tableGpa;
+        slots[s + TABLE_HPA] = tableHpa;
     }
 
     long tableGpa(int slot) {
-        return tableGpas[slot];
+        return slots[slot + TABLE_GPA];
     }
 
     long tableHpa(int slot) {
-        return tableHpas[slot];
+        return slots[slot + TABLE_HPA];
     }
 
     int flags(int slot) {
-        return flags[slot];
+        return (int) (slots[slot + TAG_FLAGS] >>> 32);
     }
 
     /** Drops every entry tagged {@code tag} (VPID and PCID). */
     void invalidateTag(int tag) {
-        for (int i = 0; i < keys.length; i++) {
-            if (tags[i] == tag) {
-                keys[i] = 0;
+        for (int s = 0; s < slots.length; s += STRIDE) {
+            if ((int) slots[s + TAG_FLAGS] == tag) {
+                slots[s + KEY] = 0;
             }
         }
     }
 
     /** Drops every entry of {@code vpid}, all PCIDs. */
     void invalidateVpid(int vpid) {
-        for (int i = 0; i < keys.length; i++) {
-            if (tags[i] >>> 12 == vpid) {
-                keys[i] = 0;
+        for (int s = 0; s < slots.length; s += STRIDE) {
+            if ((int) slots[s + TAG_FLAGS] >>> 12 == vpid) {
+                slots[s + KEY] = 0;
             }
         }
     }
 
     void clear() {
-        java.util.Arrays.fill(keys, 0);
+        for (int s = 0; s < slots.length; s += STRIDE) {
+            slots[s + KEY] = 0;
+        }
     }
 }

@@ -1,6 +1,7 @@
 package io.vmpage.mmu;
 
 import java.util.Arrays;
+import org.agrona.UnsafeApi;
 
 /**
  * A set-associative TLB with separate arrays for 4 KiB, 2 MiB and 1 GiB translations (as Intel cores
@@ -9,36 +10,46 @@ import java.util.Arrays;
  * is not served, so the walk that sets D still happens.
  *
  * <pre>
- *  one way of one set, in three parallel arrays per page size:
- *   vpn   : (va >>> pageShift) + 1, 0 = empty
- *   tag   : 31  30..29         28      27..12  11..0
- *          +---+--------------+-------+-------+------+
- *          | 0 | guest size   | G     | VPID  | PCID |   guest size: 0 4K, 1 2M, 2 1G (the guest page
- *          +---+--------------+-------+-------+------+   this entry was cut from, for INVLPG)
- *   value : host-physical page base (bits 63..12) | bits 7..0 allowed-access mask, indexed by
- *           bit 0 write, bit 1 user, bit 2 fetch ({@code Access.index})
+ *  one page size: a long[] of sets x ways entries, an entry is 3 consecutive longs:
+ *   key   : (va >>> pageShift) + 1, 0 = empty
+ *   tag   : 28  27..12  11..0
+ *          +---+-------+------+
+ *          | G | VPID  | PCID |
+ *          +---+-------+------+
+ *   value : 63..12 host-physical page base | 9..8 guest size | 7..0 allowed-access mask
+ *           guest size: 0 4K, 1 2M, 2 1G (the guest page this entry was cut from, for INVLPG);
+ *           allowed mask indexed by bit 0 write, bit 1 user, bit 2 fetch ({@code Access.index})
  * </pre>
  * A global entry (G: the leaf's G bit with CR4.PGE) matches every PCID of its VPID and survives CR3
  * loads. Replacement is round-robin per set after empty ways.
+ *
+ * <p>The hit path probes way 0 of the 4 KiB set first, reading the entry with unchecked loads: the
+ * offset is a masked set number times the set's size in bytes, inside the array by construction. A
+ * miss there (another way, another page size, a global entry under another PCID) takes the general
+ * lookup.
  *
  * <p>Owned by one logical processor's thread: lookups and fills take no lock and allocate nothing.
  * Another thread that wants entries gone asks the owner to invalidate them (a shootdown), as an IPI does.
  */
 public final class Tlb {
     static final int GLOBAL = 1 << 28;
-    static final int GUEST_SIZE_SHIFT = 29;
     private static final int VPID_PCID_MASK = (1 << 28) - 1;
+    private static final int GUEST_SIZE_SHIFT = 8;
+    private static final int ALLOWED_MASK = 0xFF;
     private static final int[] SHIFTS = {Pte.SHIFT_4K, Pte.SHIFT_2M, Pte.SHIFT_1G};
+    /** Longs per entry, and the offsets of an entry's fields. */
+    private static final int STRIDE = 3;
+    private static final int KEY = 0;
+    private static final int TAG = 1;
+    private static final int VALUE = 2;
+    private static final long ARRAY_BASE = UnsafeApi.arrayBaseOffset(long[].class);
 
-    /** The 4 KiB arrays again, in final fields: the hit path probes them first without indirection. */
-    private final long[] vpn4k;
-    private final int[] tag4k;
-    private final long[] value4k;
+    /** The 4 KiB array and its geometry again, in final fields: the hit path reads them without indirection. */
+    private final long[] entries4k;
     private final int setMask4k;
-    private final int ways4k;
-    private final long[][] vpns = new long[3][];
-    private final int[][] tags = new int[3][];
-    private final long[][] values = new long[3][];
+    /** Bytes per 4 KiB set: ways * STRIDE * 8. */
+    private final int setBytes4k;
+    private final long[][] entries = new long[3][];
     private final byte[][] victims = new byte[3][];
     private final int[] setMasks = new int[3];
     private final int[] ways = new int[3];
@@ -55,22 +66,17 @@ public final class Tlb {
         init(0, sets4k, ways4k);
         init(1, setsLarge, waysLarge);
         init(2, setsLarge, waysLarge);
-        this.vpn4k = vpns[0];
-        this.tag4k = tags[0];
-        this.value4k = values[0];
+        this.entries4k = entries[0];
         this.setMask4k = setMasks[0];
-        this.ways4k = ways[0];
+        this.setBytes4k = ways[0] * STRIDE * Long.BYTES;
     }
 
     private void init(int size, int sets, int assoc) {
-        if (sets <= 0 || Integer.bitCount(sets) != 1 || assoc <= 0 || assoc > 64) {
+        if (sets <= 0 || Integer.bitCount(sets) != 1 || sets > (1 << 16) || assoc <= 0 || assoc > 64) {
             throw new IllegalArgumentException("TLB geometry " + sets + " sets x " + assoc
-                + " ways: sets must be a power of two and ways between 1 and 64");
+                + " ways: sets must be a power of two up to 65536 and ways between 1 and 64");
         }
-        int n = sets * assoc;
-        vpns[size] = new long[n];
-        tags[size] = new int[n];
-        values[size] = new long[n];
+        entries[size] = new long[sets * assoc * STRIDE];
         victims[size] = new byte[sets];
         setMasks[size] = sets - 1;
         ways[size] = assoc;
@@ -78,15 +84,15 @@ public final class Tlb {
 
     /** Total number of entries. */
     public int capacity() {
-        return vpns[0].length + vpns[1].length + vpns[2].length;
+        return (entries[0].length + entries[1].length + entries[2].length) / STRIDE;
     }
 
     /** Number of valid entries (for tests and reports; scans the arrays). */
     public int occupancy() {
         int n = 0;
-        for (long[] v : vpns) {
-            for (long x : v) {
-                n += x != 0 ? 1 : 0;
+        for (long[] e : entries) {
+            for (int i = KEY; i < e.length; i += STRIDE) {
+                n += e[i] != 0 ? 1 : 0;
             }
         }
         return n;
@@ -97,25 +103,24 @@ public final class Tlb {
      * may serve {@code access}.
      */
     public long lookup(long va, int access, int tag) {
-        int bit = 1 << Access.index(access);
-        long vpn = (va >>> Pte.SHIFT_4K) + 1;
-        int base = ((int) vpn & setMask4k) * ways4k;
-        for (int i = base, end = base + ways4k; i < end; i++) {
-            if (vpn4k[i] == vpn && matches(tag4k[i], tag)) {
-                long v = value4k[i];
-                return (v & bit) == 0 ? -1 : (v & ~MachineMemory.FRAME_OFFSET_MASK) + (va & MachineMemory.FRAME_OFFSET_MASK);
-            }
+        long key = (va >>> Pte.SHIFT_4K) + 1;
+        long offset = ARRAY_BASE + (long) (((int) key & setMask4k) * setBytes4k);
+        long[] e = entries4k;
+        if (UnsafeApi.getLong(e, offset) == key && UnsafeApi.getLong(e, offset + TAG * Long.BYTES) == tag) {
+            long v = UnsafeApi.getLong(e, offset + VALUE * Long.BYTES);
+            return (v & (1L << Access.index(access))) == 0 ? -1
+                : (v & ~MachineMemory.FRAME_OFFSET_MASK) | (va & MachineMemory.FRAME_OFFSET_MASK);
         }
-        return lookupLarge(va, bit, tag);
+        return lookupAnyWay(va, 1 << Access.index(access), tag);
     }
 
-    private long lookupLarge(long va, int bit, int tag) {
-        for (int size = 1; size < 3; size++) {
+    /** The general lookup: every way of every page size, global entries included. */
+    private long lookupAnyWay(long va, int bit, int tag) {
+        for (int size = 0; size < 3; size++) {
             int shift = SHIFTS[size];
-            long vpn = (va >>> shift) + 1;
-            int i = find(size, vpn, tag);
+            int i = find(size, (va >>> shift) + 1, tag);
             if (i >= 0) {
-                long v = values[size][i];
+                long v = entries[size][i + VALUE];
                 if ((v & bit) == 0) {
                     return -1; // present but not for this access (permission, or clean page on a write)
                 }
@@ -125,17 +130,20 @@ public final class Tlb {
         return -1;
     }
 
-    private int find(int size, long vpn, int tag) {
-        long[] vp = vpns[size];
-        int[] tg = tags[size];
-        int w = ways[size];
-        int base = ((int) vpn & setMasks[size]) * w;
-        for (int i = base, end = base + w; i < end; i++) {
-            if (vp[i] == vpn && matches(tg[i], tag)) {
+    /** Index of the entry for {@code key} matching {@code tag} (exactly, or a global entry of its VPID), or -1. */
+    private int find(int size, long key, int tag) {
+        long[] e = entries[size];
+        int base = setBase(size, key);
+        for (int i = base, end = base + ways[size] * STRIDE; i < end; i += STRIDE) {
+            if (e[i + KEY] == key && matches((int) e[i + TAG], tag)) {
                 return i;
             }
         }
         return -1;
+    }
+
+    private int setBase(int size, long key) {
+        return ((int) key & setMasks[size]) * ways[size] * STRIDE;
     }
 
     private static boolean matches(int entryTag, int tag) {
@@ -153,34 +161,33 @@ public final class Tlb {
      */
     public void insert(long va, int tag, long hpa, int pageShift, int allowed, boolean global, int guestShift) {
         int size = (pageShift - Pte.SHIFT_4K) / 9;
-        long vpn = (va >>> pageShift) + 1;
+        long key = (va >>> pageShift) + 1;
         int guestSize = (guestShift - Pte.SHIFT_4K) / 9;
-        int entryTag = (tag & VPID_PCID_MASK) | (global ? GLOBAL : 0) | (guestSize << GUEST_SIZE_SHIFT);
+        int t = tag & VPID_PCID_MASK;
         if (guestSize > size) {
             splintered = true;
         }
-        long[] vp = vpns[size];
-        int w = ways[size];
-        int set = (int) vpn & setMasks[size];
-        int base = set * w;
+        long[] e = entries[size];
+        int base = setBase(size, key);
         int slot = -1;
-        for (int i = base, end = base + w; i < end; i++) {
-            if (vp[i] == vpn && (tags[size][i] & VPID_PCID_MASK) == (tag & VPID_PCID_MASK)) {
+        for (int i = base, end = base + ways[size] * STRIDE; i < end; i += STRIDE) {
+            if (e[i + KEY] == key && ((int) e[i + TAG] & VPID_PCID_MASK) == t) {
                 slot = i; // refresh the existing entry (e.g. after a walk set D)
                 break;
             }
-            if (slot < 0 && vp[i] == 0) {
+            if (slot < 0 && e[i + KEY] == 0) {
                 slot = i;
             }
         }
         if (slot < 0) {
+            int set = (int) key & setMasks[size];
             int victim = victims[size][set] & 0xFF;
-            victims[size][set] = (byte) ((victim + 1) % w);
-            slot = base + victim;
+            victims[size][set] = (byte) ((victim + 1) % ways[size]);
+            slot = base + victim * STRIDE;
         }
-        vp[slot] = vpn;
-        tags[size][slot] = entryTag;
-        values[size][slot] = (hpa & ~((1L << pageShift) - 1)) | (allowed & 0xFF);
+        e[slot + KEY] = key;
+        e[slot + TAG] = t | (global ? GLOBAL : 0);
+        e[slot + VALUE] = (hpa & ~((1L << pageShift) - 1)) | ((long) guestSize << GUEST_SIZE_SHIFT) | (allowed & ALLOWED_MASK);
     }
 
     /**
@@ -191,28 +198,25 @@ public final class Tlb {
     public void invalidatePage(long va, int vpid, int pcid, boolean includeGlobal) {
         int tag = vpid << 12 | pcid;
         for (int size = 0; size < 3; size++) {
-            long vpn = (va >>> SHIFTS[size]) + 1;
-            long[] vp = vpns[size];
-            int[] tg = tags[size];
-            int w = ways[size];
-            int base = ((int) vpn & setMasks[size]) * w;
-            for (int i = base, end = base + w; i < end; i++) {
-                if (vp[i] == vpn && hits(tg[i], tag, includeGlobal)) {
-                    vp[i] = 0;
+            long key = (va >>> SHIFTS[size]) + 1;
+            long[] e = entries[size];
+            int base = setBase(size, key);
+            for (int i = base, end = base + ways[size] * STRIDE; i < end; i += STRIDE) {
+                if (e[i + KEY] == key && hits((int) e[i + TAG], tag, includeGlobal)) {
+                    e[i + KEY] = 0;
                 }
             }
         }
         if (splintered) {
             for (int size = 0; size < 2; size++) {
-                long[] vp = vpns[size];
-                int[] tg = tags[size];
+                long[] e = entries[size];
                 int shift = SHIFTS[size];
-                for (int i = 0; i < vp.length; i++) {
-                    int guestSize = tg[i] >>> GUEST_SIZE_SHIFT & 3;
-                    if (vp[i] != 0 && guestSize > size && hits(tg[i], tag, includeGlobal)) {
+                for (int i = 0; i < e.length; i += STRIDE) {
+                    int guestSize = (int) (e[i + VALUE] >>> GUEST_SIZE_SHIFT) & 3;
+                    if (e[i + KEY] != 0 && guestSize > size && hits((int) e[i + TAG], tag, includeGlobal)) {
                         int guestShift = SHIFTS[guestSize];
-                        if (((vp[i] - 1) << shift) >>> guestShift == va >>> guestShift) {
-                            vp[i] = 0;
+                        if (((e[i + KEY] - 1) << shift) >>> guestShift == va >>> guestShift) {
+                            e[i + KEY] = 0;
                         }
                     }
                 }
@@ -246,19 +250,17 @@ public final class Tlb {
 
     /** Removes everything. */
     public void flushAll() {
-        for (long[] v : vpns) {
-            Arrays.fill(v, 0);
+        for (long[] e : entries) {
+            Arrays.fill(e, 0);
         }
         splintered = false;
     }
 
     private void removeIf(int want, int mask) {
-        for (int size = 0; size < 3; size++) {
-            long[] vp = vpns[size];
-            int[] tg = tags[size];
-            for (int i = 0; i < vp.length; i++) {
-                if ((tg[i] & mask) == want) {
-                    vp[i] = 0;
+        for (long[] e : entries) {
+            for (int i = 0; i < e.length; i += STRIDE) {
+                if (((int) e[i + TAG] & mask) == want) {
+                    e[i + KEY] = 0;
                 }
             }
         }

@@ -43,6 +43,21 @@ public final class Translation {
         this.tlbHit = false;
     }
 
+    /** The outcome of a warm walk: one reference, a 4 KiB page, no fault. */
+    void warm(long va, int access, long gpa, long hpa) {
+        this.va = va;
+        this.access = access;
+        this.gpa = gpa;
+        this.hpa = hpa;
+        this.pageShift = Pte.SHIFT_4K;
+        this.fault = Fault.NONE;
+        this.errorCode = 0;
+        this.faultAddress = 0;
+        this.qualification = 0;
+        this.refs = 1;
+        this.tlbHit = false;
+    }
+
     public boolean ok() {
         return fault == Fault.NONE;
     }

@@ -46,15 +46,11 @@ final class Walker {
     private int eptShift;
     private boolean eptDirty;
 
-    // Outputs of the last successful walk, read by the TLB fill (the access mask is derived from them
-    // only when a TLB is filled: a walk without a TLB does not pay for it).
-    private boolean leafRw;
-    private boolean leafUs;
-    private boolean leafNx;
-    private boolean leafDirty;
-    /** EPT R/W/X of the final translation, and whether its write needs no EPT D update; RWX/true without EPT. */
-    private long finalEptPerms;
-    private boolean finalEptDirtyOk;
+    // Outputs of the last successful walk, read by the TLB fill.
+    /** Accesses the guest leaf lets a TLB entry serve ({@link #guestAllowedMask}). */
+    private int guestAllowed;
+    /** Accesses the EPT leaf lets a TLB entry serve ({@link #eptAllowedMask}); all without EPT. */
+    private int eptAllowed;
     int guestShift;
     boolean leafGlobal;
 
@@ -90,6 +86,69 @@ final class Walker {
             stats.faults++;
         }
         return result;
+    }
+
+    /**
+     * The warm walk, tried before {@link #walk}: a PDE-cache hit leaves one guest PTE to read (SDM
+     * 4.10.3.2), and with EPT a nested-cache hit translates the page it maps, so no EPT entry is read.
+     * Taken only when nothing has to be written or reported: the PTE is present, has no reserved bit set,
+     * permits the access, already has A (and D for a write), and the nested entry permits the access
+     * (with EPT D already set for a write under EPT A/D). The result, the counters and {@code out} are
+     * then what {@link #walk} produces on the same path. Otherwise it returns -1 having changed nothing,
+     * and the caller walks.
+     *
+     * @return the host-physical address, or -1 when the general walk must run
+     */
+    long walkWarm(ControlRegisters regs, long eptp, int tag, long va, int access, Translation out) {
+        PagingStructureCache pdeCache = psc;
+        int slot;
+        if (pdeCache == null || (slot = pdeCache.find(Pte.LEVEL_PD, va, tag)) < 0) {
+            return -1;
+        }
+        long entryHpa = pdeCache.tableHpa(slot) + ((long) Pte.index(va, Pte.LEVEL_PT) << 3);
+        if (entryHpa >= memorySize) {
+            return -1;
+        }
+        long e = memory.getLongVolatileUnchecked(entryHpa);
+        boolean write = Access.isWrite(access);
+        long need = write ? Pte.P | Pte.A | Pte.D : Pte.P | Pte.A;
+        if ((e & need) != need || (e & Pte.reservedBits(Pte.LEVEL_PT, true, regs.nxe(), reservedAddressBits)) != 0) {
+            return -1;
+        }
+        // Index into ControlRegisters.permissionTable without branches: R/W and U/S ANDed with the
+        // upper levels' (PSC flags keep them at the entry's bit positions), NX ORed (flags bit 0; an NX
+        // bit without EFER.NXE was rejected above as reserved).
+        long f = pdeCache.flags(slot);
+        int permitted = (int) (regs.permissionTable >>> (((e & f & (Pte.RW | Pte.US)) | ((e >>> 63 | f) & 1)) << 3)) & 0xFF;
+        int accessBit = 1 << Access.index(access);
+        if ((permitted & accessBit) == 0) {
+            return -1;
+        }
+        long gpa = (e & addressMask) | (va & MachineMemory.FRAME_OFFSET_MASK);
+        long hpa;
+        int eptMask;
+        if (eptp == 0) {
+            hpa = gpa;
+            eptMask = ALL_ACCESSES;
+            stats.warmWalks++;
+        } else {
+            long v;
+            if (nested == null || (v = nested.find(eptp, gpa)) < 0) {
+                return -1;
+            }
+            eptMask = EPT_ALLOWED[(int) (v & (NestedCache.V_DIRTY | Ept.RWX)) | ((eptp & Ept.EPTP_AD) == 0 ? 8 : 0)];
+            if ((eptMask & accessBit) == 0) {
+                return -1;
+            }
+            hpa = (v & ~MachineMemory.FRAME_OFFSET_MASK) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
+            stats.warmNestedWalks++;
+        }
+        guestAllowed = permitted & ACCESS_INDEXES & ((e & Pte.D) != 0 ? ALL_ACCESSES : ~WRITES);
+        eptAllowed = eptMask;
+        guestShift = Pte.SHIFT_4K;
+        leafGlobal = (e & Pte.G) != 0;
+        out.warm(va, access, gpa, hpa);
+        return hpa;
     }
 
     private int walk0(ControlRegisters regs, long eptp, int tag, long va, int access, Translation out) {
@@ -193,10 +252,7 @@ final class Walker {
                 nx = entryNx;
                 guestShift = shift;
                 leafGlobal = (e & Pte.G) != 0;
-                leafRw = rw != 0;
-                leafUs = us != 0;
-                leafNx = entryNx;
-                leafDirty = (e & Pte.D) != 0;
+                guestAllowed = guestAllowedMask(regs, rw != 0, us != 0, entryNx, (e & Pte.D) != 0);
                 break;
             }
             if ((e & Pte.A) == 0) {
@@ -222,8 +278,7 @@ final class Walker {
         if (!isNested) {
             out.hpa = gpa;
             out.pageShift = shift;
-            finalEptPerms = Ept.RWX;
-            finalEptDirtyOk = true;
+            eptAllowed = ALL_ACCESSES;
             return Fault.NONE;
         }
         long qual = Access.isFetch(access) ? Fault.QUAL_FETCH : write ? Fault.QUAL_WRITE : Fault.QUAL_READ;
@@ -233,8 +288,7 @@ final class Walker {
         }
         out.hpa = hpa;
         out.pageShift = Math.min(shift, eptShift);
-        finalEptPerms = eptPerms;
-        finalEptDirtyOk = !eptAd || eptDirty;
+        eptAllowed = eptAllowedMask(eptPerms, !eptAd || eptDirty);
         return Fault.NONE;
     }
 
@@ -243,8 +297,8 @@ final class Walker {
      * {@link Access#index}): what the guest entry permits under the current CR0.WP/SMEP, what the EPT
      * permits, and writes only when no D flag still has to be set.
      */
-    int allowedMask(ControlRegisters regs) {
-        return guestAllowedMask(regs, leafRw, leafUs, leafNx, leafDirty) & eptAllowedMask(finalEptPerms, finalEptDirtyOk);
+    int allowedMask() {
+        return guestAllowed & eptAllowed;
     }
 
     /**
@@ -341,34 +395,32 @@ final class Walker {
 
     // ------------------------------------------------------------------ rules
 
+    /** Bits of {@link Access#index} values that name an access (a fetch is never a write). */
+    private static final int ACCESS_INDEXES = 0x5F;
+    private static final int ALL_ACCESSES = 0xFF;
+    /** Indexes 1 and 3: supervisor and user writes. */
+    private static final int WRITES = 0x0A;
+
     /** 8-bit mask over {@link Access#index} of the accesses a TLB entry may serve without a walk. */
     private static int guestAllowedMask(ControlRegisters regs, boolean rw, boolean us, boolean nx, boolean dirty) {
-        int mask = 0;
-        for (int i = 0; i < 8; i++) {
-            boolean w = (i & 1) != 0;
-            boolean f = (i & 4) != 0;
-            if (w && f) {
-                continue;
-            }
-            int access = (w ? Access.WRITE : 0) | ((i & 2) != 0 ? Access.USER : 0) | (f ? Access.FETCH : 0);
-            if (regs.permits(access, rw, us, nx) && (!w || dirty)) {
-                mask |= 1 << i;
-            }
-        }
-        return mask;
+        return regs.permittedAccesses(rw, us, nx) & ACCESS_INDEXES & (dirty ? ALL_ACCESSES : ~WRITES);
     }
 
-    private static int eptAllowedMask(long perms, boolean dirty) {
-        int mask = 0;
-        for (int i = 0; i < 8; i++) {
-            boolean w = (i & 1) != 0;
-            boolean f = (i & 4) != 0;
-            boolean ok = f ? (perms & Ept.X) != 0 : w ? (perms & Ept.W) != 0 && dirty : (perms & Ept.R) != 0;
-            if (ok) {
-                mask |= 1 << i;
-            }
+    /** {@link #eptAllowedMask} by index {@code dirty << 3 | X << 2 | W << 1 | R} (the nested-cache value's low bits). */
+    private static final int[] EPT_ALLOWED = new int[16];
+
+    static {
+        for (int i = 0; i < 16; i++) {
+            EPT_ALLOWED[i] = eptAllowedMask(i & 7, (i & 8) != 0);
         }
-        return mask;
+    }
+
+    /**
+     * As {@link #guestAllowedMask} for EPT rights ({@code perms} bits 2:0 X/W/R): reads need R, writes W
+     * (and D set when {@code dirty} is false under EPT A/D), fetches X.
+     */
+    private static int eptAllowedMask(long perms, boolean dirty) {
+        return (int) (-(perms & 1) & 0x05 | -((perms >>> 1) & (dirty ? 1 : 0)) & WRITES | -((perms >>> 2) & 1) & 0xF0);
     }
 
     private static boolean eptPermits(long perms, long qual) {
