@@ -45,6 +45,7 @@ public final class Mmu {
             ? new Tlb(config.tlbSets(), config.tlbWays(), config.largeTlbSets(), config.largeTlbWays()) : null;
         PagingStructureCache psc = config.pscEntries() > 0 ? new PagingStructureCache(config.pscEntries()) : null;
         NestedCache nested = config.nestedEntries() > 0 ? new NestedCache(config.nestedEntries()) : null;
+        this.stats.tlb = tlb;
         this.walker = new Walker(memory, config.maxPhysAddrBits(), psc, nested, stats);
         this.uncachedWalker = new Walker(memory, config.maxPhysAddrBits(), null, null, new MmuStats());
     }
@@ -84,9 +85,8 @@ public final class Mmu {
      */
     public long translate(long va, int access) {
         if (tlb != null) {
-            long hpa = tlb.lookup(va, access, tag);
+            long hpa = tlb.lookup(va, access, tag); // counts its hit: the hit path's only store
             if (hpa >= 0) {
-                stats.tlbHits++; // the only store on the hit path: translations are derived from the counts
                 return hpa;
             }
             stats.tlbMisses++;
@@ -103,7 +103,6 @@ public final class Mmu {
         } else {
             long hpa = tlb.lookup(va, access, tag);
             if (hpa >= 0) {
-                stats.tlbHits++;
                 out.reset(va, access);
                 out.hpa = hpa;
                 out.tlbHit = true;

@@ -10,7 +10,9 @@ import org.agrona.UnsafeApi;
  * is not served, so the walk that sets D still happens.
  *
  * <pre>
- *  one page size: a long[] of sets x ways entries, an entry is 3 consecutive longs:
+ *  one page size: a long[] of `ways` banks, bank w holding way w of every set (way-major: the way-0
+ *  entries of all sets are adjacent, and set s's way-0 entry sits at a constant multiple of s); the
+ *  entry of set s (low bits of the key) in way w is 3 consecutive longs at (w * sets + s) * 3:
  *   key   : (va >>> pageShift) + 1, 0 = empty
  *   tag   : 28  27..12  11..0
  *          +---+-------+------+
@@ -24,9 +26,9 @@ import org.agrona.UnsafeApi;
  * loads. Replacement is round-robin per set after empty ways.
  *
  * <p>The hit path probes way 0 of the 4 KiB set first, reading the entry with unchecked loads: the
- * offset is a masked set number times the set's size in bytes, inside the array by construction. A
- * miss there (another way, another page size, a global entry under another PCID) takes the general
- * lookup.
+ * offset is a masked set number times the entry size, inside the array by construction. A miss there
+ * (another way, another page size, a global entry under another PCID) takes the general lookup. Hits
+ * are counted here, in the object the hit path already holds.
  *
  * <p>Owned by one logical processor's thread: lookups and fills take no lock and allocate nothing.
  * Another thread that wants entries gone asks the owner to invalidate them (a shootdown), as an IPI does.
@@ -43,18 +45,21 @@ public final class Tlb {
     private static final int TAG = 1;
     private static final int VALUE = 2;
     private static final long ARRAY_BASE = UnsafeApi.arrayBaseOffset(long[].class);
+    private static final int ENTRY_BYTES = STRIDE * Long.BYTES;
+    /** Bits 51:12 of an entry value: the page base (below MAXPHYADDR's 52-bit limit, so never negative). */
+    private static final long PAGE_BASE_MASK = Pte.ADDRESS_MASK;
 
-    /** The 4 KiB array and its geometry again, in final fields: the hit path reads them without indirection. */
+    /** The 4 KiB array and its set mask again, in final fields: the hit path reads them without indirection. */
     private final long[] entries4k;
     private final int setMask4k;
-    /** Bytes per 4 KiB set: ways * STRIDE * 8. */
-    private final int setBytes4k;
     private final long[][] entries = new long[3][];
     private final byte[][] victims = new byte[3][];
     private final int[] setMasks = new int[3];
     private final int[] ways = new int[3];
     /** Entries smaller than the guest page they came from exist (nested paging splinters large pages). */
     private boolean splintered;
+    /** Lookups served; plain counter, written only by the owning thread (read through {@link MmuStats}). */
+    long hits;
 
     /**
      * @param sets4k sets for 4 KiB entries (power of two)
@@ -68,7 +73,6 @@ public final class Tlb {
         init(2, setsLarge, waysLarge);
         this.entries4k = entries[0];
         this.setMask4k = setMasks[0];
-        this.setBytes4k = ways[0] * STRIDE * Long.BYTES;
     }
 
     private void init(int size, int sets, int assoc) {
@@ -104,14 +108,21 @@ public final class Tlb {
      */
     public long lookup(long va, int access, int tag) {
         long key = (va >>> Pte.SHIFT_4K) + 1;
-        long offset = ARRAY_BASE + (long) (((int) key & setMask4k) * setBytes4k);
+        long offset = ARRAY_BASE + (long) ((int) key & setMask4k) * ENTRY_BYTES;
         long[] e = entries4k;
         if (UnsafeApi.getLong(e, offset) == key && UnsafeApi.getLong(e, offset + TAG * Long.BYTES) == tag) {
             long v = UnsafeApi.getLong(e, offset + VALUE * Long.BYTES);
-            return (v & (1L << Access.index(access))) == 0 ? -1
-                : (v & ~MachineMemory.FRAME_OFFSET_MASK) | (va & MachineMemory.FRAME_OFFSET_MASK);
+            if ((v & (1L << Access.index(access))) == 0) {
+                return -1;
+            }
+            hits++;
+            return (v & PAGE_BASE_MASK) + (va & MachineMemory.FRAME_OFFSET_MASK); // provably >= 0
         }
-        return lookupAnyWay(va, 1 << Access.index(access), tag);
+        long hpa = lookupAnyWay(va, 1 << Access.index(access), tag);
+        if (hpa >= 0) {
+            hits++;
+        }
+        return hpa;
     }
 
     /** The general lookup: every way of every page size, global entries included. */
@@ -134,7 +145,7 @@ public final class Tlb {
     private int find(int size, long key, int tag) {
         long[] e = entries[size];
         int base = setBase(size, key);
-        for (int i = base, end = base + ways[size] * STRIDE; i < end; i += STRIDE) {
+        for (int way = 0, i = base, bank = bankLongs(size); way < ways[size]; way++, i += bank) {
             if (e[i + KEY] == key && matches((int) e[i + TAG], tag)) {
                 return i;
             }
@@ -142,8 +153,13 @@ public final class Tlb {
         return -1;
     }
 
+    /** Index of the way-0 entry of {@code key}'s set; way w is {@link #bankLongs} further per way. */
     private int setBase(int size, long key) {
-        return ((int) key & setMasks[size]) * ways[size] * STRIDE;
+        return ((int) key & setMasks[size]) * STRIDE;
+    }
+
+    private int bankLongs(int size) {
+        return (setMasks[size] + 1) * STRIDE;
     }
 
     private static boolean matches(int entryTag, int tag) {
@@ -170,7 +186,7 @@ public final class Tlb {
         long[] e = entries[size];
         int base = setBase(size, key);
         int slot = -1;
-        for (int i = base, end = base + ways[size] * STRIDE; i < end; i += STRIDE) {
+        for (int way = 0, i = base, bank = bankLongs(size); way < ways[size]; way++, i += bank) {
             if (e[i + KEY] == key && ((int) e[i + TAG] & VPID_PCID_MASK) == t) {
                 slot = i; // refresh the existing entry (e.g. after a walk set D)
                 break;
@@ -183,7 +199,7 @@ public final class Tlb {
             int set = (int) key & setMasks[size];
             int victim = victims[size][set] & 0xFF;
             victims[size][set] = (byte) ((victim + 1) % ways[size]);
-            slot = base + victim * STRIDE;
+            slot = base + victim * bankLongs(size);
         }
         e[slot + KEY] = key;
         e[slot + TAG] = t | (global ? GLOBAL : 0);
@@ -201,7 +217,7 @@ public final class Tlb {
             long key = (va >>> SHIFTS[size]) + 1;
             long[] e = entries[size];
             int base = setBase(size, key);
-            for (int i = base, end = base + ways[size] * STRIDE; i < end; i += STRIDE) {
+            for (int way = 0, i = base, bank = bankLongs(size); way < ways[size]; way++, i += bank) {
                 if (e[i + KEY] == key && hits((int) e[i + TAG], tag, includeGlobal)) {
                     e[i + KEY] = 0;
                 }

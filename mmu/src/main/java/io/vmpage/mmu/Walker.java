@@ -100,6 +100,34 @@ final class Walker {
      * @return the host-physical address, or -1 when the general walk must run
      */
     long walkWarm(ControlRegisters regs, long eptp, int tag, long va, int access, Translation out) {
+        // Two small parts rather than one large method: each stays under the JIT's inlining limit, so the
+        // warm path compiles into the caller's TLB-miss path without a call.
+        long gpa = warmGuestLeaf(regs, tag, va, access);
+        if (gpa < 0) {
+            return -1;
+        }
+        long hpa;
+        if (eptp == 0) {
+            hpa = gpa;
+            eptAllowed = ALL_ACCESSES;
+            stats.warmWalks++;
+        } else {
+            hpa = warmNested(eptp, gpa, access);
+            if (hpa < 0) {
+                return -1;
+            }
+            stats.warmNestedWalks++;
+        }
+        guestShift = Pte.SHIFT_4K;
+        out.warm(va, access, gpa, hpa);
+        return hpa;
+    }
+
+    /**
+     * The guest half of {@link #walkWarm}: the PDE-cache hit and the PTE. Returns the guest-physical
+     * address and leaves the leaf's TLB rights in {@link #guestAllowed} and {@link #leafGlobal}, or -1.
+     */
+    private long warmGuestLeaf(ControlRegisters regs, int tag, long va, int access) {
         PagingStructureCache pdeCache = psc;
         int slot;
         if (pdeCache == null || (slot = pdeCache.find(Pte.LEVEL_PD, va, tag)) < 0) {
@@ -110,8 +138,7 @@ final class Walker {
             return -1;
         }
         long e = memory.getLongVolatileUnchecked(entryHpa);
-        boolean write = Access.isWrite(access);
-        long need = write ? Pte.P | Pte.A | Pte.D : Pte.P | Pte.A;
+        long need = Access.isWrite(access) ? Pte.P | Pte.A | Pte.D : Pte.P | Pte.A;
         if ((e & need) != need || (e & Pte.reservedBits(Pte.LEVEL_PT, true, regs.nxe(), reservedAddressBits)) != 0) {
             return -1;
         }
@@ -120,35 +147,26 @@ final class Walker {
         // bit without EFER.NXE was rejected above as reserved).
         long f = pdeCache.flags(slot);
         int permitted = (int) (regs.permissionTable >>> (((e & f & (Pte.RW | Pte.US)) | ((e >>> 63 | f) & 1)) << 3)) & 0xFF;
-        int accessBit = 1 << Access.index(access);
-        if ((permitted & accessBit) == 0) {
+        if ((permitted & (1 << Access.index(access))) == 0) {
             return -1;
         }
-        long gpa = (e & addressMask) | (va & MachineMemory.FRAME_OFFSET_MASK);
-        long hpa;
-        int eptMask;
-        if (eptp == 0) {
-            hpa = gpa;
-            eptMask = ALL_ACCESSES;
-            stats.warmWalks++;
-        } else {
-            long v;
-            if (nested == null || (v = nested.find(eptp, gpa)) < 0) {
-                return -1;
-            }
-            eptMask = EPT_ALLOWED[(int) (v & (NestedCache.V_DIRTY | Ept.RWX)) | ((eptp & Ept.EPTP_AD) == 0 ? 8 : 0)];
-            if ((eptMask & accessBit) == 0) {
-                return -1;
-            }
-            hpa = (v & ~MachineMemory.FRAME_OFFSET_MASK) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
-            stats.warmNestedWalks++;
-        }
         guestAllowed = permitted & ACCESS_INDEXES & ((e & Pte.D) != 0 ? ALL_ACCESSES : ~WRITES);
-        eptAllowed = eptMask;
-        guestShift = Pte.SHIFT_4K;
         leafGlobal = (e & Pte.G) != 0;
-        out.warm(va, access, gpa, hpa);
-        return hpa;
+        return (e & addressMask) | (va & MachineMemory.FRAME_OFFSET_MASK);
+    }
+
+    /** The EPT half of {@link #walkWarm}: a nested-cache hit that permits the access, or -1. */
+    private long warmNested(long eptp, long gpa, int access) {
+        long v;
+        if (nested == null || (v = nested.find(eptp, gpa)) < 0) {
+            return -1;
+        }
+        int allowed = EPT_ALLOWED[(int) (v & (NestedCache.V_DIRTY | Ept.RWX)) | ((eptp & Ept.EPTP_AD) == 0 ? 8 : 0)];
+        if ((allowed & (1 << Access.index(access))) == 0) {
+            return -1;
+        }
+        eptAllowed = allowed;
+        return (v & ~MachineMemory.FRAME_OFFSET_MASK) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
     }
 
     private int walk0(ControlRegisters regs, long eptp, int tag, long va, int access, Translation out) {
