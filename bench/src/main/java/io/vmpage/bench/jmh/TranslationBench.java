@@ -160,6 +160,16 @@ public class TranslationBench {
         return g.memory.getLongUnchecked(g.mmu.translate(VA_BASE + nextSmall(), Access.READ));
     }
 
+    /**
+     * {@link #tlbHitRead} without the read: the translation alone, so the TLB's share of
+     * {@code tlbHitRead} can be told from the read's. Returns the host-physical address.
+     */
+    @Benchmark
+    @Baseline("rawReadSmall")
+    public long tlbHitOnly(TlbHit g) {
+        return g.mmu.translate(VA_BASE + nextSmall(), Access.READ);
+    }
+
     /** 1D, no TLB, no caches: a 4-reference walk per translation, at random over 64 MiB. */
     @Benchmark
     @Baseline("rawRead")

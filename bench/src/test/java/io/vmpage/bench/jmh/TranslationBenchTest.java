@@ -56,6 +56,13 @@ class TranslationBenchTest {
             assertEquals(ops, s.translations());
             assertEquals(ops, s.tlbHits());
             assertEquals(0, s.walks());
+
+            TranslationBench b = new TranslationBench();
+            for (int i = 0; i < ops; i++) {
+                assertEquals(g.dataHpa + ((long) TranslationBench.SMALL_WORDS[i] << 3), b.tlbHitOnly(g), "tlbHitOnly " + i);
+            }
+            assertEquals(2L * ops, s.tlbHits(), "tlbHitOnly hits the TLB too");
+            assertEquals(0, s.walks());
         } finally {
             g.tearDown();
         }
