@@ -45,7 +45,6 @@ public final class Mmu {
             ? new Tlb(config.tlbSets(), config.tlbWays(), config.largeTlbSets(), config.largeTlbWays()) : null;
         PagingStructureCache psc = config.pscEntries() > 0 ? new PagingStructureCache(config.pscEntries()) : null;
         NestedCache nested = config.nestedEntries() > 0 ? new NestedCache(config.nestedEntries()) : null;
-        this.stats.tlb = tlb;
         this.walker = new Walker(memory, config.maxPhysAddrBits(), psc, nested, stats);
         this.uncachedWalker = new Walker(memory, config.maxPhysAddrBits(), null, null, new MmuStats());
     }
@@ -85,8 +84,9 @@ public final class Mmu {
      */
     public long translate(long va, int access) {
         if (tlb != null) {
-            long hpa = tlb.lookup(va, access, tag); // counts its hit: the hit path's only store
+            long hpa = tlb.lookup(va, access, tag);
             if (hpa >= 0) {
+                stats.tlbHits++; // the only store on the hit path: translations are derived from the counts
                 return hpa;
             }
             stats.tlbMisses++;
@@ -103,6 +103,7 @@ public final class Mmu {
         } else {
             long hpa = tlb.lookup(va, access, tag);
             if (hpa >= 0) {
+                stats.tlbHits++;
                 out.reset(va, access);
                 out.hpa = hpa;
                 out.tlbHit = true;
@@ -117,22 +118,18 @@ public final class Mmu {
     }
 
     private long walkAndFill(long va, int access) {
-        long hpa = walker.walkWarm(regs, eptp, tag, va, access, last);
-        if (hpa < 0) {
-            int fault = walker.walk(regs, eptp, tag, va, access, last);
-            if (fault != Fault.NONE) {
-                if (fault == Fault.PAGE_FAULT && tlb != null) {
-                    // A #PF invalidates the faulting address's entries (SDM 4.10.4.2).
-                    tlb.invalidatePage(va, vpid, regs.pcid(), true);
-                }
-                return -1;
+        int fault = walker.walk(regs, eptp, tag, va, access, last);
+        if (fault != Fault.NONE) {
+            if (fault == Fault.PAGE_FAULT && tlb != null) {
+                // A #PF invalidates the faulting address's entries (SDM 4.10.4.2).
+                tlb.invalidatePage(va, vpid, regs.pcid(), true);
             }
-            hpa = last.hpa;
+            return -1;
         }
         if (tlb != null) {
-            tlb.insert(va, tag, hpa, last.pageShift, walker.allowedMask(), walker.leafGlobal && regs.pge(), walker.guestShift);
+            tlb.insert(va, tag, last.hpa, last.pageShift, walker.allowedMask(), walker.leafGlobal && regs.pge(), walker.guestShift);
         }
-        return hpa;
+        return last.hpa;
     }
 
     /** Details of the last walk (or fault). */

@@ -7,8 +7,7 @@ package io.vmpage.mmu;
 public final class MmuStats {
     /** Translations made without a TLB (the configuration switched it off). */
     long translationsWithoutTlb;
-    /** The TLB counts its own hits (the hit path's one store lands in the object it already holds); null without one. */
-    Tlb tlb;
+    long tlbHits;
     long tlbMisses;
     long walks;
     long walkRefs;
@@ -27,11 +26,11 @@ public final class MmuStats {
 
     /** Translations requested: TLB hits and misses, or walks when there is no TLB. */
     public long translations() {
-        return tlbHits() + tlbMisses + translationsWithoutTlb;
+        return tlbHits + tlbMisses + translationsWithoutTlb;
     }
 
     public long tlbHits() {
-        return tlb == null ? 0 : tlb.hits;
+        return tlbHits;
     }
 
     public long tlbMisses() {
@@ -70,9 +69,8 @@ public final class MmuStats {
 
     /** TLB hits / (hits + misses), 0 when nothing was translated. */
     public double tlbHitRate() {
-        long hits = tlbHits();
-        long total = hits + tlbMisses;
-        return total == 0 ? 0 : (double) hits / total;
+        long total = tlbHits + tlbMisses;
+        return total == 0 ? 0 : (double) tlbHits / total;
     }
 
     /** Average references per walk, 0 when there was none. */
@@ -82,16 +80,13 @@ public final class MmuStats {
     }
 
     public void reset() {
-        if (tlb != null) {
-            tlb.hits = 0;
-        }
-        translationsWithoutTlb = tlbMisses = walks = walkRefs = pscHits = pscMisses = nestedHits = nestedMisses = faults = 0;
+        translationsWithoutTlb = tlbHits = tlbMisses = walks = walkRefs = pscHits = pscMisses = nestedHits = nestedMisses = faults = 0;
         warmWalks = warmNestedWalks = 0;
     }
 
     @Override
     public String toString() {
-        return "translations=" + translations() + " tlbHits=" + tlbHits() + " tlbMisses=" + tlbMisses + " walks=" + walks()
+        return "translations=" + translations() + " tlbHits=" + tlbHits + " tlbMisses=" + tlbMisses + " walks=" + walks()
             + " walkRefs=" + walkRefs() + " pscHits=" + pscHits() + " pscMisses=" + pscMisses + " nestedHits=" + nestedHits()
             + " nestedMisses=" + nestedMisses + " faults=" + faults;
     }

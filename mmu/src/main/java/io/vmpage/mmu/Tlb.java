@@ -1,7 +1,6 @@
 package io.vmpage.mmu;
 
 import java.util.Arrays;
-import org.agrona.UnsafeApi;
 
 /**
  * A set-associative TLB with separate arrays for 4 KiB, 2 MiB and 1 GiB translations (as Intel cores
@@ -10,56 +9,41 @@ import org.agrona.UnsafeApi;
  * is not served, so the walk that sets D still happens.
  *
  * <pre>
- *  one page size: a long[] of `ways` banks, bank w holding way w of every set (way-major: the way-0
- *  entries of all sets are adjacent, and set s's way-0 entry sits at a constant multiple of s); the
- *  entry of set s (low bits of the key) in way w is 3 consecutive longs at (w * sets + s) * 3:
- *   key   : (va >>> pageShift) + 1, 0 = empty
- *   tag   : 28  27..12  11..0
- *          +---+-------+------+
- *          | G | VPID  | PCID |
- *          +---+-------+------+
- *   value : 63..12 host-physical page base | 9..8 guest size | 7..0 allowed-access mask
- *           guest size: 0 4K, 1 2M, 2 1G (the guest page this entry was cut from, for INVLPG);
- *           allowed mask indexed by bit 0 write, bit 1 user, bit 2 fetch ({@code Access.index})
+ *  one way of one set, in three parallel arrays per page size:
+ *   vpn   : (va >>> pageShift) + 1, 0 = empty
+ *   tag   : 31  30..29         28      27..12  11..0
+ *          +---+--------------+-------+-------+------+
+ *          | 0 | guest size   | G     | VPID  | PCID |   guest size: 0 4K, 1 2M, 2 1G (the guest page
+ *          +---+--------------+-------+-------+------+   this entry was cut from, for INVLPG)
+ *   value : host-physical page base (bits 63..12) | bits 7..0 allowed-access mask, indexed by
+ *           bit 0 write, bit 1 user, bit 2 fetch ({@code Access.index})
  * </pre>
  * A global entry (G: the leaf's G bit with CR4.PGE) matches every PCID of its VPID and survives CR3
  * loads. Replacement is round-robin per set after empty ways.
- *
- * <p>The hit path probes way 0 of the 4 KiB set first, reading the entry with unchecked loads: the
- * offset is a masked set number times the entry size, inside the array by construction. A miss there
- * (another way, another page size, a global entry under another PCID) takes the general lookup. Hits
- * are counted here, in the object the hit path already holds.
  *
  * <p>Owned by one logical processor's thread: lookups and fills take no lock and allocate nothing.
  * Another thread that wants entries gone asks the owner to invalidate them (a shootdown), as an IPI does.
  */
 public final class Tlb {
     static final int GLOBAL = 1 << 28;
+    static final int GUEST_SIZE_SHIFT = 29;
     private static final int VPID_PCID_MASK = (1 << 28) - 1;
-    private static final int GUEST_SIZE_SHIFT = 8;
-    private static final int ALLOWED_MASK = 0xFF;
     private static final int[] SHIFTS = {Pte.SHIFT_4K, Pte.SHIFT_2M, Pte.SHIFT_1G};
-    /** Longs per entry, and the offsets of an entry's fields. */
-    private static final int STRIDE = 3;
-    private static final int KEY = 0;
-    private static final int TAG = 1;
-    private static final int VALUE = 2;
-    private static final long ARRAY_BASE = UnsafeApi.arrayBaseOffset(long[].class);
-    private static final int ENTRY_BYTES = STRIDE * Long.BYTES;
-    /** Bits 51:12 of an entry value: the page base (below MAXPHYADDR's 52-bit limit, so never negative). */
-    private static final long PAGE_BASE_MASK = Pte.ADDRESS_MASK;
 
-    /** The 4 KiB array and its set mask again, in final fields: the hit path reads them without indirection. */
-    private final long[] entries4k;
+    /** The 4 KiB arrays again, in final fields: the hit path probes them first without indirection. */
+    private final long[] vpn4k;
+    private final int[] tag4k;
+    private final long[] value4k;
     private final int setMask4k;
-    private final long[][] entries = new long[3][];
+    private final int ways4k;
+    private final long[][] vpns = new long[3][];
+    private final int[][] tags = new int[3][];
+    private final long[][] values = new long[3][];
     private final byte[][] victims = new byte[3][];
     private final int[] setMasks = new int[3];
     private final int[] ways = new int[3];
     /** Entries smaller than the guest page they came from exist (nested paging splinters large pages). */
     private boolean splintered;
-    /** Lookups served; plain counter, written only by the owning thread (read through {@link MmuStats}). */
-    long hits;
 
     /**
      * @param sets4k sets for 4 KiB entries (power of two)
@@ -71,16 +55,22 @@ public final class Tlb {
         init(0, sets4k, ways4k);
         init(1, setsLarge, waysLarge);
         init(2, setsLarge, waysLarge);
-        this.entries4k = entries[0];
+        this.vpn4k = vpns[0];
+        this.tag4k = tags[0];
+        this.value4k = values[0];
         this.setMask4k = setMasks[0];
+        this.ways4k = ways[0];
     }
 
     private void init(int size, int sets, int assoc) {
-        if (sets <= 0 || Integer.bitCount(sets) != 1 || sets > (1 << 16) || assoc <= 0 || assoc > 64) {
+        if (sets <= 0 || Integer.bitCount(sets) != 1 || assoc <= 0 || assoc > 64) {
             throw new IllegalArgumentException("TLB geometry " + sets + " sets x " + assoc
-                + " ways: sets must be a power of two up to 65536 and ways between 1 and 64");
+                + " ways: sets must be a power of two and ways between 1 and 64");
         }
-        entries[size] = new long[sets * assoc * STRIDE];
+        int n = sets * assoc;
+        vpns[size] = new long[n];
+        tags[size] = new int[n];
+        values[size] = new long[n];
         victims[size] = new byte[sets];
         setMasks[size] = sets - 1;
         ways[size] = assoc;
@@ -88,15 +78,15 @@ public final class Tlb {
 
     /** Total number of entries. */
     public int capacity() {
-        return (entries[0].length + entries[1].length + entries[2].length) / STRIDE;
+        return vpns[0].length + vpns[1].length + vpns[2].length;
     }
 
     /** Number of valid entries (for tests and reports; scans the arrays). */
     public int occupancy() {
         int n = 0;
-        for (long[] e : entries) {
-            for (int i = KEY; i < e.length; i += STRIDE) {
-                n += e[i] != 0 ? 1 : 0;
+        for (long[] v : vpns) {
+            for (long x : v) {
+                n += x != 0 ? 1 : 0;
             }
         }
         return n;
@@ -107,31 +97,25 @@ public final class Tlb {
      * may serve {@code access}.
      */
     public long lookup(long va, int access, int tag) {
-        long key = (va >>> Pte.SHIFT_4K) + 1;
-        long offset = ARRAY_BASE + (long) ((int) key & setMask4k) * ENTRY_BYTES;
-        long[] e = entries4k;
-        if (UnsafeApi.getLong(e, offset) == key && UnsafeApi.getLong(e, offset + TAG * Long.BYTES) == tag) {
-            long v = UnsafeApi.getLong(e, offset + VALUE * Long.BYTES);
-            if ((v & (1L << Access.index(access))) == 0) {
-                return -1;
+        int bit = 1 << Access.index(access);
+        long vpn = (va >>> Pte.SHIFT_4K) + 1;
+        int base = ((int) vpn & setMask4k) * ways4k;
+        for (int i = base, end = base + ways4k; i < end; i++) {
+            if (vpn4k[i] == vpn && matches(tag4k[i], tag)) {
+                long v = value4k[i];
+                return (v & bit) == 0 ? -1 : (v & ~MachineMemory.FRAME_OFFSET_MASK) + (va & MachineMemory.FRAME_OFFSET_MASK);
             }
-            hits++;
-            return (v & PAGE_BASE_MASK) + (va & MachineMemory.FRAME_OFFSET_MASK); // provably >= 0
         }
-        long hpa = lookupAnyWay(va, 1 << Access.index(access), tag);
-        if (hpa >= 0) {
-            hits++;
-        }
-        return hpa;
+        return lookupLarge(va, bit, tag);
     }
 
-    /** The general lookup: every way of every page size, global entries included. */
-    private long lookupAnyWay(long va, int bit, int tag) {
-        for (int size = 0; size < 3; size++) {
+    private long lookupLarge(long va, int bit, int tag) {
+        for (int size = 1; size < 3; size++) {
             int shift = SHIFTS[size];
-            int i = find(size, (va >>> shift) + 1, tag);
+            long vpn = (va >>> shift) + 1;
+            int i = find(size, vpn, tag);
             if (i >= 0) {
-                long v = entries[size][i + VALUE];
+                long v = values[size][i];
                 if ((v & bit) == 0) {
                     return -1; // present but not for this access (permission, or clean page on a write)
                 }
@@ -141,25 +125,17 @@ public final class Tlb {
         return -1;
     }
 
-    /** Index of the entry for {@code key} matching {@code tag} (exactly, or a global entry of its VPID), or -1. */
-    private int find(int size, long key, int tag) {
-        long[] e = entries[size];
-        int base = setBase(size, key);
-        for (int way = 0, i = base, bank = bankLongs(size); way < ways[size]; way++, i += bank) {
-            if (e[i + KEY] == key && matches((int) e[i + TAG], tag)) {
+    private int find(int size, long vpn, int tag) {
+        long[] vp = vpns[size];
+        int[] tg = tags[size];
+        int w = ways[size];
+        int base = ((int) vpn & setMasks[size]) * w;
+        for (int i = base, end = base + w; i < end; i++) {
+            if (vp[i] == vpn && matches(tg[i], tag)) {
                 return i;
             }
         }
         return -1;
-    }
-
-    /** Index of the way-0 entry of {@code key}'s set; way w is {@link #bankLongs} further per way. */
-    private int setBase(int size, long key) {
-        return ((int) key & setMasks[size]) * STRIDE;
-    }
-
-    private int bankLongs(int size) {
-        return (setMasks[size] + 1) * STRIDE;
     }
 
     private static boolean matches(int entryTag, int tag) {
@@ -177,33 +153,34 @@ public final class Tlb {
      */
     public void insert(long va, int tag, long hpa, int pageShift, int allowed, boolean global, int guestShift) {
         int size = (pageShift - Pte.SHIFT_4K) / 9;
-        long key = (va >>> pageShift) + 1;
+        long vpn = (va >>> pageShift) + 1;
         int guestSize = (guestShift - Pte.SHIFT_4K) / 9;
-        int t = tag & VPID_PCID_MASK;
+        int entryTag = (tag & VPID_PCID_MASK) | (global ? GLOBAL : 0) | (guestSize << GUEST_SIZE_SHIFT);
         if (guestSize > size) {
             splintered = true;
         }
-        long[] e = entries[size];
-        int base = setBase(size, key);
+        long[] vp = vpns[size];
+        int w = ways[size];
+        int set = (int) vpn & setMasks[size];
+        int base = set * w;
         int slot = -1;
-        for (int way = 0, i = base, bank = bankLongs(size); way < ways[size]; way++, i += bank) {
-            if (e[i + KEY] == key && ((int) e[i + TAG] & VPID_PCID_MASK) == t) {
+        for (int i = base, end = base + w; i < end; i++) {
+            if (vp[i] == vpn && (tags[size][i] & VPID_PCID_MASK) == (tag & VPID_PCID_MASK)) {
                 slot = i; // refresh the existing entry (e.g. after a walk set D)
                 break;
             }
-            if (slot < 0 && e[i + KEY] == 0) {
+            if (slot < 0 && vp[i] == 0) {
                 slot = i;
             }
         }
         if (slot < 0) {
-            int set = (int) key & setMasks[size];
             int victim = victims[size][set] & 0xFF;
-            victims[size][set] = (byte) ((victim + 1) % ways[size]);
-            slot = base + victim * bankLongs(size);
+            victims[size][set] = (byte) ((victim + 1) % w);
+            slot = base + victim;
         }
-        e[slot + KEY] = key;
-        e[slot + TAG] = t | (global ? GLOBAL : 0);
-        e[slot + VALUE] = (hpa & ~((1L << pageShift) - 1)) | ((long) guestSize << GUEST_SIZE_SHIFT) | (allowed & ALLOWED_MASK);
+        vp[slot] = vpn;
+        tags[size][slot] = entryTag;
+        values[size][slot] = (hpa & ~((1L << pageShift) - 1)) | (allowed & 0xFF);
     }
 
     /**
@@ -214,25 +191,28 @@ public final class Tlb {
     public void invalidatePage(long va, int vpid, int pcid, boolean includeGlobal) {
         int tag = vpid << 12 | pcid;
         for (int size = 0; size < 3; size++) {
-            long key = (va >>> SHIFTS[size]) + 1;
-            long[] e = entries[size];
-            int base = setBase(size, key);
-            for (int way = 0, i = base, bank = bankLongs(size); way < ways[size]; way++, i += bank) {
-                if (e[i + KEY] == key && hits((int) e[i + TAG], tag, includeGlobal)) {
-                    e[i + KEY] = 0;
+            long vpn = (va >>> SHIFTS[size]) + 1;
+            long[] vp = vpns[size];
+            int[] tg = tags[size];
+            int w = ways[size];
+            int base = ((int) vpn & setMasks[size]) * w;
+            for (int i = base, end = base + w; i < end; i++) {
+                if (vp[i] == vpn && hits(tg[i], tag, includeGlobal)) {
+                    vp[i] = 0;
                 }
             }
         }
         if (splintered) {
             for (int size = 0; size < 2; size++) {
-                long[] e = entries[size];
+                long[] vp = vpns[size];
+                int[] tg = tags[size];
                 int shift = SHIFTS[size];
-                for (int i = 0; i < e.length; i += STRIDE) {
-                    int guestSize = (int) (e[i + VALUE] >>> GUEST_SIZE_SHIFT) & 3;
-                    if (e[i + KEY] != 0 && guestSize > size && hits((int) e[i + TAG], tag, includeGlobal)) {
+                for (int i = 0; i < vp.length; i++) {
+                    int guestSize = tg[i] >>> GUEST_SIZE_SHIFT & 3;
+                    if (vp[i] != 0 && guestSize > size && hits(tg[i], tag, includeGlobal)) {
                         int guestShift = SHIFTS[guestSize];
-                        if (((e[i + KEY] - 1) << shift) >>> guestShift == va >>> guestShift) {
-                            e[i + KEY] = 0;
+                        if (((vp[i] - 1) << shift) >>> guestShift == va >>> guestShift) {
+                            vp[i] = 0;
                         }
                     }
                 }
@@ -266,17 +246,19 @@ public final class Tlb {
 
     /** Removes everything. */
     public void flushAll() {
-        for (long[] e : entries) {
-            Arrays.fill(e, 0);
+        for (long[] v : vpns) {
+            Arrays.fill(v, 0);
         }
         splintered = false;
     }
 
     private void removeIf(int want, int mask) {
-        for (long[] e : entries) {
-            for (int i = 0; i < e.length; i += STRIDE) {
-                if (((int) e[i + TAG] & mask) == want) {
-                    e[i + KEY] = 0;
+        for (int size = 0; size < 3; size++) {
+            long[] vp = vpns[size];
+            int[] tg = tags[size];
+            for (int i = 0; i < vp.length; i++) {
+                if ((tg[i] & mask) == want) {
+                    vp[i] = 0;
                 }
             }
         }

@@ -78,6 +78,9 @@ final class Walker {
      * @return the {@link Fault} code, also stored in {@code out}
      */
     int walk(ControlRegisters regs, long eptp, int tag, long va, int access, Translation out) {
+        if (walkWarm(regs, eptp, tag, va, access, out) >= 0) {
+            return Fault.NONE;
+        }
         out.reset(va, access);
         stats.walks++;
         int result = walk0(regs, eptp, tag, va, access, out);
@@ -89,19 +92,19 @@ final class Walker {
     }
 
     /**
-     * The warm walk, tried before {@link #walk}: a PDE-cache hit leaves one guest PTE to read (SDM
+     * The warm walk, which {@link #walk} tries first: a PDE-cache hit leaves one guest PTE to read (SDM
      * 4.10.3.2), and with EPT a nested-cache hit translates the page it maps, so no EPT entry is read.
      * Taken only when nothing has to be written or reported: the PTE is present, has no reserved bit set,
      * permits the access, already has A (and D for a write), and the nested entry permits the access
      * (with EPT D already set for a write under EPT A/D). The result, the counters and {@code out} are
-     * then what {@link #walk} produces on the same path. Otherwise it returns -1 having changed nothing,
-     * and the caller walks.
+     * then what the general walk produces on the same path. Otherwise it returns -1 having changed
+     * nothing, and the general walk runs.
      *
      * @return the host-physical address, or -1 when the general walk must run
      */
-    long walkWarm(ControlRegisters regs, long eptp, int tag, long va, int access, Translation out) {
+    private long walkWarm(ControlRegisters regs, long eptp, int tag, long va, int access, Translation out) {
         // Two small parts rather than one large method: each stays under the JIT's inlining limit, so the
-        // warm path compiles into the caller's TLB-miss path without a call.
+        // warm path compiles into walk() without further calls.
         long gpa = warmGuestLeaf(regs, tag, va, access);
         if (gpa < 0) {
             return -1;
