@@ -45,17 +45,11 @@ public final class Translation {
 
     /** The outcome of a warm walk: one reference, a 4 KiB page, no fault. */
     void warm(long va, int access, long gpa, long hpa) {
-        this.va = va;
-        this.access = access;
+        reset(va, access);
         this.gpa = gpa;
         this.hpa = hpa;
         this.pageShift = Pte.SHIFT_4K;
-        this.fault = Fault.NONE;
-        this.errorCode = 0;
-        this.faultAddress = 0;
-        this.qualification = 0;
         this.refs = 1;
-        this.tlbHit = false;
     }
 
     public boolean ok() {
