@@ -19,7 +19,13 @@ import org.jctools.queues.SpscArrayQueue;
  * write the page in between). A harvest while every vCPU is paused therefore reports every write not yet
  * reported, and copying the pages each harvest reports, after it returns, converges to guest memory:
  * what pre-copy and stop-and-copy migration need. Pages may be reported without having changed
- * (over-reporting is allowed, as on real systems).
+ * (over-reporting is allowed, as on real systems). For a page that one vCPU writes, or that the host
+ * writes, the bound is tight: every write completed before a harvest started is in the copy built from
+ * that harvest. That holds because a vCPU makes the whole access (translate, store, bookkeeping) inside
+ * guest mode, so the harvest's remote flush waits for a store through a translation from before it, and
+ * because host-side and emulated stores are marked after they land ({@code DirtyLogConcurrencyTest}).
+ * Every change of an entry that drops a record of a write logs it first: a merge or discard replacing
+ * a leaf whose EPT D bit is set ({@link #markDirtyBit}), a discard (the guest reads zeros afterwards).
  *
  * <p><b>Concurrency.</b> {@link #method} is volatile: the fault side reads it after granting write access
  * (see {@link WriteProtection}), {@link #enable} writes it before revoking, so either the fault sees the
@@ -255,6 +261,16 @@ public final class DirtyLog {
             return;
         }
         bitmap.mark(gfn);
+    }
+
+    /**
+     * An EPT leaf with its D bit set is being replaced (merge, discard): under D-bit logging the write it
+     * recorded is logged now, since the collector will not see that D bit again.
+     */
+    void markDirtyBit(long gfn) {
+        if (method == DirtyTracking.DIRTY_BITS) {
+            bitmap.mark(gfn);
+        }
     }
 
     /** A store the engine or the host made to guest frame {@code gfn} without a tracked mapping. */

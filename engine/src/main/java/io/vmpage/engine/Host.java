@@ -24,6 +24,12 @@ public final class Host implements AutoCloseable {
     private final AtomicInteger nextVpid = new AtomicInteger(1);
     /** Machine frames shared copy-on-write right now. Updated by CAS winners only. */
     private final java.util.concurrent.atomic.AtomicLong sharedFrames = new java.util.concurrent.atomic.AtomicLong();
+    /**
+     * Guest frames that may map one shared frame; a merge beyond it is refused. Linux KSM's
+     * {@code max_page_sharing} default (256): it bounds the reverse-map walk a copy-on-write break or a
+     * reclaim of the frame costs, and keeps the count far from the descriptor's 16-bit reference field.
+     */
+    public static final int MAX_SHARERS = 256;
     /** One merge at a time (as KSM's single ksmd thread): merges of the same frames never interleave. */
     private final Object sharing = new Object();
 
@@ -56,7 +62,11 @@ public final class Host implements AutoCloseable {
         return vm;
     }
 
-    /** Destroys a VM and returns its frames. Its vCPUs must have stopped running. */
+    /**
+     * Destroys a VM and returns its frames. vCPUs still running are waited for until their current
+     * access ends; afterwards every use of the VM's vCPUs, and every host-side access to its memory,
+     * throws {@link IllegalStateException}.
+     */
     public synchronized void destroyVm(Vm vm) {
         if (vms.remove(vm)) {
             vm.destroy();
@@ -77,8 +87,8 @@ public final class Host implements AutoCloseable {
      * the same VM. Safe while their vCPUs run: both frames are write-protected and every vCPU flushed
      * before the compare, and a write that lands between compare and remap makes the merge give up.
      *
-     * @return true when the frames are shared now, false when they differ, are not populated, or a
-     *     write raced with the merge
+     * @return true when the frames are shared now, false when they differ, are not populated, a write
+     *     raced with the merge, or {@code a}'s frame already has {@link #MAX_SHARERS} sharers
      * @throws IllegalArgumentException when a VM is not on this host, a frame is outside its VM, or a
      *     VM does not use nested paging (the only mode this model shares pages in)
      */
@@ -107,7 +117,9 @@ public final class Host implements AutoCloseable {
             if (!na.mapShared(gfnA, ma, ma)) { // a's frame becomes (or already is) the shared one
                 return false;
             }
-            takeSharedReference(ma);
+            if (!takeSharedReference(ma)) {
+                return false; // a wrote its page meanwhile and took the frame back, or the frame is at the cap
+            }
             if (!nb.mapShared(gfnB, mb, ma)) {
                 dropSharedReference(ma);
                 return false;
@@ -144,11 +156,20 @@ public final class Host implements AutoCloseable {
         sharedFrames.decrementAndGet();
     }
 
-    private void takeSharedReference(long mfn) {
+    /**
+     * Takes one more mapping's reference on {@code mfn} if it is (still) a shared frame below the cap:
+     * between the first mapper's leaf turning copy-on-write and this call, a write by that mapper may
+     * have taken the frame back as its private frame (the last mapper keeps it), and then it must not
+     * gain a second mapper.
+     */
+    private boolean takeSharedReference(long mfn) {
         while (true) {
             long d = frames.descriptor(mfn);
+            if (FrameTable.type(d) != FrameTable.TYPE_SHARED || FrameTable.isFree(d) || FrameTable.refs(d) >= MAX_SHARERS) {
+                return false;
+            }
             if (frames.compareAndSetDescriptor(mfn, d, d + FrameTable.REF_ONE)) {
-                return;
+                return true;
             }
         }
     }

@@ -142,9 +142,8 @@ final class NestedPaging implements PagingBackend {
                 breakSharing(vcpu, gfn);
                 return true;
             }
-            if (vm.host().memory().compareAndSetLong(leafAddress, e, e | Ept.W)) {
+            if (WriteProtection.grant(vm.host().memory(), leafAddress, e, e | Ept.W, vm.dirtyLog(), vcpu, gfn)) {
                 vcpu.countExit(ExitReason.DIRTY_LOG);
-                vm.dirtyLog().afterGrant(vcpu, gfn);
                 return true;
             }
         }
@@ -160,7 +159,8 @@ final class NestedPaging implements PagingBackend {
      *
      * @throws HostOutOfMemoryException when no frame is left for the copy
      */
-    long breakSharing(Vcpu vcpu, long gfn) {
+    @Override
+    public long breakSharing(Vcpu vcpu, long gfn) {
         FrameTable frames = vm.host().frames();
         long gpa = gfn << MachineMemory.FRAME_SHIFT;
         long shared;
@@ -205,8 +205,9 @@ final class NestedPaging implements PagingBackend {
             }
         }
         if (copied) {
-            vm.flushRemoteTlbs(); // nobody in this VM reads the shared frame once the copy is written
-            vm.host().dropSharedReference(shared);
+            vm.flushRemoteTlbs(); // nobody in this VM reads the shared frame once the copy is written...
+            vm.awaitHostAccesses(); // ...nor a host access that looked the old frame up...
+            vm.host().dropSharedReference(shared); // ...before this mapping's reference goes (maybe the last)
         }
         vm.dirtyLog().afterGrant(vcpu, gfn);
         return mine;
@@ -245,6 +246,11 @@ final class NestedPaging implements PagingBackend {
                 long cow = (shared << MachineMemory.FRAME_SHIFT) | READ_ONLY_LEAF_FLAGS | COW;
                 if (!vm.host().memory().compareAndSetLong(leafAddress, e, cow)) {
                     return false; // a write grant won the race: the contents may differ now
+                }
+                if ((e & Ept.D) != 0) {
+                    // A write (complete: every vCPU was flushed since the write protection) set D and the
+                    // new leaf drops it: under D-bit logging the write would go unreported. Log it now.
+                    vm.dirtyLog().markDirtyBit(gfn);
                 }
             }
             if (shared == mfn) {
@@ -332,11 +338,14 @@ final class NestedPaging implements PagingBackend {
             }
             long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
             if (leafAddress >= 0) {
-                ept.write(leafAddress, 0);
+                ept.write(leafAddress, 0); // its D bit goes too: the mark below reports the page anyway
             }
         }
         vm.flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
-        vm.releaseFrame(mfn); // ...before it can be handed to anyone else
+        vm.releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
+        // The guest now reads zeros there: a copy built from harvests must learn it, or a migration would
+        // bring the discarded contents back (QEMU migrates a discarded page as a zero page).
+        vm.dirtyLog().markHost(gfn);
         return true;
     }
 

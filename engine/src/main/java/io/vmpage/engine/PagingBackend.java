@@ -66,6 +66,15 @@ interface PagingBackend {
         throw new IllegalStateException("discarding guest frames is not supported under this paging mode");
     }
 
+    /**
+     * Gives guest frame {@code gfn}, which maps a shared copy-on-write frame, a private writable frame
+     * again ({@code vcpu} null for a host store) and returns it, logged as written. Only modes that share
+     * frames (nested paging) ever see a shared frame.
+     */
+    default long breakSharing(Vcpu vcpu, long gfn) {
+        throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " maps a shared frame under a paging mode that does not share frames");
+    }
+
     // ------------------------------------------------------------------ dirty logging (see DirtyLog)
 
     /** Whether this mode can learn of writes by {@code method}. */

@@ -99,6 +99,8 @@ final class ParavirtualPaging implements PagingBackend {
      * (global ones survive CR3 loads) may not be backed by references. Guarded by {@link #lock}.
      */
     private boolean staleAfterSwitch;
+    /** The VM is being destroyed: hypercalls are refused. Guarded by {@link #lock}. */
+    private boolean released;
 
     ParavirtualPaging(Vm vm) {
         if (vm.config().levels() != 4) {
@@ -208,12 +210,9 @@ final class ParavirtualPaging implements PagingBackend {
             if ((raw & Hypercalls.LOG_DIRTY_WP) == 0) {
                 return true; // another vCPU granted it meanwhile: retry
             }
-            if (memory.compareAndSetLong(at, raw, (raw & ~Hypercalls.LOG_DIRTY_WP) | Pte.RW)) {
+            long gfn = frames.guestFrame((raw & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
+            if (WriteProtection.grant(memory, at, raw, (raw & ~Hypercalls.LOG_DIRTY_WP) | Pte.RW, vm.dirtyLog(), vcpu, gfn)) {
                 vcpu.countExit(ExitReason.DIRTY_LOG);
-                long gfn = frames.guestFrame((raw & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
-                if (gfn >= 0) {
-                    vm.dirtyLog().afterGrant(vcpu, gfn);
-                }
                 return true;
             }
         }
@@ -234,27 +233,34 @@ final class ParavirtualPaging implements PagingBackend {
         Vcpu.lockServingRequests(lock);
         try {
             for (long mfn : typed) {
-                if (FrameTable.type(frames.descriptor(mfn)) != TYPE_L1) {
-                    continue;
-                }
-                long base = mfn << MachineMemory.FRAME_SHIFT;
-                for (int i = 0; i < ENTRIES; i++) {
-                    long at = base + ((long) i << 3);
-                    long e = memory.getLongVolatile(at);
-                    if ((e & (Pte.P | Pte.RW)) != (Pte.P | Pte.RW)) {
-                        continue;
-                    }
-                    if (only != null) {
-                        long gfn = frames.guestFrame((e & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
-                        if (gfn < 0 || gfn >= only.frames() || !only.isDirty(gfn)) {
-                            continue;
-                        }
-                    }
-                    WriteProtection.revoke(memory, at, Pte.P, Pte.RW, Hypercalls.LOG_DIRTY_WP);
+                if (FrameTable.type(frames.descriptor(mfn)) == TYPE_L1) {
+                    protectL1Table(mfn, only);
                 }
             }
         } finally {
             lock.unlock();
+        }
+    }
+
+    /**
+     * Lock held. Write-protects the writable entries of L1 table {@code mfn} (with {@code only}, those
+     * mapping a frame in it), marking them {@link Hypercalls#LOG_DIRTY_WP}.
+     */
+    private void protectL1Table(long mfn, DirtySnapshot only) {
+        long base = mfn << MachineMemory.FRAME_SHIFT;
+        for (int i = 0; i < ENTRIES; i++) {
+            long at = base + ((long) i << 3);
+            long e = memory.getLongVolatile(at);
+            if ((e & (Pte.P | Pte.RW)) != (Pte.P | Pte.RW)) {
+                continue;
+            }
+            if (only != null) {
+                long gfn = frames.guestFrame((e & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
+                if (gfn < 0 || gfn >= only.frames() || !only.isDirty(gfn)) {
+                    continue;
+                }
+            }
+            WriteProtection.revoke(memory, at, Pte.P, Pte.RW, Hypercalls.LOG_DIRTY_WP);
         }
     }
 
@@ -280,6 +286,7 @@ final class ParavirtualPaging implements PagingBackend {
     public void release() {
         lock.lock();
         try {
+            released = true;
             for (long mfn : typed) {
                 while (true) {
                     long d = frames.descriptor(mfn);
@@ -359,9 +366,7 @@ final class ParavirtualPaging implements PagingBackend {
             return "L" + level + " entry refused: " + error;
         }
         long stored = val;
-        DirtyTracking logging = vm.dirtyLog().method();
-        if (level == Pte.LEVEL_PT && (val & (Pte.P | Pte.RW)) == (Pte.P | Pte.RW)
-            && (logging == DirtyTracking.WRITE_PROTECT || logging == DirtyTracking.DIRTY_RING)) {
+        if (level == Pte.LEVEL_PT && (val & (Pte.P | Pte.RW)) == (Pte.P | Pte.RW) && logsByWriteProtection()) {
             stored = (val & ~Pte.RW) | Hypercalls.LOG_DIRTY_WP; // writable once the first write is logged
         }
         long old;
@@ -486,6 +491,11 @@ final class ParavirtualPaging implements PagingBackend {
             return false;
         }
         Vcpu.lockServingRequests(lock);
+        if (released) {
+            lock.unlock();
+            h.refuse("VM " + vm.id() + " is destroyed");
+            return false;
+        }
         return true;
     }
 
@@ -585,7 +595,18 @@ final class ParavirtualPaging implements PagingBackend {
             }
         }
         typed.add(mfn);
+        if (type == TYPE_L1 && logsByWriteProtection()) {
+            // Entries written before validation (a domain builder's stores, a guest filling a page before
+            // linking it) become reachable now: protect them as the log-dirty sweep protected the others.
+            protectL1Table(mfn, null);
+        }
         return null;
+    }
+
+    /** Logging that needs the guest's writable L1 entries write-protected (not D bits, which PV does not offer). */
+    private boolean logsByWriteProtection() {
+        DirtyTracking logging = vm.dirtyLog().method();
+        return logging == DirtyTracking.WRITE_PROTECT || logging == DirtyTracking.DIRTY_RING;
     }
 
     /** Drops one type reference on {@code mfn}; at zero the frame becomes TYPE_DATA, a table dropping its entries' references. */

@@ -130,8 +130,8 @@ final class ShadowPaging implements PagingBackend {
         for (int i = 0; i < leaves.size(); i++) {
             long at = leaves.getLong(i);
             long e = memory.getLongVolatile(at);
-            if ((e & Pte.P) != 0 && (e & Pte.ADDRESS_MASK) == target && (e & Pte.RW) != 0) {
-                memory.putLongRelease(at, e & ~(Pte.RW | Pte.D));
+            if ((e & Pte.P) != 0 && (e & Pte.ADDRESS_MASK) == target
+                && WriteProtection.revoke(memory, at, Pte.P, Pte.RW | Pte.D, 0)) { // CAS: hardware may set A meanwhile
                 any = true;
             }
         }
@@ -305,11 +305,8 @@ final class ShadowPaging implements PagingBackend {
             boolean protectedTable = shadowed(gfn);
             boolean write = io.vmpage.mmu.Access.isWrite(access);
             boolean wasReadOnly = (memory.getLongVolatile(shadowLeaf) & (Pte.P | Pte.RW)) == Pte.P;
-            if (installLeaf(shadowLeaf, gfn, mfn, protectedTable, regs.nxe(), write)) {
-                if (wasReadOnly && vm.dirtyLog().enabled()) {
-                    vcpu.countExit(ExitReason.DIRTY_LOG);
-                }
-                vm.dirtyLog().afterGrant(vcpu, gfn); // granted, then logged: see WriteProtection
+            if (installLeaf(vcpu, shadowLeaf, gfn, mfn, protectedTable, regs.nxe(), write) && wasReadOnly && vm.dirtyLog().enabled()) {
+                vcpu.countExit(ExitReason.DIRTY_LOG);
             }
             long hwRoot = regs.tableBase();
             if (hwRoot != root) { // e.g. CR4.LA57 changed since the CR3 load: run on the right root
@@ -378,7 +375,7 @@ final class ShadowPaging implements PagingBackend {
      * {@code mfn}); returns whether the leaf is writable. While the dirty log is on, only a write access
      * installs a writable leaf.
      */
-    private boolean installLeaf(long at, long gfn, long mfn, boolean protectedTable, boolean nxe, boolean write) {
+    private boolean installLeaf(Vcpu vcpu, long at, long gfn, long mfn, boolean protectedTable, boolean nxe, boolean write) {
         long value = (mfn << MachineMemory.FRAME_SHIFT) | Pte.P | Pte.A;
         int leafLevel = walk.leafLevel;
         long ge = walk.entry[leafLevel];
@@ -393,9 +390,15 @@ final class ShadowPaging implements PagingBackend {
         } else {
             value |= Pte.US; // the guest's U/S and NX of a large page are in the entry above the direct page
         }
-        memory.putLongRelease(at, value);
         rmapAdd(gfn, mfn, at);
-        return writable;
+        if (!writable) {
+            memory.putLongRelease(at, value);
+            return false;
+        }
+        while (!WriteProtection.grant(memory, at, memory.getLongVolatile(at), value, vm.dirtyLog(), vcpu, gfn)) {
+            // the hardware set A in the old entry meanwhile: the lock keeps every other writer out
+        }
+        return true;
     }
 
     @Override

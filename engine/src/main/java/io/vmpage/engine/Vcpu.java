@@ -27,8 +27,15 @@ import java.util.function.Consumer;
  * when it re-enters.
  */
 public final class Vcpu {
+    /** {@link #mode}: no thread runs this vCPU. */
     private static final int OUTSIDE = 0;
+    /** {@link #mode}: the owner runs guest code and may hold translations (TLB entries, an address being stored to). */
     private static final int IN_GUEST = 1;
+    /**
+     * {@link #mode}: the owner handles an exit in the engine. It holds no translation (a flush need not
+     * wait for it) but it may still touch the VM's engine structures (a destroy must wait for it).
+     */
+    private static final int IN_EXIT = 2;
     private static final ThreadLocal<Vcpu> CURRENT = new ThreadLocal<>();
 
     private final Vm vm;
@@ -58,6 +65,11 @@ public final class Vcpu {
     private volatile long served;
     /** OUTSIDE or IN_GUEST. Written by the owner, read by requesters. */
     private volatile int mode;
+    /**
+     * The VM was destroyed: every later access or privileged operation fails. Written once by the
+     * destroying thread before its kick; read by the owner in {@link #serviceRequests} and on entry.
+     */
+    private volatile boolean retired;
     /** A remote TLB flush is pending. Set by requesters before kicking; cleared by the owner. */
     private volatile boolean flushPending;
     private final ConcurrentLinkedQueue<Consumer<Vcpu>> ipis = new ConcurrentLinkedQueue<>();
@@ -159,7 +171,14 @@ public final class Vcpu {
             }
             CURRENT.set(this);
             mode = IN_GUEST;
-            serviceRequests();
+            try {
+                serviceRequests();
+            } catch (RuntimeException | Error e) { // retired: this thread does not run the vCPU after all
+                depth = 0;
+                mode = OUTSIDE;
+                CURRENT.remove();
+                throw e;
+            }
         }
     }
 
@@ -177,76 +196,117 @@ public final class Vcpu {
     }
 
     public byte readByte(long gva) {
-        return memory.getByte(translate(gva, Access.READ));
+        boolean entered = enterForAccess();
+        try {
+            return memory.getByte(hpa(gva, Access.READ));
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
     public void writeByte(long gva, byte value) {
-        memory.putByte(translate(gva, Access.WRITE), value);
-        finishWrite(1);
+        boolean entered = enterForAccess();
+        try {
+            memory.putByte(hpa(gva, Access.WRITE), value);
+            finishWrite(1);
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
     /** Fetches one instruction byte (an execute access). */
     public byte fetch(long gva) {
-        return memory.getByte(translate(gva, Access.FETCH));
+        boolean entered = enterForAccess();
+        try {
+            return memory.getByte(hpa(gva, Access.FETCH));
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
     public short readShort(long gva) {
-        if ((gva & 1) == 0) {
-            return memory.getShort(translate(gva, Access.READ));
+        boolean entered = enterForAccess();
+        try {
+            return (gva & 1) == 0 ? memory.getShort(hpa(gva, Access.READ)) : (short) readUnaligned(gva, 2);
+        } finally {
+            leaveAfterAccess(entered);
         }
-        return (short) readUnaligned(gva, 2);
     }
 
     public void writeShort(long gva, short value) {
-        if ((gva & 1) == 0) {
-            memory.putShort(translate(gva, Access.WRITE), value);
-            finishWrite(2);
-        } else {
-            writeUnaligned(gva, 2, value);
+        boolean entered = enterForAccess();
+        try {
+            if ((gva & 1) == 0) {
+                memory.putShort(hpa(gva, Access.WRITE), value);
+                finishWrite(2);
+            } else {
+                writeUnaligned(gva, 2, value);
+            }
+        } finally {
+            leaveAfterAccess(entered);
         }
     }
 
     public int readInt(long gva) {
-        if ((gva & 3) == 0) {
-            return memory.getInt(translate(gva, Access.READ));
+        boolean entered = enterForAccess();
+        try {
+            return (gva & 3) == 0 ? memory.getInt(hpa(gva, Access.READ)) : (int) readUnaligned(gva, 4);
+        } finally {
+            leaveAfterAccess(entered);
         }
-        return (int) readUnaligned(gva, 4);
     }
 
     public void writeInt(long gva, int value) {
-        if ((gva & 3) == 0) {
-            memory.putInt(translate(gva, Access.WRITE), value);
-            finishWrite(4);
-        } else {
-            writeUnaligned(gva, 4, value);
+        boolean entered = enterForAccess();
+        try {
+            if ((gva & 3) == 0) {
+                memory.putInt(hpa(gva, Access.WRITE), value);
+                finishWrite(4);
+            } else {
+                writeUnaligned(gva, 4, value);
+            }
+        } finally {
+            leaveAfterAccess(entered);
         }
     }
 
     public long readLong(long gva) {
-        if ((gva & 7) == 0) {
-            return memory.getLong(translate(gva, Access.READ));
+        boolean entered = enterForAccess();
+        try {
+            return (gva & 7) == 0 ? memory.getLong(hpa(gva, Access.READ)) : readUnaligned(gva, 8);
+        } finally {
+            leaveAfterAccess(entered);
         }
-        return readUnaligned(gva, 8);
     }
 
     public void writeLong(long gva, long value) {
-        if ((gva & 7) == 0) {
-            memory.putLong(translate(gva, Access.WRITE), value);
-            finishWrite(8);
-        } else {
-            writeUnaligned(gva, 8, value);
+        boolean entered = enterForAccess();
+        try {
+            if ((gva & 7) == 0) {
+                memory.putLong(hpa(gva, Access.WRITE), value);
+                finishWrite(8);
+            } else {
+                writeUnaligned(gva, 8, value);
+            }
+        } finally {
+            leaveAfterAccess(entered);
         }
     }
 
     /** Reads {@code length} bytes at {@code gva} (any alignment, may cross pages). */
     public void read(long gva, byte[] dst, int offset, int length) {
         java.util.Objects.checkFromIndexSize(offset, length, dst.length);
-        while (length > 0) {
-            int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gva & MachineMemory.FRAME_OFFSET_MASK));
-            memory.getBytes(translate(gva, Access.READ), dst, offset, chunk);
-            gva += chunk;
-            offset += chunk;
-            length -= chunk;
+        boolean entered = enterForAccess();
+        try {
+            while (length > 0) {
+                int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gva & MachineMemory.FRAME_OFFSET_MASK));
+                memory.getBytes(hpa(gva, Access.READ), dst, offset, chunk);
+                gva += chunk;
+                offset += chunk;
+                length -= chunk;
+            }
+        } finally {
+            leaveAfterAccess(entered);
         }
     }
 
@@ -256,20 +316,25 @@ public final class Vcpu {
      */
     public void write(long gva, byte[] src, int offset, int length) {
         java.util.Objects.checkFromIndexSize(offset, length, src.length);
-        while (length > 0) {
-            int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gva & MachineMemory.FRAME_OFFSET_MASK));
-            memory.putBytes(translate(gva, Access.WRITE), src, offset, chunk);
-            finishWrite(chunk);
-            gva += chunk;
-            offset += chunk;
-            length -= chunk;
+        boolean entered = enterForAccess();
+        try {
+            while (length > 0) {
+                int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gva & MachineMemory.FRAME_OFFSET_MASK));
+                memory.putBytes(hpa(gva, Access.WRITE), src, offset, chunk);
+                finishWrite(chunk);
+                gva += chunk;
+                offset += chunk;
+                length -= chunk;
+            }
+        } finally {
+            leaveAfterAccess(entered);
         }
     }
 
     /** Little-endian, possibly page-crossing read: both pages are translated before the value is assembled. */
     private long readUnaligned(long gva, int size) {
-        long first = translate(gva, Access.READ);
-        long second = crossesPage(gva, size) ? translate(gva + size - 1, Access.READ) : -1;
+        long first = hpa(gva, Access.READ);
+        long second = crossesPage(gva, size) ? hpa(gva + size - 1, Access.READ) : -1;
         long value = 0;
         for (int i = 0; i < size; i++) {
             long hpa = addressOf(gva, i, first, second);
@@ -284,17 +349,17 @@ public final class Vcpu {
             scratch[i] = (byte) (value >>> (8 * i));
         }
         if (crossesPage(gva, size)) { // rare: store byte by byte so each page's emulation sees its bytes
-            translate(gva, Access.WRITE);
+            hpa(gva, Access.WRITE);
             finishWrite(0);
-            translate(gva + size - 1, Access.WRITE);
+            hpa(gva + size - 1, Access.WRITE);
             finishWrite(0);
             for (int i = 0; i < size; i++) {
-                memory.putByte(translate(gva + i, Access.WRITE), scratch[i]);
+                memory.putByte(hpa(gva + i, Access.WRITE), scratch[i]);
                 finishWrite(1);
             }
             return;
         }
-        long hpa = translate(gva, Access.WRITE);
+        long hpa = hpa(gva, Access.WRITE);
         for (int i = 0; i < size; i++) {
             memory.putByte(hpa + i, scratch[i]);
         }
@@ -318,19 +383,56 @@ public final class Vcpu {
      * the current privilege level is added), handling every fault on the way: engine exits are served and
      * retried, a #PF goes to the guest kernel's handler.
      *
+     * <p>The address stays valid only while the calling thread runs this vCPU ({@link #run} or
+     * {@link #attachThread}): a remote TLB flush, a discard or a dirty-log harvest waits for a running
+     * vCPU's next access, never for a thread that merely holds an address it translated earlier. Use the
+     * accessors ({@link #writeLong} and friends) to access memory; they do the whole access in guest mode.
+     *
      * @throws GuestFaultException when the guest does not handle the fault
      */
     public long translate(long gva, int kind) {
-        int access = access(kind);
-        return depth != 0 ? translateInGuest(gva, access) : translateEnteringGuest(gva, access);
+        boolean entered = enterForAccess();
+        try {
+            return hpa(gva, kind);
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
-    /** An access by a thread not running this vCPU yet: enters guest mode for this one access. */
-    private long translateEnteringGuest(long gva, int access) {
+    /** Translation inside guest mode (the caller entered it), with the current privilege added. */
+    private long hpa(long gva, int kind) {
+        return translateInGuest(gva, access(kind));
+    }
+
+    /**
+     * Enters guest mode for one access when the calling thread does not run this vCPU yet; true when it
+     * did (the caller then leaves in {@link #leaveAfterAccess}). The whole access (translate, store, dirty
+     * bookkeeping) happens inside guest mode, so a remote flush (harvest, discard, destroy) that sees
+     * this vCPU in guest mode waits until the store has landed.
+     */
+    private boolean enterForAccess() {
+        if (depth != 0) {
+            return false;
+        }
         enter();
-        try {
-            return translateInGuest(gva, access);
-        } finally {
+        return true;
+    }
+
+    /**
+     * As {@link #enterForAccess}, for a privileged operation (CR writes, INVLPG) that may exit into the
+     * engine: it runs in guest mode too, so a destroy waits for it, and it fails once the VM is destroyed.
+     */
+    private boolean enterForPrivileged() {
+        if (depth != 0) {
+            checkNotRetired();
+            return false;
+        }
+        enter();
+        return true;
+    }
+
+    private void leaveAfterAccess(boolean entered) {
+        if (entered) {
             leave();
         }
     }
@@ -405,7 +507,7 @@ public final class Vcpu {
 
     /** Leaves guest mode while the engine handles the fault, then re-enters (serving what came meanwhile). */
     private int exitTo(Translation t) {
-        mode = OUTSIDE;
+        mode = IN_EXIT;
         try {
             return vm.backend().handleFault(this, t);
         } finally {
@@ -439,27 +541,52 @@ public final class Vcpu {
 
     /** The guest's MOV to CR3 (with the no-flush bit under CR4.PCIDE). */
     public void loadCr3(long cr3) {
-        vm.backend().loadCr3(this, cr3);
+        boolean entered = enterForPrivileged();
+        try {
+            vm.backend().loadCr3(this, cr3);
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
     /** The guest's INVLPG. */
     public void invlpg(long va) {
-        vm.backend().invlpg(this, va);
+        boolean entered = enterForPrivileged();
+        try {
+            vm.backend().invlpg(this, va);
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
     /** The guest writes CR4 (PCIDE, PGE, LA57, SMEP); the paging mode may refuse a value it cannot honour (#GP). */
     public void setCr4(long cr4) {
-        vm.backend().setCr4(this, cr4);
+        boolean entered = enterForPrivileged();
+        try {
+            vm.backend().setCr4(this, cr4);
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
     /** The guest writes CR0 (WP, PG); the paging mode may refuse a value it cannot honour (#GP). */
     public void setCr0(long cr0) {
-        vm.backend().setCr0(this, cr0);
+        boolean entered = enterForPrivileged();
+        try {
+            vm.backend().setCr0(this, cr0);
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
     /** The guest writes IA32_EFER (NXE). */
     public void setEfer(long efer) {
-        vm.backend().setEfer(this, efer);
+        boolean entered = enterForPrivileged();
+        try {
+            vm.backend().setEfer(this, efer);
+        } finally {
+            leaveAfterAccess(entered);
+        }
     }
 
     // ------------------------------------------------------------------ requests from other threads
@@ -468,6 +595,45 @@ public final class Vcpu {
     long requestFlush() {
         flushPending = true;
         return kicks.incrementAndGet();
+    }
+
+    /**
+     * Retires this vCPU because its VM is being destroyed, and waits until its owner has let go: after
+     * this returns the owner is outside guest mode and outside any exit, or has seen the retirement, and
+     * every later access or privileged operation by any thread throws {@link IllegalStateException}
+     * (KVM tears vCPUs down before the VM's memory; here a stale handle must never reach freed frames).
+     * A vCPU retiring itself (the destroying thread runs it) does not wait: its next access fails.
+     */
+    void retire() {
+        retired = true;
+        long target = kicks.incrementAndGet();
+        Vcpu self = current();
+        if (self == this) {
+            return;
+        }
+        for (int spins = 1; mode != OUTSIDE && served < target; spins++) {
+            if (self != null) {
+                self.serviceRequests();
+            }
+            pause(spins);
+        }
+    }
+
+    /**
+     * The owner saw the retirement: it drops its translations, and from now on every access takes the
+     * slow path ({@code served} never equals {@code kicks} again) and fails here.
+     */
+    private void retiredFault() {
+        served = Long.MAX_VALUE;
+        mmu.flushAll();
+        throw new IllegalStateException(this + " belongs to a destroyed VM: it cannot run any more");
+    }
+
+    /** Fails when the VM was destroyed (privileged operations that reach the engine without an access). */
+    private void checkNotRetired() {
+        if (retired) {
+            retiredFault();
+        }
     }
 
     /**
@@ -552,6 +718,9 @@ public final class Vcpu {
         long k = kicks.get();
         if (k == served) {
             return;
+        }
+        if (retired) {
+            retiredFault();
         }
         if (flushPending) {
             flushPending = false;

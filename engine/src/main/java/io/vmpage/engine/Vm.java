@@ -24,7 +24,10 @@ public final class Vm {
     private final List<Vcpu> vcpus;
     /** Machine frames backing guest memory (not counting the engine's own tables). Many writers: atomic. */
     private final AtomicLong populatedFrames = new AtomicLong();
+    /** Set once by {@link #destroy}, before the vCPUs are retired; read by every populate and host access. */
     private volatile boolean destroyed;
+    /** Host-side accesses in flight: a frame leaving the VM waits for them ({@link #releaseFrame}). */
+    private final HostAccesses hostAccesses = new HostAccesses();
 
     Vm(Host host, int id, VmConfig config) {
         this.host = host;
@@ -123,26 +126,43 @@ public final class Vm {
         if (mfn >= 0) {
             return mfn;
         }
-        checkAlive();
-        long frame = host.frames().allocate(id, FrameTable.TYPE_DATA);
-        if (frame < 0) {
-            throw new HostOutOfMemoryException("host out of machine frames populating guest frame 0x"
-                + Long.toHexString(gfn) + " of VM " + id);
+        int access = hostAccesses.enter(); // a destroy waits for a populate that passed its check
+        try {
+            checkAlive();
+            long frame = host.frames().allocate(id, FrameTable.TYPE_DATA);
+            if (frame < 0) {
+                throw new HostOutOfMemoryException("host out of machine frames populating guest frame 0x"
+                    + Long.toHexString(gfn) + " of VM " + id);
+            }
+            host.frames().setGuestFrame(frame, gfn);
+            if (p2m.install(gfn, frame)) {
+                populatedFrames.incrementAndGet();
+                return frame;
+            }
+            host.frames().free(frame); // another vCPU populated it first
+            return p2m.machineFrame(gfn);
+        } finally {
+            hostAccesses.exit(access);
         }
-        host.frames().setGuestFrame(frame, gfn);
-        if (p2m.install(gfn, frame)) {
-            populatedFrames.incrementAndGet();
-            return frame;
-        }
-        host.frames().free(frame); // another vCPU populated it first
-        return p2m.machineFrame(gfn);
     }
 
     /**
      * Gives back a machine frame already removed from this VM's p2m (a shared frame loses one mapping);
-     * callers flushed every vCPU first.
+     * callers flushed every vCPU first. Waits for host-side accesses that may still use the frame
+     * ({@link HostAccesses}), so neither a vCPU nor the host can touch it once it is reused.
      */
     void releaseFrame(long mfn) {
+        hostAccesses.synchronize();
+        freeUnmappedFrame(mfn);
+    }
+
+    /** Waits for the host-side accesses in flight (see {@link HostAccesses}); never from inside one. */
+    void awaitHostAccesses() {
+        hostAccesses.synchronize();
+    }
+
+    /** As {@link #releaseFrame}, when no vCPU or host access can reach the frame any more. */
+    private void freeUnmappedFrame(long mfn) {
         if (FrameTable.type(host.frames().descriptor(mfn)) == FrameTable.TYPE_SHARED) {
             host.dropSharedReference(mfn);
             return;
@@ -159,13 +179,43 @@ public final class Vm {
         populatedFrames.decrementAndGet();
     }
 
-    /** The machine frame a host-side store to {@code gfn} may write: populated, and private (sharing broken). */
-    private long writableFrame(long gfn) {
-        long mfn = populate(gfn);
-        if (FrameTable.type(host.frames().descriptor(mfn)) == FrameTable.TYPE_SHARED && backend instanceof NestedPaging nested) {
-            mfn = nested.breakSharing(null, gfn); // a host store: logged in the bitmap, never a vCPU ring
+    /**
+     * Starts a host-side store to guest frame {@code gfn}: enters a host access and returns it with the
+     * private, populated frame the store may write, packed as {@code mfn << 4 | slot} (end it with
+     * {@link #endStore}). A shared frame is copied first, outside any host access, since breaking sharing
+     * waits for host accesses ({@link #releaseFrame}).
+     */
+    private long beginStore(long gfn) {
+        while (true) {
+            int access = hostAccesses.enter();
+            boolean ok = false;
+            try {
+                checkAlive();
+                long mfn = populate(gfn);
+                if (FrameTable.type(host.frames().descriptor(mfn)) != FrameTable.TYPE_SHARED) {
+                    ok = true;
+                    return (mfn << 4) | access;
+                }
+            } finally {
+                if (!ok) {
+                    hostAccesses.exit(access);
+                }
+            }
+            backend.breakSharing(null, gfn); // a host store: logged in the bitmap, never a vCPU ring
         }
-        return mfn;
+    }
+
+    /** Ends the host-side store {@link #beginStore} started, logging the page after its bytes landed. */
+    private void endStore(long store, long gfn) {
+        try {
+            dirtyLog.markHost(gfn);
+        } finally {
+            hostAccesses.exit((int) (store & 0xF));
+        }
+    }
+
+    private static long storeFrame(long store) {
+        return store >>> 4;
     }
 
     /**
@@ -180,15 +230,14 @@ public final class Vm {
         return backend.discard(gfn);
     }
 
-    private long hostAddress(long gpa, int width) {
-        checkPhysical(gpa, width);
-        return (populate(gpa >>> MachineMemory.FRAME_SHIFT) << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
+    private static long hostAddress(long mfn, long gpa) {
+        return (mfn << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
     }
 
-    /** As {@link #hostAddress}, for a store: a shared frame is copied first. */
-    private long writableHostAddress(long gpa, int width) {
+    private long hostAddress(long gpa, int width) {
         checkPhysical(gpa, width);
-        return (writableFrame(gpa >>> MachineMemory.FRAME_SHIFT) << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
+        checkAlive();
+        return (populate(gpa >>> MachineMemory.FRAME_SHIFT) << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
     }
 
     private void checkPhysical(long gpa, int width) {
@@ -199,12 +248,24 @@ public final class Vm {
     }
 
     public long readPhysicalLong(long gpa) {
-        return host.memory().getLong(hostAddress(gpa, 8));
+        int access = hostAccesses.enter();
+        try {
+            return host.memory().getLong(hostAddress(gpa, 8));
+        } finally {
+            hostAccesses.exit(access);
+        }
     }
 
+    /** Stores to guest-physical {@code gpa}, then logs the page (marked after the store: see {@link DirtyLog}). */
     public void writePhysicalLong(long gpa, long value) {
-        host.memory().putLong(writableHostAddress(gpa, 8), value);
-        dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
+        checkPhysical(gpa, 8);
+        long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
+        long store = beginStore(gfn);
+        try {
+            host.memory().putLong(hostAddress(storeFrame(store), gpa), value);
+        } finally {
+            endStore(store, gfn);
+        }
     }
 
     /** Copies {@code length} bytes from guest-physical {@code gpa} (may cross frames). */
@@ -212,20 +273,31 @@ public final class Vm {
         java.util.Objects.checkFromIndexSize(offset, length, dst.length);
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
-            host.memory().getBytes(hostAddress(gpa, 1), dst, offset, chunk);
+            int access = hostAccesses.enter();
+            try {
+                host.memory().getBytes(hostAddress(gpa, 1), dst, offset, chunk);
+            } finally {
+                hostAccesses.exit(access);
+            }
             gpa += chunk;
             offset += chunk;
             length -= chunk;
         }
     }
 
-    /** Copies {@code length} bytes to guest-physical {@code gpa} (may cross frames). */
+    /** Copies {@code length} bytes to guest-physical {@code gpa} (may cross frames), logging each page after its bytes. */
     public void writePhysical(long gpa, byte[] src, int offset, int length) {
         java.util.Objects.checkFromIndexSize(offset, length, src.length);
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
-            host.memory().putBytes(writableHostAddress(gpa, 1), src, offset, chunk);
-            dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
+            checkPhysical(gpa, 1);
+            long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
+            long store = beginStore(gfn);
+            try {
+                host.memory().putBytes(hostAddress(storeFrame(store), gpa), src, offset, chunk);
+            } finally {
+                endStore(store, gfn);
+            }
             gpa += chunk;
             offset += chunk;
             length -= chunk;
@@ -237,7 +309,7 @@ public final class Vm {
      * them: tables come from the guest-physical range [{@code tableAreaStart}, {@code tableAreaEnd}),
      * entries hold guest-physical addresses, stores go to the frames backing them (populated on demand).
      * Writes through this object are plain memory stores: no exit, no TLB invalidation. While the dirty
-     * log is on, every frame this object touches is logged as written (it cannot tell reads from writes).
+     * log is on, each store (and each new table's zero fill) is logged after it lands, as a host store.
      */
     public io.vmpage.mmu.PageTables guestPageTables(long tableAreaStart, long tableAreaEnd) {
         if (tableAreaStart < 0 || tableAreaEnd > config.memoryBytes() || tableAreaStart >= tableAreaEnd
@@ -246,20 +318,47 @@ public final class Vm {
                 + Long.toHexString(tableAreaEnd) + ") must be frame-aligned and inside VM " + id + "'s memory");
         }
         long[] next = {tableAreaStart};
-        return new io.vmpage.mmu.PageTables(host.memory(), io.vmpage.mmu.PageTables.Format.X86, config.levels(), () -> {
+        return new io.vmpage.mmu.PageTables(io.vmpage.mmu.PageTables.Format.X86, config.levels(), () -> {
             if (next[0] >= tableAreaEnd) {
                 throw new IllegalStateException("guest page-table area exhausted at 0x" + Long.toHexString(tableAreaEnd));
             }
             long gpa = next[0];
             next[0] += MachineMemory.FRAME_SIZE;
-            host.memory().zeroFrame(writableFrame(gpa >>> MachineMemory.FRAME_SHIFT));
+            long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
+            long store = beginStore(gfn);
+            try {
+                host.memory().zeroFrame(storeFrame(store));
+            } finally {
+                endStore(store, gfn);
+            }
             return gpa;
-        }, gpa -> {
-            long hpa = writableHostAddress(gpa, 8); // the tables cannot tell loads from stores
-            dirtyLog.markHost(gpa >>> MachineMemory.FRAME_SHIFT);
-            return hpa;
-        });
+        }, guestTableMemory);
     }
+
+    /** Guest page-table entries by guest-physical address: host accesses, stores logged after they land. */
+    private final io.vmpage.mmu.TableMemory guestTableMemory = new io.vmpage.mmu.TableMemory() {
+        @Override
+        public long load(long gpa) {
+            int access = hostAccesses.enter();
+            try {
+                return host.memory().getLongVolatile(hostAddress(gpa, 8));
+            } finally {
+                hostAccesses.exit(access);
+            }
+        }
+
+        @Override
+        public void store(long gpa, long entry) {
+            checkPhysical(gpa, 8);
+            long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
+            long store = beginStore(gfn);
+            try {
+                host.memory().putLongRelease(hostAddress(storeFrame(store), gpa), entry);
+            } finally {
+                endStore(store, gfn);
+            }
+        }
+    };
 
     // ------------------------------------------------------------------ remote TLB flush
 
@@ -290,13 +389,28 @@ public final class Vm {
         }
     }
 
+    /**
+     * Tears the VM down: retires every vCPU first (each stops running and every later use of a stale
+     * {@link Vcpu} handle fails), then releases the paging structures, then waits for host-side accesses
+     * and returns the guest frames. Nothing of this VM can touch a frame once the host reuses it.
+     */
     void destroy() {
         destroyed = true;
+        Vcpu self = Vcpu.current();
+        for (Vcpu v : vcpus) {
+            if (v != self) {
+                v.retire();
+            }
+        }
+        if (self != null && self.vm() == this) {
+            self.retire();
+        }
         backend.release();
+        hostAccesses.synchronize(); // host accesses and populates that passed the destroyed check have ended
         for (long gfn = 0; gfn < p2m.frames(); gfn++) {
             long mfn = p2m.machineFrame(gfn);
             if (mfn >= 0 && p2m.remove(gfn, mfn)) {
-                releaseFrame(mfn);
+                freeUnmappedFrame(mfn);
             }
         }
     }

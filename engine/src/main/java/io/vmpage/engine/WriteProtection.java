@@ -20,15 +20,19 @@ public final class WriteProtection {
     }
 
     /**
-     * The fault side: replaces the entry at host-physical {@code entry} by {@code granted} if it still
-     * holds {@code expected}, then marks {@code gfn}. False, nothing marked, when the entry changed (the
-     * caller re-reads or lets the access fault again).
+     * The fault side, as every paging mode runs it: replaces the entry at host-physical {@code entry} by
+     * {@code granted} if it still holds {@code expected}, then logs guest frame {@code gfn} in
+     * {@code log} ({@code vcpu}'s dirty ring or the bitmap; nothing while the log is off, or for a
+     * negative {@code gfn}). False, nothing logged, when the entry changed (the caller re-reads or lets
+     * the access fault again).
      */
-    public static boolean grant(MachineMemory memory, long entry, long expected, long granted, DirtyBitmap bitmap, long gfn) {
+    public static boolean grant(MachineMemory memory, long entry, long expected, long granted, DirtyLog log, Vcpu vcpu, long gfn) {
         if (!memory.compareAndSetLong(entry, expected, granted)) {
             return false;
         }
-        bitmap.mark(gfn);
+        if (gfn >= 0) {
+            log.afterGrant(vcpu, gfn);
+        }
         return true;
     }
 

@@ -3,8 +3,10 @@ package io.vmpage.engine;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
 import io.vmpage.engine.guest.GuestKernel;
 import io.vmpage.engine.guest.GuestProgram;
@@ -239,6 +241,103 @@ class DirtyLogTest {
             assertArrayEquals(memory, copy, "a page written after logging started was never reported");
             assertEquals(plain.count(), logged.count());
             assertArrayEquals(plain.values(), logged.values(), "the guest observed the dirty log");
+        }
+    }
+
+    /**
+     * Discarding a frame changes what the guest reads there (zeros from now on): the harvest after it
+     * must report the page, or a copy built from harvests (a migration) keeps the discarded bytes.
+     */
+    @ParameterizedTest
+    @EnumSource(DirtyTracking.class)
+    void aDiscardedFrameIsReportedSoACopyLearnsItReadsZerosNow(DirtyTracking how) {
+        try (LoggedGuest g = new LoggedGuest(PagingMode.NESTED, 1, 16)) {
+            Vm vm = g.vm;
+            Vcpu cpu = vm.vcpu(0);
+            cpu.run(() -> cpu.writeLong(LoggedGuest.page(3) + 16, 0x1234));
+            vm.dirtyLog().enable(how);
+            byte[] copy = g.memory();
+            DirtySnapshot snapshot = new DirtySnapshot(vm.physicalMap().frames());
+            vm.dirtyLog().harvest(snapshot);
+            assertTrue(vm.discardFrame(g.gfnOfPage[3]));
+            vm.dirtyLog().harvest(snapshot);
+            assertTrue(snapshot.isDirty(g.gfnOfPage[3]), "the discard is reported");
+            snapshot.forEach(gfn -> vm.readPhysical(gfn << 12, copy, (int) (gfn << 12), 4096));
+            assertArrayEquals(g.memory(), copy, "the copy built from the harvests shows the zeros");
+            assertEquals(0, cpu.readLong(LoggedGuest.page(3) + 16));
+        }
+    }
+
+    /**
+     * Guest page tables built from the host side ({@link Vm#guestPageTables}) while the log is on and a
+     * harvester runs back to back: every entry store that completed before a harvest started is in the
+     * copy built from it. Two builders on tables of their own, values increasing per entry; bounded
+     * (1 s) and seeded.
+     */
+    @Test
+    @org.junit.jupiter.api.Timeout(60)
+    void everyGuestPageTableStoreIsInTheCopyOfTheNextHarvest() throws Exception {
+        try (Host host = Host.create(64L << 20)) {
+            Vm vm = host.createVm(VmConfig.of(16L << 20).withPaging(PagingMode.NESTED));
+            vm.dirtyLog().enable(DirtyTracking.WRITE_PROTECT);
+            byte[] copy = new byte[(int) vm.memorySize()];
+            java.nio.ByteBuffer view = java.nio.ByteBuffer.wrap(copy).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            java.util.concurrent.atomic.AtomicInteger started = new java.util.concurrent.atomic.AtomicInteger();
+            int builders = 2;
+            int max = 1 << 22;
+            int[][] at = new int[builders][max];
+            int[][] before = new int[builders][max];
+            java.util.concurrent.atomic.AtomicIntegerArray published = new java.util.concurrent.atomic.AtomicIntegerArray(builders);
+            java.util.concurrent.atomic.AtomicReference<Throwable> failure = new java.util.concurrent.atomic.AtomicReference<>();
+            long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(1);
+            Thread[] threads = new Thread[builders];
+            for (int b = 0; b < builders; b++) {
+                int me = b;
+                io.vmpage.mmu.PageTables tables = vm.guestPageTables((8L + 2 * me) << 20, (10L + 2 * me) << 20);
+                threads[b] = new Thread(() -> {
+                    java.util.SplittableRandom random = new java.util.SplittableRandom(1201 + me);
+                    try {
+                        for (int n = 1; n < max && ((n & 255) != 0 || System.nanoTime() < deadline); n++) {
+                            long va = 0x4000_0000L + ((long) random.nextInt(512) << 12);
+                            long leaf = tables.map(va, (long) n << 12, io.vmpage.mmu.Pte.SHIFT_4K, io.vmpage.mmu.Pte.P | io.vmpage.mmu.Pte.RW);
+                            before[me][n] = started.get();
+                            at[me][n] = (int) leaf;
+                            published.lazySet(me, n);
+                        }
+                    } catch (Throwable t) {
+                        failure.compareAndSet(null, t);
+                    }
+                }, "builder-" + b);
+                threads[b].start();
+            }
+            vm.readPhysical(0, copy, 0, copy.length);
+            DirtySnapshot snapshot = new DirtySnapshot(vm.physicalMap().frames());
+            int[] checked = new int[builders];
+            java.util.Arrays.fill(checked, 1);
+            boolean running = true;
+            while (running) {
+                running = threads[0].isAlive() || threads[1].isAlive();
+                int k = started.incrementAndGet();
+                vm.dirtyLog().harvest(snapshot);
+                snapshot.forEach(gfn -> vm.readPhysical(gfn << 12, copy, (int) (gfn << 12), 4096));
+                for (int b = 0; b < builders; b++) {
+                    int end = published.get(b);
+                    int i = checked[b];
+                    for (; i <= end && before[b][i] < k; i++) {
+                        long found = view.getLong(at[b][i]) >>> 12;
+                        if (found < i) {
+                            fail("builder " + b + " store " + i + " at guest-physical 0x" + Integer.toHexString(at[b][i])
+                                + " completed before harvest " + k + " but its copy holds store " + found);
+                        }
+                    }
+                    checked[b] = i;
+                }
+            }
+            for (Thread t : threads) {
+                t.join();
+            }
+            assertNull(failure.get(), () -> "a builder failed: " + failure.get());
+            assertTrue(checked[0] > 1000 && checked[1] > 1000, "stores checked: " + java.util.Arrays.toString(checked));
         }
     }
 }

@@ -225,4 +225,132 @@ class PageSharingTest {
             assertEquals(host.frames().frames() - 1, host.frames().freeFrames(), "no frame leaked");
         }
     }
+
+    /**
+     * A merge racing the first mapper's own copy-on-write break: VM a's writers store without pause the
+     * bytes its page already holds (so the pages stay equal and merges keep succeeding), while the
+     * main thread merges a's page with b's, then stores into b's page from the host. If a's write took
+     * the frame back as its private frame after a's leaf turned copy-on-write and b was then pointed at
+     * it, b's host store lands in a's page. Bounded: 3 s or 100,000 merges; then closing the host must
+     * free every frame exactly once.
+     */
+    @ParameterizedTest
+    @EnumSource(DirtyLogConcurrencyTest.Driving.class)
+    @Timeout(60)
+    void aMergeNeverGivesAnotherVmTheFrameTheFirstMapperTookBack(DirtyLogConcurrencyTest.Driving driving) throws Exception {
+        // Attached writers are waited for by every merge's flush, so one suffices to keep merges racing;
+        // one-off writers are not, and two of them hit the window within about a second on two cores.
+        int writers = driving == DirtyLogConcurrencyTest.Driving.ATTACHED ? 1 : 2;
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, writers, PAGES);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+            long gfnA = a.gfnOfPage[5];
+            long gfnB = b.gfnOfPage[5]; // both pages hold 5 in word 0 and zeros elsewhere
+            AtomicBoolean stop = new AtomicBoolean();
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            Thread[] threads = new Thread[writers];
+            for (int w = 0; w < writers; w++) {
+                Vcpu cpu = a.vm.vcpu(w);
+                threads[w] = new Thread(() -> {
+                    if (driving == DirtyLogConcurrencyTest.Driving.ATTACHED) {
+                        cpu.attachThread();
+                    }
+                    try {
+                        while (!stop.get()) {
+                            cpu.writeLong(LoggedGuest.page(5), 5); // the same bytes: the pages stay equal
+                        }
+                    } catch (Throwable t) {
+                        failure.compareAndSet(null, t);
+                    } finally {
+                        if (Vcpu.current() == cpu) {
+                            cpu.detachThread();
+                        }
+                    }
+                }, "writer-a" + w);
+                threads[w].start();
+            }
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(3);
+            int merges = 0;
+            try {
+                for (int i = 0; i < 100_000 && System.nanoTime() < deadline; i++) {
+                    if (host.share(a.vm, gfnA, b.vm, gfnB)) {
+                        merges++;
+                    }
+                    b.vm.writePhysicalLong((gfnB << 12) + 8, 0xBAD); // b's page only
+                    assertEquals(0, a.vm.readPhysicalLong((gfnA << 12) + 8), "a store to VM b's page landed in VM a's (merge " + i + ")");
+                    b.vm.writePhysicalLong((gfnB << 12) + 8, 0);
+                }
+            } finally {
+                stop.set(true);
+                for (Thread t : threads) {
+                    t.join();
+                }
+            }
+            assertNull(failure.get(), () -> "writer failed: " + failure.get());
+            assertTrue(merges > 10, "merges: " + merges);
+            host.destroyVm(a.vm);
+            host.destroyVm(b.vm);
+            assertEquals(0, host.sharedFrames());
+            assertEquals(host.frames().frames() - 1, host.frames().freeFrames(), "every frame freed exactly once");
+        }
+    }
+
+    /**
+     * One frame shared by more guest frames than its reference count can hold: merges beyond
+     * {@link Host#MAX_SHARERS} are refused, so discarding the sharers never frees the frame while a
+     * guest frame still maps it (a freed frame would be handed out next, for instance as another VM's
+     * EPT root).
+     */
+    @Test
+    @Timeout(120)
+    void sharersOfOneFrameAreCappedSoTheFrameOutlivesEveryMapping() {
+        int frames = (1 << 16) + 2; // one past what a 16-bit reference count holds
+        try (Host host = Host.create(((long) frames << 12) + (64L << 20))) {
+            Vm vm = host.createVm(VmConfig.of((long) frames << 12).withPaging(PagingMode.NESTED));
+            byte[] page = new byte[4096];
+            java.util.Arrays.fill(page, (byte) 0x5A);
+            for (long gfn = 0; gfn < frames; gfn++) {
+                vm.writePhysical(gfn << 12, page, 0, page.length);
+            }
+            int merged = 0;
+            for (long gfn = 1; gfn < frames; gfn++) {
+                if (host.share(vm, 0, vm, gfn)) {
+                    merged++;
+                }
+            }
+            assertEquals(Host.MAX_SHARERS - 1, merged, "merges beyond the cap are refused");
+            long shared = vm.physicalMap().machineFrame(0);
+            assertEquals(Host.MAX_SHARERS, FrameTable.refs(host.frames().descriptor(shared)));
+            for (long gfn = 1; gfn < frames; gfn++) {
+                vm.discardFrame(gfn);
+            }
+            assertEquals(1, host.sharedFrames(), "guest frame 0 still maps the shared frame");
+            Vm next = host.createVm(VmConfig.of(1L << 20).withPaging(PagingMode.NESTED));
+            next.writePhysicalLong(0, -1); // takes freed frames: never the one frame 0 still maps
+            assertEquals(0x5A5A5A5A5A5A5A5AL, vm.readPhysicalLong(8), "the shared frame was never freed under its last mapper");
+        }
+    }
+
+    /**
+     * Under EPT dirty-bit logging the only record of a write is the leaf's D bit: a merge that replaces
+     * that leaf must log the page, or the write (made just before the merge) is never reported.
+     */
+    @Test
+    void aMergeUnderDirtyBitLoggingReportsTheWriteItsLeafRecorded() {
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+            fill(b.vm.vcpu(0), 6, 3);
+            Vcpu ca = a.vm.vcpu(0);
+            fill(ca, 6, 4);
+            DirtyLog log = a.vm.dirtyLog();
+            log.enable(DirtyTracking.DIRTY_BITS);
+            DirtySnapshot snapshot = new DirtySnapshot(a.vm.physicalMap().frames());
+            log.harvest(snapshot);
+            fill(ca, 6, 3); // a's write makes the pages equal; only the leaf's D bit records it
+            assertTrue(host.share(a.vm, a.gfnOfPage[6], b.vm, b.gfnOfPage[6]));
+            log.harvest(snapshot);
+            assertTrue(snapshot.isDirty(a.gfnOfPage[6]), "the write just before the merge is reported");
+        }
+    }
 }

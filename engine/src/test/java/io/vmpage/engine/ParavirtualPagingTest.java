@@ -399,4 +399,46 @@ class ParavirtualPagingTest {
         Vm next = pvVm();
         new Space(next).cpu.writeLong(VA, 1); // reused frames validate afresh
     }
+
+    /**
+     * L1 entries that are already present when their table is validated while the dirty log is on (a
+     * domain builder's stores before the pin, or a guest that fills a page before linking it, as Linux PV
+     * does) must get the log-dirty write protection too, or writes through them are never reported.
+     * Both validation paths: pinning the L4 (recursive validation) and an mmu_update that links the L1.
+     */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(booleans = {true, false})
+    void l1EntriesPresentBeforeValidationAreWriteProtectedForTheDirtyLog(boolean validatedByPin) {
+        Vm vm = pvVm();
+        Vcpu cpu = vm.vcpu(0);
+        Hypercalls hc = cpu.hypercalls();
+        long[] gfns = {0x100, 0x101, 0x102, 0x103};
+        long l4 = hc.populatePhysmap(gfns[0]);
+        long l3 = hc.populatePhysmap(gfns[1]);
+        long l2 = hc.populatePhysmap(gfns[2]);
+        long l1 = hc.populatePhysmap(gfns[3]);
+        long dataGfn = 0x200;
+        long data = hc.populatePhysmap(dataGfn);
+        DirtyLog log = vm.dirtyLog();
+        log.enable(DirtyTracking.WRITE_PROTECT);
+        // The builder's plain stores (guest-physical addresses of the table frames; entries hold MFNs).
+        vm.writePhysicalLong((gfns[0] << 12) + ((long) Pte.index(VA, 4) << 3), entry(l3, KERNEL));
+        vm.writePhysicalLong((gfns[1] << 12) + ((long) Pte.index(VA, 3) << 3), entry(l2, KERNEL));
+        vm.writePhysicalLong((gfns[3] << 12) + ((long) Pte.index(VA, 1) << 3), entry(data, KERNEL));
+        if (validatedByPin) {
+            vm.writePhysicalLong((gfns[2] << 12) + ((long) Pte.index(VA, 2) << 3), entry(l1, KERNEL));
+            assertTrue(hc.pinTable(4, l4), hc.lastError());
+        } else {
+            assertTrue(hc.pinTable(4, l4), hc.lastError());
+            assertTrue(hc.mmuUpdate(entryPtr(l2, VA, 2), entry(l1, KERNEL)), hc.lastError()); // validates the filled L1 now
+        }
+        assertTrue(hc.newBasePtr(l4 << MachineMemory.FRAME_SHIFT), hc.lastError());
+        DirtySnapshot snapshot = new DirtySnapshot(vm.physicalMap().frames());
+        log.harvest(snapshot);
+        cpu.writeLong(VA + 8, 42);
+        assertEquals(42, vm.readPhysicalLong((dataGfn << 12) + 8));
+        log.harvest(snapshot);
+        assertTrue(snapshot.isDirty(dataGfn), "the write through an L1 entry present before validation is reported");
+        assertEquals(1, cpu.exitCount(ExitReason.DIRTY_LOG), "the first write exits once to restore write access");
+    }
 }

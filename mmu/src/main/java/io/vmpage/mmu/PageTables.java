@@ -32,12 +32,11 @@ public final class PageTables {
         }
     }
 
-    private final MachineMemory memory;
     private final Format format;
     private final int levels;
     private final long root;
     private final LongSupplier newTable;
-    private final LongUnaryOperator toHost;
+    private final TableMemory entries;
 
     /**
      * @param levels 4 or 5
@@ -45,20 +44,30 @@ public final class PageTables {
      * @param toHost maps a table-space address to host-physical for the stores
      */
     public PageTables(MachineMemory memory, Format format, int levels, LongSupplier newTable, LongUnaryOperator toHost) {
-        if (levels != 4 && levels != 5) {
-            throw new IllegalArgumentException("paging levels " + levels + " must be 4 or 5");
-        }
-        this.memory = memory;
-        this.format = format;
-        this.levels = levels;
-        this.newTable = newTable;
-        this.toHost = toHost;
-        this.root = newTable.getAsLong();
+        this(format, levels, newTable, TableMemory.of(memory, toHost));
     }
 
     /** Tables addressed host-physically (1D paging or EPT). */
     public PageTables(MachineMemory memory, Format format, int levels, LongSupplier newTable) {
         this(memory, format, levels, newTable, LongUnaryOperator.identity());
+    }
+
+    /**
+     * Tables whose entries {@code entries} loads and stores (for example a guest's tables in its
+     * guest-physical memory, each store logged by the hypervisor after it lands).
+     *
+     * @param levels 4 or 5
+     * @param newTable returns the (table-space) address of a fresh zeroed 4 KiB table
+     */
+    public PageTables(Format format, int levels, LongSupplier newTable, TableMemory entries) {
+        if (levels != 4 && levels != 5) {
+            throw new IllegalArgumentException("paging levels " + levels + " must be 4 or 5");
+        }
+        this.format = format;
+        this.levels = levels;
+        this.newTable = newTable;
+        this.entries = entries;
+        this.root = newTable.getAsLong();
     }
 
     /** Address of the root table (for CR3 or an EPTP). */
@@ -91,11 +100,11 @@ public final class PageTables {
         long table = root;
         for (int level = levels; level > leafLevel; level--) {
             long entryAddr = table + ((long) Pte.index(va, level) << 3);
-            long e = memory.getLongVolatile(toHost.applyAsLong(entryAddr));
+            long e = entries.load(entryAddr);
             if ((e & format.presentBits) == 0) {
                 long next = newTable.getAsLong();
                 e = Pte.entry(next, format.tableFlags);
-                memory.putLongRelease(toHost.applyAsLong(entryAddr), e);
+                entries.store(entryAddr, e);
             } else if (level <= Pte.LEVEL_PDPT && (e & format.largeBit) != 0) {
                 throw new IllegalArgumentException("address " + MachineMemory.hex(va) + " is inside a larger page already mapped");
             }
@@ -103,7 +112,7 @@ public final class PageTables {
         }
         long leafAddr = table + ((long) Pte.index(va, leafLevel) << 3);
         long leaf = Pte.entry(pa, flags) | (leafLevel > 1 ? format.largeBit : 0);
-        memory.putLongRelease(toHost.applyAsLong(leafAddr), leaf);
+        entries.store(leafAddr, leaf);
         return leafAddr;
     }
 
@@ -118,7 +127,7 @@ public final class PageTables {
             if (l == level) {
                 return entryAddr;
             }
-            long e = memory.getLongVolatile(toHost.applyAsLong(entryAddr));
+            long e = entries.load(entryAddr);
             if ((e & format.presentBits) == 0 || (l <= Pte.LEVEL_PDPT && (e & format.largeBit) != 0)) {
                 return -1;
             }
@@ -129,7 +138,7 @@ public final class PageTables {
     /** The leaf entry mapping {@code va} (any page size), or 0 when nothing maps it. */
     public long leaf(long va) {
         long addr = leafAddress(va);
-        return addr < 0 ? 0 : memory.getLongVolatile(toHost.applyAsLong(addr));
+        return addr < 0 ? 0 : entries.load(addr);
     }
 
     /** Table-space address of the leaf entry mapping {@code va}, or -1. */
@@ -137,7 +146,7 @@ public final class PageTables {
         long table = root;
         for (int l = levels; ; l--) {
             long entryAddr = table + ((long) Pte.index(va, l) << 3);
-            long e = memory.getLongVolatile(toHost.applyAsLong(entryAddr));
+            long e = entries.load(entryAddr);
             if ((e & format.presentBits) == 0) {
                 return -1;
             }
@@ -150,12 +159,12 @@ public final class PageTables {
 
     /** Reads the entry at a table-space address. */
     public long read(long entryAddress) {
-        return memory.getLongVolatile(toHost.applyAsLong(entryAddress));
+        return entries.load(entryAddress);
     }
 
     /** Overwrites the entry at a table-space address (release store). */
     public void write(long entryAddress, long entry) {
-        memory.putLongRelease(toHost.applyAsLong(entryAddress), entry);
+        entries.store(entryAddress, entry);
     }
 
     /** Clears the leaf mapping {@code va}; returns the old entry (0 if none). Tables are kept. */
@@ -164,9 +173,8 @@ public final class PageTables {
         if (addr < 0) {
             return 0;
         }
-        long host = toHost.applyAsLong(addr);
-        long old = memory.getLongVolatile(host);
-        memory.putLongRelease(host, 0);
+        long old = entries.load(addr);
+        entries.store(addr, 0);
         return old;
     }
 

@@ -43,16 +43,19 @@ public class WriteProtectStress {
     static final long READ_ONLY = 0x7_5000L | P;
 
     private final int slot = Slots.take();
-    private final long entry = Slots.entry(slot);
-    private final long gfn = Slots.frame(slot, 9);
+    private final long entry = Slots.hostEntry(slot);
+    private final long gfn = Slots.logFrame(slot, 9);
 
     public WriteProtectStress() {
-        Slots.MEMORY.putLongVolatile(entry, READ_ONLY);
+        MEMORY.putLongVolatile(entry, READ_ONLY);
     }
 
+    static final io.vmpage.mmu.MachineMemory MEMORY = Slots.HOST.memory();
+
+    /** The engine's fault side, as every paging mode calls it (the log marks the bitmap: no vCPU ring). */
     @Actor
     public void fault() {
-        WriteProtection.grant(Slots.MEMORY, entry, READ_ONLY, READ_ONLY | W, Slots.BITMAP, gfn);
+        WriteProtection.grant(MEMORY, entry, READ_ONLY, READ_ONLY | W, Slots.LOG, null, gfn);
     }
 
     @Actor
@@ -62,16 +65,20 @@ public class WriteProtectStress {
 
     @Arbiter
     public void outcome(ZZZ_Result r) {
-        r.r1 = (Slots.MEMORY.getLongVolatile(entry) & W) != 0;
-        r.r2 = Slots.BITMAP.isDirty(gfn);
+        r.r1 = (MEMORY.getLongVolatile(entry) & W) != 0;
+        r.r2 = Slots.LOG.bitmap().isDirty(gfn);
     }
 
-    /** The harvest side: take the bitmap word, then write-protect the frame if it was taken. */
+    /**
+     * The harvest side, in the order {@code DirtyLog.harvest} runs it: take the bitmap word
+     * ({@code DirtyBitmap.harvest} takes every word with {@code harvestWord}), then write-protect the frame
+     * if it was taken ({@code writeProtect} of each backend revokes with {@link WriteProtection#revoke}).
+     */
     static boolean harvestAndRevoke(int slot, long entry, long gfn) {
-        long taken = Slots.BITMAP.harvestWord(Slots.word(slot));
+        long taken = Slots.LOG.bitmap().harvestWord(Slots.logWord(slot));
         boolean reported = (taken & (1L << (gfn & 63))) != 0;
         if (reported) {
-            WriteProtection.revoke(Slots.MEMORY, entry, P, W, 0);
+            WriteProtection.revoke(MEMORY, entry, P, W, 0);
         }
         return reported;
     }

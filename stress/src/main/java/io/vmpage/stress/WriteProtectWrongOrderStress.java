@@ -33,17 +33,17 @@ import org.openjdk.jcstress.infra.results.ZZZ_Result;
 @State
 public class WriteProtectWrongOrderStress {
     private final int slot = Slots.take();
-    private final long entry = Slots.entry(slot);
-    private final long gfn = Slots.frame(slot, 9);
+    private final long entry = Slots.hostEntry(slot);
+    private final long gfn = Slots.logFrame(slot, 9);
 
     public WriteProtectWrongOrderStress() {
-        Slots.MEMORY.putLongVolatile(entry, READ_ONLY);
+        WriteProtectStress.MEMORY.putLongVolatile(entry, READ_ONLY);
     }
 
     @Actor
     public void faultMarkFirst() {
-        Slots.BITMAP.mark(gfn);
-        Slots.MEMORY.compareAndSetLong(entry, READ_ONLY, READ_ONLY | W);
+        Slots.LOG.bitmap().mark(gfn);
+        WriteProtectStress.MEMORY.compareAndSetLong(entry, READ_ONLY, READ_ONLY | W);
     }
 
     @Actor
@@ -53,7 +53,7 @@ public class WriteProtectWrongOrderStress {
 
     @Arbiter
     public void outcome(ZZZ_Result r) {
-        r.r1 = (Slots.MEMORY.getLongVolatile(entry) & W) != 0;
-        r.r2 = Slots.BITMAP.isDirty(gfn);
+        r.r1 = (WriteProtectStress.MEMORY.getLongVolatile(entry) & W) != 0;
+        r.r2 = Slots.LOG.bitmap().isDirty(gfn);
     }
 }

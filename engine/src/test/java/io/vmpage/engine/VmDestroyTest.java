@@ -1,0 +1,108 @@
+package io.vmpage.engine;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+/**
+ * A destroyed VM's vCPUs are retired: a stale {@link Vcpu} handle fails with a clear exception and
+ * never reaches a frame that the host has handed to the next VM, whether the handle is used for one-off
+ * accesses afterwards or its thread is running it (attached) while the VM is destroyed.
+ */
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class VmDestroyTest {
+    private static final int PAGES = 64;
+
+    /** Fills every frame of {@code vm} with {@code pattern} from the host side and returns a copy. */
+    private static byte[] fillAll(Vm vm, byte pattern) {
+        byte[] bytes = new byte[(int) vm.memorySize()];
+        java.util.Arrays.fill(bytes, pattern);
+        vm.writePhysical(0, bytes, 0, bytes.length);
+        return bytes;
+    }
+
+    private static byte[] memoryOf(Vm vm) {
+        byte[] bytes = new byte[(int) vm.memorySize()];
+        vm.readPhysical(0, bytes, 0, bytes.length);
+        return bytes;
+    }
+
+    @ParameterizedTest
+    @EnumSource(PagingMode.class)
+    void aStaleVcpuHandleFaultsCleanlyAndNeverTouchesTheNextVmsFrames(PagingMode mode) {
+        try (Host host = Host.create(64L << 20)) {
+            LoggedGuest old = new LoggedGuest(host, mode, 1, PAGES);
+            Vcpu stale = old.vm.vcpu(0);
+            stale.run(() -> stale.writeLong(LoggedGuest.page(1), 1)); // TLB warm
+            host.destroyVm(old.vm);
+            Vm next = host.createVm(VmConfig.of(56L << 20).withPaging(PagingMode.NESTED)); // takes the freed frames
+            byte[] expected = fillAll(next, (byte) 0x77);
+
+            for (int p = 0; p < PAGES; p++) {
+                long va = LoggedGuest.page(p);
+                IllegalStateException e = assertThrows(IllegalStateException.class, () -> stale.writeLong(va, -1));
+                assertTrue(e.getMessage().contains("destroyed"), e.getMessage());
+                assertThrows(IllegalStateException.class, () -> stale.readLong(va));
+                assertThrows(IllegalStateException.class, () -> stale.run(() -> stale.writeLong(va, -1)));
+            }
+            assertThrows(IllegalStateException.class, () -> stale.loadCr3(0x1000));
+            assertThrows(IllegalStateException.class, () -> stale.invlpg(LoggedGuest.page(0)));
+            assertThrows(IllegalStateException.class, () -> old.vm.writePhysicalLong(0, 1));
+            assertArrayEquals(expected, memoryOf(next), "a stale vCPU of the destroyed VM wrote into the next VM");
+        }
+    }
+
+    /**
+     * The VM is destroyed while a writer thread runs its vCPU flat out: the destroy waits for the writer
+     * to let go, the writer's next access fails, and nothing it stores lands after the frames were freed.
+     */
+    @ParameterizedTest
+    @EnumSource(DirtyLogConcurrencyTest.Driving.class)
+    void destroyingAVmWhileItsVcpuWritesStopsTheWriterBeforeTheFramesAreReused(DirtyLogConcurrencyTest.Driving driving) throws Exception {
+        for (PagingMode mode : PagingMode.values()) {
+            try (Host host = Host.create(64L << 20)) {
+                LoggedGuest old = new LoggedGuest(host, mode, 1, PAGES);
+                Vcpu cpu = old.vm.vcpu(0);
+                AtomicReference<Throwable> ended = new AtomicReference<>();
+                AtomicLong writes = new AtomicLong();
+                CountDownLatch running = new CountDownLatch(1);
+                Thread writer = new Thread(() -> {
+                    try {
+                        if (driving == DirtyLogConcurrencyTest.Driving.ATTACHED) {
+                            cpu.attachThread();
+                        }
+                        for (long n = 0; ; n++) {
+                            cpu.writeLong(LoggedGuest.page((int) (n % PAGES)) + 8 * (n % 512), -1);
+                            writes.lazySet(n + 1);
+                            if (n == 1000) {
+                                running.countDown();
+                            }
+                        }
+                    } catch (Throwable t) {
+                        ended.set(t);
+                    }
+                }, "writer");
+                writer.start();
+                assertTrue(running.await(10, TimeUnit.SECONDS));
+                host.destroyVm(old.vm);
+                Vm next = host.createVm(VmConfig.of(56L << 20).withPaging(PagingMode.NESTED));
+                byte[] expected = fillAll(next, (byte) 0x33);
+                writer.join(10_000);
+                assertNotNull(ended.get(), mode + ": the writer stopped");
+                assertEquals(IllegalStateException.class, ended.get().getClass(), () -> mode + ": " + ended.get());
+                assertArrayEquals(expected, memoryOf(next), mode + ": the destroyed VM's writer reached the next VM's memory");
+                assertTrue(writes.get() > 1000);
+            }
+        }
+    }
+}
