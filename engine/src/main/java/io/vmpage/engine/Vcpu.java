@@ -598,21 +598,31 @@ public final class Vcpu {
     }
 
     /**
-     * Retires this vCPU because its VM is being destroyed, and waits until its owner has let go: after
-     * this returns the owner is outside guest mode and outside any exit, or has seen the retirement, and
-     * every later access or privileged operation by any thread throws {@link IllegalStateException}
-     * (KVM tears vCPUs down before the VM's memory; here a stale handle must never reach freed frames).
-     * A vCPU retiring itself (the destroying thread runs it) does not wait: its next access fails.
+     * Retires this vCPU because its VM is being destroyed: from now on every access or privileged
+     * operation by any thread throws {@link IllegalStateException} (KVM tears vCPUs down before the VM's
+     * memory; here a stale handle must never reach freed frames). Returns the kick that
+     * {@link #awaitRetired} waits for. The destroyer retires every vCPU before it waits for any, so a vCPU
+     * whose exit waits for another's flush is released by that one's retirement.
      */
-    void retire() {
+    long retire() {
         retired = true;
-        long target = kicks.incrementAndGet();
+        return kicks.incrementAndGet();
+    }
+
+    /**
+     * Waits until the owner has let go after {@link #retire}: it is outside guest mode and outside any
+     * exit, or has seen the retirement. A vCPU retiring itself (the destroying thread runs it) does not
+     * wait: its next access fails.
+     */
+    void awaitRetired(long target) {
         Vcpu self = current();
         if (self == this) {
             return;
         }
         for (int spins = 1; mode != OUTSIDE && served < target; spins++) {
-            if (self != null) {
+            if (self != null && self.retired) {
+                self.served = Long.MAX_VALUE; // retired too: nobody waits for it any more; its next access fails
+            } else if (self != null) {
                 self.serviceRequests();
             }
             pause(spins);

@@ -396,14 +396,12 @@ public final class Vm {
      */
     void destroy() {
         destroyed = true;
-        Vcpu self = Vcpu.current();
-        for (Vcpu v : vcpus) {
-            if (v != self) {
-                v.retire();
-            }
+        long[] kicks = new long[vcpus.size()];
+        for (int i = 0; i < kicks.length; i++) {
+            kicks[i] = vcpus.get(i).retire();
         }
-        if (self != null && self.vm() == this) {
-            self.retire();
+        for (int i = 0; i < kicks.length; i++) {
+            vcpus.get(i).awaitRetired(kicks[i]); // a vCPU of this VM destroying it keeps serving its own requests
         }
         backend.release();
         hostAccesses.synchronize(); // host accesses and populates that passed the destroyed check have ended

@@ -238,9 +238,12 @@ class PageSharingTest {
     @EnumSource(DirtyLogConcurrencyTest.Driving.class)
     @Timeout(60)
     void aMergeNeverGivesAnotherVmTheFrameTheFirstMapperTookBack(DirtyLogConcurrencyTest.Driving driving) throws Exception {
-        // Attached writers are waited for by every merge's flush, so one suffices to keep merges racing;
-        // one-off writers are not, and two of them hit the window within about a second on two cores.
-        int writers = driving == DirtyLogConcurrencyTest.Driving.ATTACHED ? 1 : 2;
+        // Every merge's flush waits for an attached writer's next access: one that wrote the merged page
+        // each time would win every merge, so the attached writer writes it one time in 1024 (and other
+        // pages in between, never pausing). One-off writers are not waited for; two of them writing the
+        // page back to back hit the window within about a second on two cores.
+        boolean attached = driving == DirtyLogConcurrencyTest.Driving.ATTACHED;
+        int writers = attached ? 1 : 2;
         try (Host host = Host.create(96L << 20);
              LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, writers, PAGES);
              LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
@@ -256,8 +259,12 @@ class PageSharingTest {
                         cpu.attachThread();
                     }
                     try {
-                        while (!stop.get()) {
-                            cpu.writeLong(LoggedGuest.page(5), 5); // the same bytes: the pages stay equal
+                        for (long n = 0; !stop.get(); n++) {
+                            if (!attached || (n & 1023) == 0) {
+                                cpu.writeLong(LoggedGuest.page(5), 5); // the same bytes: the pages stay equal
+                            } else {
+                                cpu.writeLong(LoggedGuest.page(6 + (int) (n & 7)) + 8 * (n & 511), n);
+                            }
                         }
                     } catch (Throwable t) {
                         failure.compareAndSet(null, t);
