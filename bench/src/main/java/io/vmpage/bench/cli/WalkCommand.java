@@ -295,10 +295,13 @@ public final class WalkCommand implements Callable<Integer> {
     /** The EPT-violation exit qualification spelled out, bit by bit. */
     static String qualificationBits(long q) {
         List<String> bits = new ArrayList<>();
-        if ((q & Fault.QUAL_READ) != 0) {
+        boolean read = (q & Fault.QUAL_READ) != 0;
+        boolean write = (q & Fault.QUAL_WRITE) != 0;
+        if (read && write) {
+            bits.add("data read and write (with EPT A/D a guest paging-structure access counts as a write)");
+        } else if (read) {
             bits.add("data read");
-        }
-        if ((q & Fault.QUAL_WRITE) != 0) {
+        } else if (write) {
             bits.add("data write");
         }
         if ((q & Fault.QUAL_FETCH) != 0) {

@@ -313,6 +313,31 @@ class WalkCommandTest {
     }
 
     @Test
+    void withEptAccessedAndDirtyFlagsAGuestTableReadReportsReadAndWrite() throws IOException {
+        // The guest's PML4 at gpa 0x1f0000, which the EPT maps read-only: a read without EPT A/D (the
+        // PML4E there is zero, so the guest walk ends in #PF); with EPT A/D a write the EPT refuses.
+        long pml4e = GPA_EPT_READ_ONLY + ((GVA >>> 39) & 511) * 8;
+        JsonNode noAd = walk(GPA_EPT_READ_ONLY, GVA, "--eptp", Units.hex(eptp));
+        assertEquals("page_fault", noAd.get("fault").get("type").asText(), noAd.toString());
+        out.getBuffer().setLength(0);
+
+        long eptpAd = Ept.eptp(eptp & Pte.ADDRESS_MASK, 4, true);
+        JsonNode j = walk(GPA_EPT_READ_ONLY, GVA, "--eptp", Units.hex(eptpAd));
+        JsonNode f = j.get("fault");
+        assertEquals("ept_violation", f.get("type").asText(), j.toString());
+        assertEquals(Units.hex(pml4e), f.get("address").asText());
+        // data read | data write | EPT readable | guest linear address valid; bit 8 clear: a guest table
+        assertEquals("0x8b", f.get("qualification").asText());
+
+        out.getBuffer().setLength(0);
+        assertEquals(Cli.OK, vmpage("walk", "--image", image.toString(), "--cr3", Units.hex(GPA_EPT_READ_ONLY),
+            "--gva", Units.hex(GVA), "--eptp", Units.hex(eptpAd)), err.toString());
+        String text = out.toString();
+        assertTrue(text.contains("0x8b = data read and write (with EPT A/D a guest paging-structure access counts as"
+            + " a write), EPT allows r--, guest linear address valid, access to a guest paging-structure entry"), text);
+    }
+
+    @Test
     void writeWithoutReadInEptIsAMisconfiguration() throws IOException {
         JsonNode f = walk(guestCr3, GVA_EPT_MISCONFIG, "--eptp", Units.hex(eptp)).get("fault");
         assertEquals("ept_misconfig", f.get("type").asText());
