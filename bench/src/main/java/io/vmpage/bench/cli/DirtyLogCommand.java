@@ -124,10 +124,15 @@ public final class DirtyLogCommand implements Callable<Integer> {
         return Cli.OK;
     }
 
+    /** The options that size the run, as the user typed them. */
+    private String asked() {
+        return "--vcpus " + vcpus + " --memory " + memory;
+    }
+
     private Result run(PagingMode mode, DirtyTracking how, long perVcpu) throws Exception {
         int pages = (int) (perVcpu >>> MachineMemory.FRAME_SHIFT);
         long guestBytes = perVcpu * vcpus + KERNEL_BYTES;
-        try (Host host = Host.create(guestBytes + guestBytes / 8 + (64L << 20))) {
+        try (Host host = Cli.createHost(guestBytes + guestBytes / 8 + (64L << 20), asked())) {
             Vm vm = host.createVm(VmConfig.of(guestBytes).withPaging(mode).withVcpus(vcpus));
             GuestKernel kernel = GuestKernel.boot(vm);
             Vcpu first = vm.vcpu(0);

@@ -90,7 +90,7 @@ public final class ModesCommand implements Callable<Integer> {
     }
 
     private ModeResult run(PagingMode mode, GuestProgram.Mix mix, long guestBytes, int ops) {
-        try (Host host = Host.create(guestBytes * 2 + (64L << 20))) {
+        try (Host host = Cli.createHost(guestBytes * 2 + (64L << 20), "--memory " + memory)) {
             Vm vm = host.createVm(VmConfig.of(guestBytes).withPaging(mode));
             GuestKernel kernel = GuestKernel.boot(vm);
             GuestProgram program = new GuestProgram(kernel, mix, seed).prepare();

@@ -9,6 +9,7 @@ import io.vmpage.mmu.Fault;
 import io.vmpage.mmu.MachineMemory;
 import io.vmpage.mmu.MemoryImage;
 import io.vmpage.mmu.Mmu;
+import io.vmpage.mmu.NativeMemoryException;
 import io.vmpage.mmu.MmuConfig;
 import io.vmpage.mmu.Pte;
 import io.vmpage.mmu.Translation;
@@ -33,7 +34,8 @@ import picocli.CommandLine.Spec;
  *
  * <p>The image file is never modified: it is loaded into machine memory and the walk's accessed/dirty
  * updates land in that copy. A fault is an answer (exit 0); malformed input (a missing or empty image, an
- * unparsable number, a table outside the image) is a one-line error and exit 2.
+ * unparsable number, a table outside the image) and an image the host has no memory to load are a
+ * one-line error and exit 2.
  */
 @Command(name = "walk",
     mixinStandardHelpOptions = true,
@@ -115,6 +117,8 @@ public final class WalkCommand implements Callable<Integer> {
             }
         } catch (UncheckedIOException e) {
             throw new Cli.UsageException(e.getMessage());
+        } catch (NativeMemoryException e) { // the image is loaded into machine memory of its size
+            throw new Cli.UsageException("--image " + image + ": cannot load it into memory: " + e.getMessage());
         }
 
         Cli.emit(spec.commandLine().getOut(), json, () -> json(t), () -> report(req, t));

@@ -1,11 +1,13 @@
 package io.vmpage.bench.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.StringWriter;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 
 class ModesCommandTest {
@@ -61,5 +63,18 @@ class ModesCommandTest {
         assertEquals(2, run("modes", "--memory", "12k"));
         assertTrue(err.toString().contains("--memory"), err.toString());
         assertEquals(2, run("modes", "--ops", "0"));
+    }
+
+    @Test
+    void hostMemoryThatCannotBeMappedIsOneLineAndExitTwo() {
+        long host = 2 * (256L << 30) + (64L << 20);
+        Assumptions.assumeTrue(HostLimits.refusesMapping(host), "this host would map " + host + " bytes");
+        assertEquals(2, run("modes", "--memory", "256g", "--ops", "1000"));
+        String message = err.toString().strip();
+        assertEquals(1, message.lines().count(), message);
+        assertTrue(message.startsWith("vmpage: --memory 256g: cannot map 549822922752 bytes (512.1 GiB) of native memory: "),
+            message);
+        assertTrue(message.contains("(errno "), message);
+        assertFalse(message.contains("Exception"), message);
     }
 }

@@ -24,6 +24,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.function.LongSupplier;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -363,6 +364,28 @@ class WalkCommandTest {
     }
 
     // ------------------------------------------------------------------ output forms
+
+    @Test
+    void anImageTooLargeToLoadIsOneLineAndExitTwo() throws IOException {
+        long size = 8L << 40; // 8 TiB, sparse: beyond RAM and swap here, so the kernel refuses the mapping
+        Assumptions.assumeTrue(HostLimits.refusesMapping(size), "this host would map " + size + " bytes");
+        Path huge = dir.resolve("huge.img");
+        try (java.io.RandomAccessFile raf = new java.io.RandomAccessFile(huge.toFile(), "rw")) {
+            raf.setLength(size);
+        } catch (IOException tooLargeForThisFileSystem) {
+            Assumptions.abort("cannot create an 8 TiB sparse file here: " + tooLargeForThisFileSystem.getMessage());
+        }
+        try {
+            assertEquals(2, vmpage("walk", "--image", huge.toString(), "--cr3", "0x100000", "--gva", "0x7f1234567abc"));
+            String message = err.toString().strip();
+            assertEquals(1, message.lines().count(), message);
+            assertTrue(message.startsWith("vmpage: --image " + huge + ": cannot load it into memory: cannot map"
+                + " 8796093022208 bytes (8 TiB) of native memory: "), message);
+            assertTrue(message.contains("(errno "), message);
+        } finally {
+            Files.delete(huge);
+        }
+    }
 
     @Test
     void humanReportDecodesTheErrorCode() {
