@@ -41,6 +41,8 @@ public final class DirtyLogCommand implements Callable<Integer> {
     private static final long HEAP = 0x0000_5555_0000_0000L;
     /** Guest memory beyond the vCPUs' regions: the guest kernel's page tables and direct-map bookkeeping. */
     private static final long KERNEL_BYTES = 32L << 20;
+    static final int MAX_VCPUS = 16;
+    static final long MAX_MEMORY_PER_VCPU = 1L << 30;
 
     @Spec
     CommandSpec spec;
@@ -100,8 +102,8 @@ public final class DirtyLogCommand implements Callable<Integer> {
         if (how == DirtyTracking.DIRTY_BITS && mode != PagingMode.NESTED) {
             throw new Cli.UsageException("--method dirty-bits needs --paging nested (EPT A/D bits)");
         }
-        if (vcpus < 1 || vcpus > 16) {
-            throw new Cli.UsageException("--vcpus " + vcpus + " must be between 1 and 16");
+        if (vcpus < 1 || vcpus > MAX_VCPUS) {
+            throw new Cli.UsageException("--vcpus " + vcpus + " must be between 1 and " + MAX_VCPUS);
         }
         if (iterations < 1 || iterations > 1000) {
             throw new Cli.UsageException("--iterations " + iterations + " must be between 1 and 1000");
@@ -109,8 +111,8 @@ public final class DirtyLogCommand implements Callable<Integer> {
         if (ringSize < 64 || ringSize > 65536 || Integer.bitCount(ringSize) != 1) {
             throw new Cli.UsageException("--ring-size " + ringSize + " must be a power of two from 64 to 65536");
         }
-        long perVcpu = Units.parseSize(memory);
-        if (perVcpu < 4096 || perVcpu > (1L << 30) || (perVcpu & 0xFFF) != 0) {
+        long perVcpu = Units.parseSize("--memory", memory, MachineMemory.FRAME_SIZE, MAX_MEMORY_PER_VCPU);
+        if ((perVcpu & MachineMemory.FRAME_OFFSET_MASK) != 0) {
             throw new Cli.UsageException("--memory " + memory + " must be a whole number of 4 KiB pages, from 4k to 1g");
         }
         Result result = run(mode, how, perVcpu);

@@ -63,6 +63,14 @@ class DirtyLogCommandTest {
         "--method|pml|--vcpus|1|--method pml",
         "--vcpus|0|--iterations|1|--vcpus 0",
         "--memory|5000|--vcpus|1|--memory 5000",
+        "--memory|8000000t|--vcpus|1|--memory 8000000t is out of range: expected a size from 4k to 1g",
+        "--memory|2g|--vcpus|1|--memory 2g is out of range: expected a size from 4k to 1g",
+        "--memory|-1g|--vcpus|1|--memory -1g is negative",
+        "--memory|99999999999999999999k|--vcpus|1|--memory 99999999999999999999k is too large",
+        "--vcpus|17|--memory|4k|--vcpus 17 must be between 1 and 16",
+        "--vcpus|99999999999|--memory|4k|'99999999999' is not an int",
+        "--iterations|-1|--vcpus|1|--iterations -1 must be between 1 and 1000",
+        "--iterations|99999999999|--vcpus|1|'99999999999' is not an int",
         "--ring-size|100|--vcpus|1|--ring-size 100"})
     void badUsageIsOneLineAndExitTwo(String a, String b, String c, String d, String expected) {
         assertEquals(2, run("dirty-log", a, b, c, d));

@@ -9,6 +9,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.StringWriter;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 
 class ModesCommandTest {
     private final CliRun cli = new CliRun();
@@ -63,6 +65,24 @@ class ModesCommandTest {
         assertEquals(2, run("modes", "--memory", "12k"));
         assertTrue(err.toString().contains("--memory"), err.toString());
         assertEquals(2, run("modes", "--ops", "0"));
+    }
+
+    @ParameterizedTest
+    @CsvSource(delimiter = '|', value = {
+        "--memory|8000000t|--memory 8000000t is out of range: expected a size from 16m to 256g",
+        "--memory|1t|--memory 1t is out of range: expected a size from 16m to 256g",
+        "--memory|9000000t|--memory 9000000t is too large (more than 2^63-1 bytes); expected a size from 16m to 256g",
+        "--memory|99999999999999999999|--memory 99999999999999999999 is too large",
+        "--memory|-1g|--memory -1g is negative",
+        "--memory|16m1|--memory 16m1 is not a size",
+        "--memory|16385k|--memory 16385k must be a whole number of 4 KiB pages",
+        "--ops|99999999999|'99999999999' is not an int",
+        "--ops|-5|--ops -5 must be positive"})
+    void outOfRangeValuesAreNamedAsTyped(String option, String value, String expected) {
+        assertEquals(2, run("modes", option, value));
+        String message = err.toString().strip();
+        assertTrue(message.startsWith("vmpage: ") && message.contains(expected), message);
+        assertEquals(1, message.lines().count(), message);
     }
 
     @Test
