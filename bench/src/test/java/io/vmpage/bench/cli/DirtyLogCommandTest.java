@@ -1,11 +1,13 @@
 package io.vmpage.bench.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.StringWriter;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -77,5 +79,35 @@ class DirtyLogCommandTest {
         String message = err.toString().strip();
         assertTrue(message.contains(expected), message);
         assertEquals(1, message.lines().count(), message);
+    }
+
+    @Test
+    void theLargestDocumentedConfigurationIsRefusedUpFrontWhenTheHostCannotHoldIt() {
+        long needed = DirtyLogCommand.footprint(16, 1L << 30);
+        long available = HostRam.available();
+        Assumptions.assumeTrue(available >= 0 && needed > available,
+            "this host has room for 16 vCPUs x 1g (" + available + " bytes available)");
+        assertEquals(2, run("dirty-log", "--vcpus", "16", "--memory", "1g"));
+        String message = err.toString().strip();
+        assertEquals(1, message.lines().count(), message);
+        assertTrue(message.startsWith("vmpage: --vcpus 16 --memory 1g needs about 32.5 GiB of host RAM"), message);
+        assertTrue(message.contains("available"), message);
+    }
+
+    @Test
+    void theFootprintIsTheGuestTwiceAndTheTables() {
+        long guest = 16 * (1L << 30) + (32L << 20);
+        long footprint = DirtyLogCommand.footprint(16, 1L << 30);
+        assertTrue(footprint > 2 * guest && footprint < 2 * guest + (512L << 20), Long.toString(footprint));
+        assertEquals(guest, DirtyLogCommand.guestBytes(16, 1L << 30), "beyond 2^31: no int anywhere");
+    }
+
+    @Test
+    void aShortfallNamesTheOptionsAsTypedWhatIsNeededAndWhatIsAvailable() {
+        assertNull(HostRam.shortfall("--vcpus 2 --memory 1g", 4L << 30, 8L << 30, "x"));
+        assertNull(HostRam.shortfall("--vcpus 2 --memory 1g", 4L << 30, -1, "x"), "nothing known: no refusal");
+        assertEquals("--vcpus 16 --memory 1g needs about 32 GiB of host RAM (the guest and its copy) but this host"
+            + " has 23.5 GiB available", HostRam.shortfall("--vcpus 16 --memory 1g", 32L << 30, 47L << 29,
+            "the guest and its copy"));
     }
 }
