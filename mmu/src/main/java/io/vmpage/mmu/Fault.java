@@ -14,6 +14,9 @@ package io.vmpage.mmu;
  *                                                            0: to a guest paging-structure entry
  * </pre>
  * Bits 3-5 of the qualification are the logical AND over the EPT entries used of their R, W, X bits.
+ * With EPT A/D enabled (EPTP bit 6), the processor's accesses to guest paging-structure entries are
+ * treated as writes, and an EPT violation one causes sets both bit 0 and bit 1; without EPT A/D a read of
+ * a guest paging-structure entry sets bit 0 alone, and a write to one to set its A/D flags bit 1.
  */
 public final class Fault {
     /** Translation succeeded. */

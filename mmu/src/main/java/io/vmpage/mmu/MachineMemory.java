@@ -59,7 +59,8 @@ public final class MachineMemory implements AutoCloseable {
      * Allocates zero-filled machine memory of {@code bytes}, a positive multiple of {@link #FRAME_SIZE}.
      *
      * @throws IllegalArgumentException when the size is not a positive whole number of frames
-     * @throws OutOfMemoryError when the host cannot supply it
+     * @throws NativeMemoryException when the host cannot supply it (the message names the size and the
+     *         operating system's error)
      */
     public static MachineMemory allocate(long bytes) {
         if (bytes <= 0 || (bytes & FRAME_OFFSET_MASK) != 0) {

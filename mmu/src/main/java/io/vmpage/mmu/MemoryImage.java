@@ -52,6 +52,7 @@ public final class MemoryImage {
      *
      * @throws IllegalArgumentException when the file is missing, not a regular file, unreadable or empty
      *         (one-line message naming the path)
+     * @throws NativeMemoryException when the host cannot supply machine memory of the image's size
      * @throws UncheckedIOException when reading fails part-way
      */
     public static MachineMemory load(Path path) {

@@ -19,8 +19,9 @@ package io.vmpage.mmu;
  *     write-without-read or memory type 2, 3 or 7.</li>
  * <li>Nested: guest paging-structure reads need EPT read permission; A/D updates to guest entries are
  *     writes and need EPT write permission. With EPTP.AD, every guest paging-structure access is treated
- *     as a write (SDM 29.3.3.2), EPT A flags are set on every EPT entry used and the EPT D flag on a
- *     write.</li>
+ *     as a write (SDM 29.3.3.2) and an EPT violation it causes sets both the read and the write bit of
+ *     the exit qualification (without EPTP.AD such a read reports the read bit alone); EPT A flags are
+ *     set on every EPT entry used and the EPT D flag on a write.</li>
  * </ul>
  * Each paging-structure entry read counts as one memory reference: a cold 4-over-4 walk makes 24,
  * 5-over-5 makes 35 (Bhargava et al., ASPLOS 2008).
@@ -181,6 +182,9 @@ final class Walker {
         }
         final boolean isNested = eptp != 0;
         final boolean eptAd = (eptp & Ept.EPTP_AD) != 0;
+        // A guest paging-structure read is a data read; with EPT A/D it is treated as a write, and an EPT
+        // violation it causes reports both bits 0 and 1 (SDM 29.3.3.2 and the exit qualification's bit 0).
+        final long tableQual = eptAd ? Fault.QUAL_READ | Fault.QUAL_WRITE : Fault.QUAL_READ;
         final boolean nxe = regs.nxe();
         final boolean write = Access.isWrite(access);
 
@@ -223,7 +227,7 @@ final class Walker {
             if (tableHpa >= 0) {
                 entryHpa = tableHpa + (entryGpa - tableGpa);
             } else {
-                long hpa = ept(eptp, entryGpa, eptAd ? Fault.QUAL_WRITE : Fault.QUAL_READ, Fault.QUAL_GLA_VALID, out);
+                long hpa = ept(eptp, entryGpa, tableQual, Fault.QUAL_GLA_VALID, out);
                 if (hpa < 0) {
                     return out.fault;
                 }
@@ -258,7 +262,7 @@ final class Walker {
                 long need = write ? Pte.A | Pte.D : Pte.A;
                 if ((e & need) != need) {
                     if (isNested && (tablePerms & Ept.W) == 0) {
-                        return eptViolationOnTable(out, entryGpa, tablePerms);
+                        return eptViolationOnTable(out, entryGpa, tablePerms, eptAd);
                     }
                     if (!memory.compareAndSetLongUnchecked(entryHpa, e, e | need)) {
                         continue; // lost a race with another walker or the guest: re-read this level
@@ -278,7 +282,7 @@ final class Walker {
             }
             if ((e & Pte.A) == 0) {
                 if (isNested && (tablePerms & Ept.W) == 0) {
-                    return eptViolationOnTable(out, entryGpa, tablePerms);
+                    return eptViolationOnTable(out, entryGpa, tablePerms, eptAd);
                 }
                 if (!memory.compareAndSetLongUnchecked(entryHpa, e, e | Pte.A)) {
                     continue;
@@ -323,10 +327,11 @@ final class Walker {
     }
 
     /**
-     * Translates a guest-physical address through the EPT for an access of kind {@code qual} (one of
-     * the qualification's read/write/fetch bits). Returns the host-physical address, or -1 after filling
-     * {@code out} with the EPT violation or misconfiguration. Leaves the leaf's permissions, size and
-     * dirty state in {@link #eptPerms}, {@link #eptShift}, {@link #eptDirty}.
+     * Translates a guest-physical address through the EPT for an access of kind {@code qual} (the
+     * qualification's read, write or fetch bit; read and write together for a guest paging-structure
+     * access under EPT A/D, which needs both permissions). Returns the host-physical address, or -1 after
+     * filling {@code out} with the EPT violation or misconfiguration. Leaves the leaf's permissions, size
+     * and dirty state in {@link #eptPerms}, {@link #eptShift}, {@link #eptDirty}.
      */
     private long ept(long eptp, long gpa, long qual, long qualExtra, Translation out) {
         final boolean ad = (eptp & Ept.EPTP_AD) != 0;
@@ -481,9 +486,14 @@ final class Walker {
         return out.fault = Fault.PAGE_FAULT;
     }
 
-    /** The A/D update of a guest entry is a write to a guest paging structure the EPT does not let it write. */
-    private static int eptViolationOnTable(Translation out, long entryGpa, long tablePerms) {
-        eptViolation(out, entryGpa, Fault.QUAL_WRITE | Fault.QUAL_GLA_VALID | (tablePerms << Fault.QUAL_PERMISSIONS_SHIFT));
+    /**
+     * The A/D update of a guest entry is a write to a guest paging structure the EPT does not let it write:
+     * a data write (bit 1). With EPT A/D (reached when the table came from the paging-structure cache) it is
+     * also a guest paging-structure access treated as a write, which reports bits 0 and 1.
+     */
+    private static int eptViolationOnTable(Translation out, long entryGpa, long tablePerms, boolean eptAd) {
+        long access = eptAd ? Fault.QUAL_READ | Fault.QUAL_WRITE : Fault.QUAL_WRITE;
+        eptViolation(out, entryGpa, access | Fault.QUAL_GLA_VALID | (tablePerms << Fault.QUAL_PERMISSIONS_SHIFT));
         return out.fault;
     }
 

@@ -129,11 +129,60 @@ class NestedWalkTest {
         assertEquals(Fault.NONE, mmu.translate(VA, Access.READ, t), t.toString());
         assertEquals(Fault.EPT_VIOLATION, mmu.translate(VA, Access.WRITE, t), "setting D needs EPT write");
 
-        // With EPT A/D on, every guest paging-structure access counts as a write (SDM 29.3.3.2).
+        // With EPT A/D on, every guest paging-structure access counts as a write (SDM 29.3.3.2) and its
+        // EPT violation sets both bit 0 and bit 1.
         Mmu ad = m.nestedMmu(MmuConfig.uncached(), guest, ept, true);
         assertEquals(Fault.EPT_VIOLATION, ad.translate(VA, Access.READ, t));
         assertEquals(pteGpa, t.faultAddress);
-        assertEquals(QUAL_W | Fault.QUAL_READABLE | GLA, t.qualification);
+        assertEquals(QUAL_R | QUAL_W | Fault.QUAL_READABLE | GLA, t.qualification);
+    }
+
+    @Test
+    void withEptAccessedAndDirtyFlagsAGuestPagingStructureAccessReportsReadAndWrite() {
+        PageTables guest = m.guestTables(4);
+        guest.map(VA, DATA_GPA, Pte.SHIFT_4K, Pte.P | Pte.RW);
+        PageTables ept = m.ept(4);
+        long pdeGpa = guest.entryAddress(VA, Pte.LEVEL_PD);
+        ept.unmap(pdeGpa & ~0xFFFL);
+        for (int access : new int[] {Access.READ, Access.WRITE, Access.FETCH, Access.USER | Access.READ}) {
+            Mmu noAd = m.nestedMmu(MmuConfig.uncached(), guest, ept, false);
+            assertEquals(Fault.EPT_VIOLATION, noAd.translate(VA, access, t));
+            assertEquals(pdeGpa, t.faultAddress);
+            assertEquals(QUAL_R | GLA, t.qualification, "without EPT A/D a guest table read is a data read only");
+
+            Mmu ad = m.nestedMmu(MmuConfig.uncached(), guest, ept, true);
+            assertEquals(Fault.EPT_VIOLATION, ad.translate(VA, access, t));
+            assertEquals(pdeGpa, t.faultAddress);
+            assertEquals(QUAL_R | QUAL_W | GLA, t.qualification,
+                "with EPT A/D: bits 0 and 1 whatever the guest's access, bit 8 clear, nothing permitted");
+        }
+    }
+
+    @Test
+    void withEptAccessedAndDirtyFlagsAnAccessedFlagUpdateThroughThePagingStructureCacheReportsReadAndWrite() {
+        PageTables guest = m.guestTables(4);
+        guest.map(VA, DATA_GPA, Pte.SHIFT_4K, Pte.P | Pte.RW);
+        PageTables ept = m.ept(4);
+        long pteGpa = guest.entryAddress(VA, Pte.LEVEL_PT);
+        long ptGpa = pteGpa & ~0xFFFL;
+        ept.write(ept.leafAddress(ptGpa), Ept.entry(Machine.GUEST_BASE + ptGpa, Ept.R | Ept.MEMORY_TYPE_WB));
+        guest.write(pteGpa, guest.read(pteGpa) | Pte.A);
+
+        // Without EPT A/D the read-only guest PT can be read; the walk caches the PDE (and the PT's EPT rights).
+        Mmu mmu = m.nestedMmu(MmuConfig.uncached().withPagingStructureCache(32), guest, ept, false);
+        assertEquals(Fault.NONE, mmu.translate(VA, Access.READ, t), t.toString());
+        guest.write(pteGpa, guest.read(pteGpa) & ~Pte.A);
+        assertEquals(Fault.EPT_VIOLATION, mmu.translate(VA, Access.READ, t), "setting A needs EPT write");
+        assertEquals(QUAL_W | Fault.QUAL_READABLE | GLA, t.qualification, "without EPT A/D: a data write");
+
+        guest.write(pteGpa, guest.read(pteGpa) | Pte.A);
+        assertEquals(Fault.NONE, mmu.translate(VA, Access.READ, t), t.toString());
+        guest.write(pteGpa, guest.read(pteGpa) & ~Pte.A);
+        mmu.enter(1, Ept.eptp(ept.root(), ept.levels(), true)); // same VPID: the cached PDE still serves
+        assertEquals(Fault.EPT_VIOLATION, mmu.translate(VA, Access.READ, t));
+        assertEquals(pteGpa, t.faultAddress);
+        assertEquals(QUAL_R | QUAL_W | Fault.QUAL_READABLE | GLA, t.qualification,
+            "with EPT A/D: a guest paging-structure access, bits 0 and 1");
     }
 
     @Test

@@ -1,5 +1,7 @@
 package io.vmpage.bench.cli;
 
+import io.vmpage.engine.Host;
+import io.vmpage.mmu.NativeMemoryException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.PrintWriter;
@@ -9,6 +11,9 @@ import picocli.CommandLine;
 /**
  * CLI conventions every subcommand follows: usage errors are one line on stderr and exit code 2; a
  * verification or invariant failure is exit code 1; sizes, rates and durations parse through {@link Units}.
+ * Memory the user asked for that the host cannot supply ({@link NativeMemoryException}) is a usage error
+ * too: commands name the option and value that asked for it ({@link #createHost}); the handler below
+ * catches any that escapes, so it is never a stack trace.
  */
 public final class Cli {
     public static final int OK = 0;
@@ -28,7 +33,8 @@ public final class Cli {
             return USAGE;
         });
         cl.setExecutionExceptionHandler((ex, commandLine, parseResult) -> {
-            if (ex instanceof UsageException || ex instanceof IllegalArgumentException) {
+            if (ex instanceof UsageException || ex instanceof IllegalArgumentException
+                || ex instanceof NativeMemoryException) {
                 PrintWriter err = commandLine.getErr();
                 err.println("vmpage: " + oneLine(ex.getMessage()));
                 err.flush();
@@ -68,6 +74,22 @@ public final class Cli {
             out.print(report.get());
         }
         out.flush();
+    }
+
+    /**
+     * {@link Host#create} for a command whose options ({@code asked}, e.g. {@code "--memory 1t"}) decided
+     * the host's size: when the host cannot supply that memory, or the engine's tables for it, the
+     * failure is a {@link UsageException} naming those options as the user typed them and the reason.
+     */
+    static Host createHost(long bytes, String asked) {
+        try {
+            return Host.create(bytes);
+        } catch (NativeMemoryException e) {
+            throw new UsageException(asked + ": " + e.getMessage());
+        } catch (OutOfMemoryError e) { // the engine's frame table is direct buffers sized by the host
+            throw new UsageException(asked + ": cannot allocate the frame table for "
+                + NativeMemoryException.describe(bytes) + " of host memory: " + e.getMessage());
+        }
     }
 
     /** Thrown by a subcommand for bad user input found after parsing (a malformed file, say): exit 2. */

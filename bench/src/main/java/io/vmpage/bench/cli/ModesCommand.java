@@ -34,6 +34,12 @@ import picocli.CommandLine.Spec;
     description = "Runs a guest workload under nested, shadow and paravirtual paging and compares them.")
 public final class ModesCommand implements Callable<Integer> {
     private static final ObjectMapper JSON = new ObjectMapper();
+    static final long MIN_MEMORY = 16L << 20;
+    /**
+     * Largest guest: each run's host is twice the guest plus 64 MiB, which must stay well inside the frame
+     * table's 2^28 frames (1 TiB) and whose frame table is direct buffers of 16 bytes per host frame.
+     */
+    static final long MAX_MEMORY = 256L << 30;
 
     @Spec
     CommandSpec spec;
@@ -45,7 +51,9 @@ public final class ModesCommand implements Callable<Integer> {
     @Option(names = "--ops", paramLabel = "N", defaultValue = "100000", description = "Guest operations per run. Default: ${DEFAULT-VALUE}.")
     int operations;
 
-    @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "64m", description = "Guest memory. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "64m",
+        description = "Guest memory, 16m to 256g in whole 4 KiB pages (each run's host has twice as much, plus 64m)."
+            + " Default: ${DEFAULT-VALUE}.")
     String memory;
 
     @Option(names = "--seed", paramLabel = "N", defaultValue = "1", description = "Seed of the guest program. Default: ${DEFAULT-VALUE}.")
@@ -66,9 +74,9 @@ public final class ModesCommand implements Callable<Integer> {
         if (operations <= 0) {
             throw new Cli.UsageException("--ops " + operations + " must be positive");
         }
-        long guestBytes = Units.parseSize(memory);
-        if (guestBytes < (16L << 20) || (guestBytes & 0xFFF) != 0) {
-            throw new Cli.UsageException("--memory " + memory + " must be a whole number of 4 KiB pages, at least 16m");
+        long guestBytes = Units.parseSize("--memory", memory, MIN_MEMORY, MAX_MEMORY);
+        if ((guestBytes & 0xFFF) != 0) {
+            throw new Cli.UsageException("--memory " + memory + " must be a whole number of 4 KiB pages");
         }
         List<ModeResult> results = new ArrayList<>();
         for (PagingMode mode : PagingMode.values()) {
@@ -90,7 +98,7 @@ public final class ModesCommand implements Callable<Integer> {
     }
 
     private ModeResult run(PagingMode mode, GuestProgram.Mix mix, long guestBytes, int ops) {
-        try (Host host = Host.create(guestBytes * 2 + (64L << 20))) {
+        try (Host host = Cli.createHost(guestBytes * 2 + (64L << 20), "--memory " + memory)) {
             Vm vm = host.createVm(VmConfig.of(guestBytes).withPaging(mode));
             GuestKernel kernel = GuestKernel.boot(vm);
             GuestProgram program = new GuestProgram(kernel, mix, seed).prepare();

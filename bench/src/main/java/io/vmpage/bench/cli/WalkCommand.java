@@ -9,6 +9,7 @@ import io.vmpage.mmu.Fault;
 import io.vmpage.mmu.MachineMemory;
 import io.vmpage.mmu.MemoryImage;
 import io.vmpage.mmu.Mmu;
+import io.vmpage.mmu.NativeMemoryException;
 import io.vmpage.mmu.MmuConfig;
 import io.vmpage.mmu.Pte;
 import io.vmpage.mmu.Translation;
@@ -33,7 +34,8 @@ import picocli.CommandLine.Spec;
  *
  * <p>The image file is never modified: it is loaded into machine memory and the walk's accessed/dirty
  * updates land in that copy. A fault is an answer (exit 0); malformed input (a missing or empty image, an
- * unparsable number, a table outside the image) is a one-line error and exit 2.
+ * unparsable number, a table outside the image) and an image the host has no memory to load are a
+ * one-line error and exit 2.
  */
 @Command(name = "walk",
     mixinStandardHelpOptions = true,
@@ -115,6 +117,8 @@ public final class WalkCommand implements Callable<Integer> {
             }
         } catch (UncheckedIOException e) {
             throw new Cli.UsageException(e.getMessage());
+        } catch (NativeMemoryException e) { // the image is loaded into machine memory of its size
+            throw new Cli.UsageException("--image " + image + ": cannot load it into memory: " + e.getMessage());
         }
 
         Cli.emit(spec.commandLine().getOut(), json, () -> json(t), () -> report(req, t));
@@ -295,10 +299,13 @@ public final class WalkCommand implements Callable<Integer> {
     /** The EPT-violation exit qualification spelled out, bit by bit. */
     static String qualificationBits(long q) {
         List<String> bits = new ArrayList<>();
-        if ((q & Fault.QUAL_READ) != 0) {
+        boolean read = (q & Fault.QUAL_READ) != 0;
+        boolean write = (q & Fault.QUAL_WRITE) != 0;
+        if (read && write) {
+            bits.add("data read and write (with EPT A/D a guest paging-structure access counts as a write)");
+        } else if (read) {
             bits.add("data read");
-        }
-        if ((q & Fault.QUAL_WRITE) != 0) {
+        } else if (write) {
             bits.add("data write");
         }
         if ((q & Fault.QUAL_FETCH) != 0) {

@@ -1,11 +1,13 @@
 package io.vmpage.bench.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.StringWriter;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -63,11 +65,49 @@ class DirtyLogCommandTest {
         "--method|pml|--vcpus|1|--method pml",
         "--vcpus|0|--iterations|1|--vcpus 0",
         "--memory|5000|--vcpus|1|--memory 5000",
+        "--memory|8000000t|--vcpus|1|--memory 8000000t is out of range: expected a size from 4k to 1g",
+        "--memory|2g|--vcpus|1|--memory 2g is out of range: expected a size from 4k to 1g",
+        "--memory|-1g|--vcpus|1|--memory -1g is negative",
+        "--memory|99999999999999999999k|--vcpus|1|--memory 99999999999999999999k is too large",
+        "--vcpus|17|--memory|4k|--vcpus 17 must be between 1 and 16",
+        "--vcpus|99999999999|--memory|4k|'99999999999' is not an int",
+        "--iterations|-1|--vcpus|1|--iterations -1 must be between 1 and 1000",
+        "--iterations|99999999999|--vcpus|1|'99999999999' is not an int",
         "--ring-size|100|--vcpus|1|--ring-size 100"})
     void badUsageIsOneLineAndExitTwo(String a, String b, String c, String d, String expected) {
         assertEquals(2, run("dirty-log", a, b, c, d));
         String message = err.toString().strip();
         assertTrue(message.contains(expected), message);
         assertEquals(1, message.lines().count(), message);
+    }
+
+    @Test
+    void theLargestDocumentedConfigurationIsRefusedUpFrontWhenTheHostCannotHoldIt() {
+        long needed = DirtyLogCommand.footprint(16, 1L << 30);
+        long available = HostRam.available();
+        Assumptions.assumeTrue(available >= 0 && needed > available,
+            "this host has room for 16 vCPUs x 1g (" + available + " bytes available)");
+        assertEquals(2, run("dirty-log", "--vcpus", "16", "--memory", "1g"));
+        String message = err.toString().strip();
+        assertEquals(1, message.lines().count(), message);
+        assertTrue(message.startsWith("vmpage: --vcpus 16 --memory 1g needs about 32.5 GiB of host RAM"), message);
+        assertTrue(message.contains("available"), message);
+    }
+
+    @Test
+    void theFootprintIsTheGuestTwiceAndTheTables() {
+        long guest = 16 * (1L << 30) + (32L << 20);
+        long footprint = DirtyLogCommand.footprint(16, 1L << 30);
+        assertTrue(footprint > 2 * guest && footprint < 2 * guest + (512L << 20), Long.toString(footprint));
+        assertEquals(guest, DirtyLogCommand.guestBytes(16, 1L << 30), "beyond 2^31: no int anywhere");
+    }
+
+    @Test
+    void aShortfallNamesTheOptionsAsTypedWhatIsNeededAndWhatIsAvailable() {
+        assertNull(HostRam.shortfall("--vcpus 2 --memory 1g", 4L << 30, 8L << 30, "x"));
+        assertNull(HostRam.shortfall("--vcpus 2 --memory 1g", 4L << 30, -1, "x"), "nothing known: no refusal");
+        assertEquals("--vcpus 16 --memory 1g needs about 32 GiB of host RAM (the guest and its copy) but this host"
+            + " has 23.5 GiB available", HostRam.shortfall("--vcpus 16 --memory 1g", 32L << 30, 47L << 29,
+            "the guest and its copy"));
     }
 }

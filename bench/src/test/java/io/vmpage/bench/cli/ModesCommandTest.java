@@ -1,12 +1,16 @@
 package io.vmpage.bench.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.StringWriter;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
 
 class ModesCommandTest {
     private final CliRun cli = new CliRun();
@@ -61,5 +65,36 @@ class ModesCommandTest {
         assertEquals(2, run("modes", "--memory", "12k"));
         assertTrue(err.toString().contains("--memory"), err.toString());
         assertEquals(2, run("modes", "--ops", "0"));
+    }
+
+    @ParameterizedTest
+    @CsvSource(delimiter = '|', value = {
+        "--memory|8000000t|--memory 8000000t is out of range: expected a size from 16m to 256g",
+        "--memory|1t|--memory 1t is out of range: expected a size from 16m to 256g",
+        "--memory|9000000t|--memory 9000000t is too large (more than 2^63-1 bytes); expected a size from 16m to 256g",
+        "--memory|99999999999999999999|--memory 99999999999999999999 is too large",
+        "--memory|-1g|--memory -1g is negative",
+        "--memory|16m1|--memory 16m1 is not a size",
+        "--memory|16385k|--memory 16385k must be a whole number of 4 KiB pages",
+        "--ops|99999999999|'99999999999' is not an int",
+        "--ops|-5|--ops -5 must be positive"})
+    void outOfRangeValuesAreNamedAsTyped(String option, String value, String expected) {
+        assertEquals(2, run("modes", option, value));
+        String message = err.toString().strip();
+        assertTrue(message.startsWith("vmpage: ") && message.contains(expected), message);
+        assertEquals(1, message.lines().count(), message);
+    }
+
+    @Test
+    void hostMemoryThatCannotBeMappedIsOneLineAndExitTwo() {
+        long host = 2 * (256L << 30) + (64L << 20);
+        Assumptions.assumeTrue(HostLimits.refusesMapping(host), "this host would map " + host + " bytes");
+        assertEquals(2, run("modes", "--memory", "256g", "--ops", "1000"));
+        String message = err.toString().strip();
+        assertEquals(1, message.lines().count(), message);
+        assertTrue(message.startsWith("vmpage: --memory 256g: cannot map 549822922752 bytes (512.1 GiB) of native memory: "),
+            message);
+        assertTrue(message.contains("(errno "), message);
+        assertFalse(message.contains("Exception"), message);
     }
 }

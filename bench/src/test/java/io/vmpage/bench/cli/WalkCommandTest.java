@@ -24,6 +24,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.function.LongSupplier;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -313,6 +314,31 @@ class WalkCommandTest {
     }
 
     @Test
+    void withEptAccessedAndDirtyFlagsAGuestTableReadReportsReadAndWrite() throws IOException {
+        // The guest's PML4 at gpa 0x1f0000, which the EPT maps read-only: a read without EPT A/D (the
+        // PML4E there is zero, so the guest walk ends in #PF); with EPT A/D a write the EPT refuses.
+        long pml4e = GPA_EPT_READ_ONLY + ((GVA >>> 39) & 511) * 8;
+        JsonNode noAd = walk(GPA_EPT_READ_ONLY, GVA, "--eptp", Units.hex(eptp));
+        assertEquals("page_fault", noAd.get("fault").get("type").asText(), noAd.toString());
+        out.getBuffer().setLength(0);
+
+        long eptpAd = Ept.eptp(eptp & Pte.ADDRESS_MASK, 4, true);
+        JsonNode j = walk(GPA_EPT_READ_ONLY, GVA, "--eptp", Units.hex(eptpAd));
+        JsonNode f = j.get("fault");
+        assertEquals("ept_violation", f.get("type").asText(), j.toString());
+        assertEquals(Units.hex(pml4e), f.get("address").asText());
+        // data read | data write | EPT readable | guest linear address valid; bit 8 clear: a guest table
+        assertEquals("0x8b", f.get("qualification").asText());
+
+        out.getBuffer().setLength(0);
+        assertEquals(Cli.OK, vmpage("walk", "--image", image.toString(), "--cr3", Units.hex(GPA_EPT_READ_ONLY),
+            "--gva", Units.hex(GVA), "--eptp", Units.hex(eptpAd)), err.toString());
+        String text = out.toString();
+        assertTrue(text.contains("0x8b = data read and write (with EPT A/D a guest paging-structure access counts as"
+            + " a write), EPT allows r--, guest linear address valid, access to a guest paging-structure entry"), text);
+    }
+
+    @Test
     void writeWithoutReadInEptIsAMisconfiguration() throws IOException {
         JsonNode f = walk(guestCr3, GVA_EPT_MISCONFIG, "--eptp", Units.hex(eptp)).get("fault");
         assertEquals("ept_misconfig", f.get("type").asText());
@@ -338,6 +364,28 @@ class WalkCommandTest {
     }
 
     // ------------------------------------------------------------------ output forms
+
+    @Test
+    void anImageTooLargeToLoadIsOneLineAndExitTwo() throws IOException {
+        long size = 8L << 40; // 8 TiB, sparse: beyond RAM and swap here, so the kernel refuses the mapping
+        Assumptions.assumeTrue(HostLimits.refusesMapping(size), "this host would map " + size + " bytes");
+        Path huge = dir.resolve("huge.img");
+        try (java.io.RandomAccessFile raf = new java.io.RandomAccessFile(huge.toFile(), "rw")) {
+            raf.setLength(size);
+        } catch (IOException tooLargeForThisFileSystem) {
+            Assumptions.abort("cannot create an 8 TiB sparse file here: " + tooLargeForThisFileSystem.getMessage());
+        }
+        try {
+            assertEquals(2, vmpage("walk", "--image", huge.toString(), "--cr3", "0x100000", "--gva", "0x7f1234567abc"));
+            String message = err.toString().strip();
+            assertEquals(1, message.lines().count(), message);
+            assertTrue(message.startsWith("vmpage: --image " + huge + ": cannot load it into memory: cannot map"
+                + " 8796093022208 bytes (8 TiB) of native memory: "), message);
+            assertTrue(message.contains("(errno "), message);
+        } finally {
+            Files.delete(huge);
+        }
+    }
 
     @Test
     void humanReportDecodesTheErrorCode() {
