@@ -69,7 +69,9 @@ public final class Host implements AutoCloseable {
      */
     public synchronized void destroyVm(Vm vm) {
         if (vms.remove(vm)) {
-            vm.destroy();
+            synchronized (sharing) { // no merge is half-way through this VM's frames
+                vm.destroy();
+            }
         }
     }
 
@@ -93,12 +95,15 @@ public final class Host implements AutoCloseable {
      *     VM does not use nested paging (the only mode this model shares pages in)
      */
     public boolean share(Vm a, long gfnA, Vm b, long gfnB) {
-        NestedPaging na = sharingBackend(a, gfnA);
-        NestedPaging nb = sharingBackend(b, gfnB);
+        FrameSharing na = sharingBackend(a, gfnA);
+        FrameSharing nb = sharingBackend(b, gfnB);
         if (a == b && gfnA == gfnB) {
             return false;
         }
         synchronized (sharing) {
+            if (a.destroyed() || b.destroyed()) {
+                throw new IllegalArgumentException((a.destroyed() ? a : b) + " was destroyed");
+            }
             long ma = na.writeProtectForSharing(gfnA);
             long mb = nb.writeProtectForSharing(gfnB);
             if (ma < 0 || mb < 0) {
@@ -107,9 +112,11 @@ public final class Host implements AutoCloseable {
             if (ma == mb) {
                 return true;
             }
-            a.flushRemoteTlbs(); // no vCPU can write either frame from here on without an exit
-            if (b != a) {
+            a.flushRemoteTlbs(); // no vCPU can write either frame from here on without an exit...
+            a.awaitHostAccesses(); // ...nor a host store: those still in flight have landed, later ones make
+            if (b != a) {          // the leaf writable again (NestedPaging.beforeHostStore) and the merge give up
                 b.flushRemoteTlbs();
+                b.awaitHostAccesses();
             }
             if (!memory.frameEquals(ma, mb)) {
                 return false; // the leaves stay read-only: the next write exits and gets write access back
@@ -135,17 +142,18 @@ public final class Host implements AutoCloseable {
         return sharedFrames.get();
     }
 
-    private NestedPaging sharingBackend(Vm vm, long gfn) {
+    private FrameSharing sharingBackend(Vm vm, long gfn) {
         if (vm.host() != this || !vms().contains(vm)) {
             throw new IllegalArgumentException(vm + " does not run on this host");
         }
         if (!vm.physicalMap().contains(gfn)) {
             throw new IllegalArgumentException("guest frame 0x" + Long.toHexString(gfn) + " is outside " + vm + "'s memory");
         }
-        if (!(vm.backend() instanceof NestedPaging nested)) {
+        FrameSharing sharing = vm.backend().sharing();
+        if (sharing == null) {
             throw new IllegalArgumentException("page sharing needs paging mode NESTED; " + vm + " runs " + vm.pagingMode());
         }
-        return nested;
+        return sharing;
     }
 
     void sharedFrameCreated() {

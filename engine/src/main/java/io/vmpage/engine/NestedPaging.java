@@ -25,7 +25,7 @@ import io.vmpage.mmu.Translation;
  * entries lock-free (release stores pair with the walkers' volatile loads); W and D bits of present
  * leaves change only by CAS (the hardware sets A/D by CAS too).
  */
-final class NestedPaging implements PagingBackend {
+final class NestedPaging implements PagingBackend, FrameSharing {
     private static final long LEAF_FLAGS = Ept.RWX | Ept.MEMORY_TYPE_WB;
     private static final long READ_ONLY_LEAF_FLAGS = Ept.R | Ept.X | Ept.MEMORY_TYPE_WB;
     /**
@@ -215,14 +215,55 @@ final class NestedPaging implements PagingBackend {
 
     /**
      * Sharing, first step: removes write access from {@code gfn}'s leaf so the caller can compare
-     * contents after a remote flush. Returns the machine frame behind it, -1 when not populated.
+     * contents after a remote flush and after the host stores in flight. A populated frame without a
+     * leaf (filled by the host only) gets a read-only one, so that a host store after this point is
+     * seen too ({@link #beforeHostStore}). Returns the machine frame behind it, -1 when not populated.
      */
-    long writeProtectForSharing(long gfn) {
-        long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
-        if (leafAddress >= 0) {
-            WriteProtection.revoke(vm.host().memory(), leafAddress, Ept.RWX, Ept.W, 0);
+    @Override
+    public long writeProtectForSharing(long gfn) {
+        long gpa = gfn << MachineMemory.FRAME_SHIFT;
+        synchronized (lock) {
+            long mfn = vm.physicalMap().machineFrame(gfn);
+            if (mfn < 0) {
+                return -1;
+            }
+            long leafAddress = ept.leafAddress(gpa);
+            if (leafAddress < 0 || (ept.read(leafAddress) & Ept.RWX) == 0) {
+                boolean shared = FrameTable.type(vm.host().frames().descriptor(mfn)) == FrameTable.TYPE_SHARED;
+                ept.map(gpa, mfn << MachineMemory.FRAME_SHIFT, Pte.SHIFT_4K, shared ? READ_ONLY_LEAF_FLAGS | COW : READ_ONLY_LEAF_FLAGS);
+            } else {
+                WriteProtection.revoke(vm.host().memory(), leafAddress, Ept.RWX, Ept.W, 0);
+            }
+            return mfn;
         }
-        return vm.physicalMap().machineFrame(gfn);
+    }
+
+    /**
+     * A host-side store to {@code gfn} is about to write its private frame: the host writes through a
+     * mapping of its own, which page sharing write-protects as KSM write-protects the process's page
+     * table entry, so the store restores write access in the leaf by CAS (then the merge that protected
+     * it sees the leaf writable and gives up). False when the leaf maps a shared frame: the caller breaks
+     * sharing first. The store is logged by the caller after it lands.
+     */
+    @Override
+    public boolean beforeHostStore(long gfn) {
+        long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
+        if (leafAddress < 0) {
+            return true;
+        }
+        MachineMemory memory = vm.host().memory();
+        while (true) {
+            long e = memory.getLongVolatile(leafAddress);
+            if ((e & Ept.RWX) == 0 || (e & Ept.W) != 0) {
+                return true;
+            }
+            if ((e & COW) != 0) {
+                return false;
+            }
+            if (memory.compareAndSetLong(leafAddress, e, e | Ept.W)) {
+                return true;
+            }
+        }
     }
 
     /**
@@ -231,17 +272,21 @@ final class NestedPaging implements PagingBackend {
      * itself: the first mapper turns its frame into the shared one). False, nothing changed, when a write
      * or a discard got there first. The caller flushes this VM's TLBs.
      */
-    boolean mapShared(long gfn, long mfn, long shared) {
+    @Override
+    public boolean mapShared(long gfn, long mfn, long shared) {
         FrameTable frames = vm.host().frames();
         synchronized (lock) {
             if (vm.physicalMap().machineFrame(gfn) != mfn) {
                 return false;
             }
             long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
-            if (leafAddress >= 0) {
+            if (leafAddress < 0) {
+                return false; // discarded since the write protection
+            }
+            {
                 long e = ept.read(leafAddress);
-                if ((e & Ept.W) != 0 || (e & Ept.ADDRESS_MASK) != (mfn << MachineMemory.FRAME_SHIFT)) {
-                    return false; // written (or remapped) since the compare
+                if ((e & Ept.RWX) == 0 || (e & Ept.W) != 0 || (e & Ept.ADDRESS_MASK) != (mfn << MachineMemory.FRAME_SHIFT)) {
+                    return false; // written (by a vCPU or the host), remapped or discarded since the compare
                 }
                 long cow = (shared << MachineMemory.FRAME_SHIFT) | READ_ONLY_LEAF_FLAGS | COW;
                 if (!vm.host().memory().compareAndSetLong(leafAddress, e, cow)) {
@@ -266,6 +311,11 @@ final class NestedPaging implements PagingBackend {
             vm.physicalMap().replace(gfn, mfn, shared);
             return true;
         }
+    }
+
+    @Override
+    public FrameSharing sharing() {
+        return this;
     }
 
     @Override

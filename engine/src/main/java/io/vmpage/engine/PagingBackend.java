@@ -66,13 +66,14 @@ interface PagingBackend {
         throw new IllegalStateException("discarding guest frames is not supported under this paging mode");
     }
 
-    /**
-     * Gives guest frame {@code gfn}, which maps a shared copy-on-write frame, a private writable frame
-     * again ({@code vcpu} null for a host store) and returns it, logged as written. Only modes that share
-     * frames (nested paging) ever see a shared frame.
-     */
-    default long breakSharing(Vcpu vcpu, long gfn) {
-        throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " maps a shared frame under a paging mode that does not share frames");
+    /** This mode's copy-on-write page sharing, or null when it never shares a frame. */
+    default FrameSharing sharing() {
+        return null;
+    }
+
+    /** The paravirtual hypercall interface of {@code vcpu}, or null when this mode has none. */
+    default Hypercalls hypercalls(Vcpu vcpu) {
+        return null;
     }
 
     // ------------------------------------------------------------------ dirty logging (see DirtyLog)

@@ -117,7 +117,8 @@ final class ParavirtualPaging implements PagingBackend {
         java.util.Arrays.fill(baseFrames, -1);
     }
 
-    Hypercalls hypercalls(Vcpu vcpu) {
+    @Override
+    public Hypercalls hypercalls(Vcpu vcpu) {
         return hypercalls[vcpu.index()];
     }
 
@@ -247,6 +248,7 @@ final class ParavirtualPaging implements PagingBackend {
      * mapping a frame in it), marking them {@link Hypercalls#LOG_DIRTY_WP}.
      */
     private void protectL1Table(long mfn, DirtySnapshot only) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         long base = mfn << MachineMemory.FRAME_SHIFT;
         for (int i = 0; i < ENTRIES; i++) {
             long at = base + ((long) i << 3);

@@ -94,6 +94,7 @@ final class ShadowPaging implements PagingBackend {
 
     /** Lock held. The shadow page for {@code key}, created (zeroed) when missing; {@code created[0]} tells. */
     private long page(long key, boolean[] created) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         long hpa = pages.get(key);
         if (hpa != MISSING) {
             return hpa;
@@ -110,6 +111,7 @@ final class ShadowPaging implements PagingBackend {
 
     /** Lock held. Whether guest frame {@code gfn} holds a guest table the engine shadows. */
     private boolean shadowed(long gfn) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         for (int level = Pte.LEVEL_PT; level <= Pte.LEVEL_PML5; level++) {
             if (pages.get(indirectKey(gfn, level)) != MISSING) {
                 return true;
@@ -120,6 +122,7 @@ final class ShadowPaging implements PagingBackend {
 
     /** Lock held. Removes write access from every shadow leaf mapping {@code gfn}; true when one had it. */
     private boolean writeProtect(long gfn) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         LongArrayList leaves = rmap.get(gfn);
         long mfn = vm.physicalMap().contains(gfn) ? vm.physicalMap().machineFrame(gfn) : -1;
         if (leaves == null || mfn < 0) {
@@ -140,6 +143,7 @@ final class ShadowPaging implements PagingBackend {
 
     /** Lock held. Records that the shadow leaf at {@code leafHpa} maps {@code gfn}, compacting stale records. */
     private void rmapAdd(long gfn, long mfn, long leafHpa) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         LongArrayList leaves = rmap.get(gfn);
         if (leaves == null) {
             leaves = new LongArrayList(4, MISSING);
@@ -220,6 +224,7 @@ final class ShadowPaging implements PagingBackend {
 
     /** Lock held. The shadow root for guest CR3 {@code cr3} with {@code levels} levels (cached per guest root). */
     private long root(long cr3, int levels) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         boolean[] flush = {false};
         long root = page(indirectKey((cr3 & walk.addressMask) >>> MachineMemory.FRAME_SHIFT, levels), flush);
         if (flush[0]) {
@@ -245,6 +250,7 @@ final class ShadowPaging implements PagingBackend {
 
     /** Lock held. Clears the shadow leaf for {@code va} under shadow root {@code root}, if the path reaches one. */
     private void zapLeaf(long root, int levels, long va) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         long table = root;
         for (int level = levels; level >= Pte.LEVEL_PT; level--) {
             long at = table + ((long) Pte.index(va, level) << 3);
@@ -331,6 +337,7 @@ final class ShadowPaging implements PagingBackend {
      * guest large page go in the entry pointing at its direct shadow page.
      */
     private long buildPath(long root, long va, boolean nxe, boolean[] flush) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         long table = root;
         int leafLevel = walk.leafLevel;
         for (int level = walk.levels; level > leafLevel; level--) {
@@ -376,6 +383,7 @@ final class ShadowPaging implements PagingBackend {
      * installs a writable leaf.
      */
     private boolean installLeaf(Vcpu vcpu, long at, long gfn, long mfn, boolean protectedTable, boolean nxe, boolean write) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         long value = (mfn << MachineMemory.FRAME_SHIFT) | Pte.P | Pte.A;
         int leafLevel = walk.leafLevel;
         long ge = walk.entry[leafLevel];

@@ -195,101 +195,118 @@ public final class Vcpu {
         return userMode ? kind | Access.USER : kind;
     }
 
+    // Each accessor: a thread running this vCPU (depth > 0) takes the hot path as it is; any other thread
+    // goes through oneOff, which enters guest mode around the whole access.
+    private static final int READ_BYTE = 0;
+    private static final int WRITE_BYTE = 1;
+    private static final int FETCH_BYTE = 2;
+    private static final int READ_SHORT = 3;
+    private static final int WRITE_SHORT = 4;
+    private static final int READ_INT = 5;
+    private static final int WRITE_INT = 6;
+    private static final int READ_LONG = 7;
+    private static final int WRITE_LONG = 8;
+
     public byte readByte(long gva) {
-        boolean entered = enterForAccess();
-        try {
-            return memory.getByte(hpa(gva, Access.READ));
-        } finally {
-            leaveAfterAccess(entered);
+        if (depth == 0) {
+            return (byte) oneOff(READ_BYTE, gva, 0);
         }
+        return memory.getByte(hpa(gva, Access.READ));
     }
 
     public void writeByte(long gva, byte value) {
-        boolean entered = enterForAccess();
-        try {
-            memory.putByte(hpa(gva, Access.WRITE), value);
-            finishWrite(1);
-        } finally {
-            leaveAfterAccess(entered);
+        if (depth == 0) {
+            oneOff(WRITE_BYTE, gva, value);
+            return;
         }
+        memory.putByte(hpa(gva, Access.WRITE), value);
+        finishWrite(1);
     }
 
     /** Fetches one instruction byte (an execute access). */
     public byte fetch(long gva) {
-        boolean entered = enterForAccess();
-        try {
-            return memory.getByte(hpa(gva, Access.FETCH));
-        } finally {
-            leaveAfterAccess(entered);
+        if (depth == 0) {
+            return (byte) oneOff(FETCH_BYTE, gva, 0);
         }
+        return memory.getByte(hpa(gva, Access.FETCH));
     }
 
     public short readShort(long gva) {
-        boolean entered = enterForAccess();
-        try {
-            return (gva & 1) == 0 ? memory.getShort(hpa(gva, Access.READ)) : (short) readUnaligned(gva, 2);
-        } finally {
-            leaveAfterAccess(entered);
+        if (depth == 0) {
+            return (short) oneOff(READ_SHORT, gva, 0);
         }
+        return (gva & 1) == 0 ? memory.getShort(hpa(gva, Access.READ)) : (short) readUnaligned(gva, 2);
     }
 
     public void writeShort(long gva, short value) {
-        boolean entered = enterForAccess();
-        try {
-            if ((gva & 1) == 0) {
-                memory.putShort(hpa(gva, Access.WRITE), value);
-                finishWrite(2);
-            } else {
-                writeUnaligned(gva, 2, value);
-            }
-        } finally {
-            leaveAfterAccess(entered);
+        if (depth == 0) {
+            oneOff(WRITE_SHORT, gva, value);
+        } else if ((gva & 1) == 0) {
+            memory.putShort(hpa(gva, Access.WRITE), value);
+            finishWrite(2);
+        } else {
+            writeUnaligned(gva, 2, value);
         }
     }
 
     public int readInt(long gva) {
-        boolean entered = enterForAccess();
-        try {
-            return (gva & 3) == 0 ? memory.getInt(hpa(gva, Access.READ)) : (int) readUnaligned(gva, 4);
-        } finally {
-            leaveAfterAccess(entered);
+        if (depth == 0) {
+            return (int) oneOff(READ_INT, gva, 0);
         }
+        return (gva & 3) == 0 ? memory.getInt(hpa(gva, Access.READ)) : (int) readUnaligned(gva, 4);
     }
 
     public void writeInt(long gva, int value) {
-        boolean entered = enterForAccess();
-        try {
-            if ((gva & 3) == 0) {
-                memory.putInt(hpa(gva, Access.WRITE), value);
-                finishWrite(4);
-            } else {
-                writeUnaligned(gva, 4, value);
-            }
-        } finally {
-            leaveAfterAccess(entered);
+        if (depth == 0) {
+            oneOff(WRITE_INT, gva, value);
+        } else if ((gva & 3) == 0) {
+            memory.putInt(hpa(gva, Access.WRITE), value);
+            finishWrite(4);
+        } else {
+            writeUnaligned(gva, 4, value);
         }
     }
 
     public long readLong(long gva) {
-        boolean entered = enterForAccess();
-        try {
-            return (gva & 7) == 0 ? memory.getLong(hpa(gva, Access.READ)) : readUnaligned(gva, 8);
-        } finally {
-            leaveAfterAccess(entered);
+        if (depth == 0) {
+            return oneOff(READ_LONG, gva, 0);
         }
+        return (gva & 7) == 0 ? memory.getLong(hpa(gva, Access.READ)) : readUnaligned(gva, 8);
     }
 
     public void writeLong(long gva, long value) {
-        boolean entered = enterForAccess();
+        if (depth == 0) {
+            oneOff(WRITE_LONG, gva, value);
+        } else if ((gva & 7) == 0) {
+            memory.putLong(hpa(gva, Access.WRITE), value);
+            finishWrite(8);
+        } else {
+            writeUnaligned(gva, 8, value);
+        }
+    }
+
+    /**
+     * One access {@code op} by a thread that does not run this vCPU: enters guest mode, makes the whole
+     * access (translate, store, dirty bookkeeping) there, and leaves, so that a remote flush (harvest,
+     * discard, destroy) that sees this vCPU in guest mode waits until the store has landed.
+     */
+    private long oneOff(int op, long gva, long value) {
+        enter();
         try {
-            if ((gva & 7) == 0) {
-                memory.putLong(hpa(gva, Access.WRITE), value);
-                finishWrite(8);
-            } else {
-                writeUnaligned(gva, 8, value);
+            switch (op) {
+                case READ_BYTE: return readByte(gva);
+                case WRITE_BYTE: writeByte(gva, (byte) value); return 0;
+                case FETCH_BYTE: return fetch(gva);
+                case READ_SHORT: return readShort(gva);
+                case WRITE_SHORT: writeShort(gva, (short) value); return 0;
+                case READ_INT: return readInt(gva);
+                case WRITE_INT: writeInt(gva, (int) value); return 0;
+                case READ_LONG: return readLong(gva);
+                case WRITE_LONG: writeLong(gva, value); return 0;
+                default: throw new IllegalArgumentException("access " + op);
             }
         } finally {
-            leaveAfterAccess(entered);
+            leave();
         }
     }
 
@@ -751,8 +768,9 @@ public final class Vcpu {
      * @throws IllegalStateException when the VM's paging mode is not {@link PagingMode#PARAVIRTUAL}
      */
     public Hypercalls hypercalls() {
-        if (vm.backend() instanceof ParavirtualPaging pv) {
-            return pv.hypercalls(this);
+        Hypercalls h = vm.backend().hypercalls(this);
+        if (h != null) {
+            return h;
         }
         throw new IllegalStateException(this + " runs in paging mode " + vm.pagingMode()
             + ": hypercalls need paging mode PARAVIRTUAL");

@@ -192,7 +192,9 @@ public final class Vm {
             try {
                 checkAlive();
                 long mfn = populate(gfn);
-                if (FrameTable.type(host.frames().descriptor(mfn)) != FrameTable.TYPE_SHARED) {
+                FrameSharing sharing = backend.sharing();
+                if (FrameTable.type(host.frames().descriptor(mfn)) != FrameTable.TYPE_SHARED
+                    && (sharing == null || sharing.beforeHostStore(gfn))) {
                     ok = true;
                     return (mfn << 4) | access;
                 }
@@ -201,7 +203,7 @@ public final class Vm {
                     hostAccesses.exit(access);
                 }
             }
-            backend.breakSharing(null, gfn); // a host store: logged in the bitmap, never a vCPU ring
+            backend.sharing().breakSharing(null, gfn); // a host store: logged in the bitmap, never a vCPU ring
         }
     }
 
@@ -381,6 +383,11 @@ public final class Vm {
                 v.awaitFlush(targets[i], self);
             }
         }
+    }
+
+    /** Whether {@link #destroy} has begun. */
+    boolean destroyed() {
+        return destroyed;
     }
 
     private void checkAlive() {

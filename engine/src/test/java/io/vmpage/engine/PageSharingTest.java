@@ -360,4 +360,55 @@ class PageSharingTest {
             assertTrue(snapshot.isDirty(a.gfnOfPage[6]), "the write just before the merge is reported");
         }
     }
+
+    /**
+     * Host-side stores (device emulation, a migration's destination) racing merges: a host thread keeps
+     * storing into VM a's page, now a value that makes it differ from b's, now the original one back,
+     * while the main thread merges the two pages. A store that lands between the merge's compare and its
+     * remap would make the shared frame carry a's new bytes into VM b. B's page must never change, and a
+     * must end with what its last store wrote. Bounded: 2 s or 50,000 merges.
+     */
+    @Test
+    @Timeout(60)
+    void hostStoresRacingMergesNeverReachTheOtherVm() throws Exception {
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+            long gfnA = a.gfnOfPage[9];
+            long gfnB = b.gfnOfPage[9]; // both hold 9 in word 0, zeros elsewhere
+            AtomicBoolean stop = new AtomicBoolean();
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            long[] last = new long[1];
+            Thread writer = new Thread(() -> {
+                try {
+                    for (long n = 0; !stop.get(); n++) {
+                        long v = (n & 1) == 0 ? 0 : n; // zero keeps the pages equal, n makes them differ
+                        a.vm.writePhysicalLong((gfnA << 12) + 24, v);
+                        last[0] = v;
+                    }
+                } catch (Throwable t) {
+                    failure.compareAndSet(null, t);
+                }
+            }, "host-writer-a");
+            writer.start();
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(2);
+            int merges = 0;
+            try {
+                for (int i = 0; i < 50_000 && System.nanoTime() < deadline; i++) {
+                    if (host.share(a.vm, gfnA, b.vm, gfnB)) {
+                        merges++;
+                    }
+                    long seen = b.vm.readPhysicalLong((gfnB << 12) + 24);
+                    assertEquals(0, seen, "VM a's host store reached VM b's page (merge " + i + ")");
+                }
+            } finally {
+                stop.set(true);
+                writer.join();
+            }
+            assertNull(failure.get(), () -> "writer failed: " + failure.get());
+            assertTrue(merges > 10, "merges: " + merges);
+            assertEquals(last[0], a.vm.readPhysicalLong((gfnA << 12) + 24), "a keeps its last host store");
+            assertEquals(9, b.vm.readPhysicalLong(gfnB << 12));
+        }
+    }
 }

@@ -1,0 +1,38 @@
+/**
+ * The hypervisor: {@link io.vmpage.engine.Host}, {@link io.vmpage.engine.Vm},
+ * {@link io.vmpage.engine.Vcpu}, the paging backends of the three modes, dirty logging and page sharing.
+ *
+ * <h2>Locking</h2>
+ * Which lock protects what, in the order they may be taken (a lock may be held while taking one further
+ * down the list, never one above it), after KVM's {@code Documentation/virt/kvm/locking.rst}:
+ * <ol>
+ * <li>{@code Host} monitor: the VM list. {@code destroyVm} holds it while it waits for the VM's vCPUs
+ *     to let go (so no vCPU exit path takes it).
+ * <li>{@code Host.sharing}: one merge at a time (KSM's single ksmd). Held while waiting for vCPU flushes
+ *     and host accesses of the two VMs; takes each VM's EPT lock in turn, never both at once.
+ * <li>{@code DirtyLog.control}: enable, disable and harvest of one VM. Held while the backend
+ *     write-protects (taking the backend's lock) and while waiting for a remote TLB flush.
+ * <li>The backend's lock, one per VM: {@code ShadowPaging.lock} and {@code ParavirtualPaging.lock}
+ *     (KVM's mmu_lock, Xen's per-domain page-table lock) are held while waiting for a remote TLB flush;
+ *     a vCPU waiting for either keeps serving its own flush requests and IPIs
+ *     ({@code Vcpu.lockServingRequests}), so a holder that waits for that vCPU cannot deadlock with it.
+ *     {@code NestedPaging.lock} (EPT fills, removals, copy-on-write breaks) is never held while waiting
+ *     for a vCPU or a host access.
+ * <li>{@code DirtyLog.reapLock}: ring consumers; never held while waiting for anything.
+ * <li>{@code HostAccesses} monitor: one synchronize at a time; it waits for host accesses only, and is
+ *     never taken inside a host access.
+ * </ol>
+ * Lock-free state and who orders it: the frame table's descriptors and free list (CAS), the p2m
+ * entries (CAS), EPT and shadow leaves written by the hardware's A/D updates and by write grants and
+ * revokes (CAS, {@link io.vmpage.engine.WriteProtection}), the dirty bitmap (CAS and get-and-set), a vCPU's
+ * request protocol (its {@code kicks}, {@code served} and {@code mode}). Methods documented "Lock held"
+ * assert it.
+ *
+ * <h2>Waiting for the users of a frame</h2>
+ * A machine frame leaves a VM (discard, merge, copy-on-write break, destroy) only after (1) its p2m
+ * entry and leaves are gone, (2) a remote TLB flush has been served by every vCPU in guest mode (a vCPU
+ * makes each access, translate to store, inside guest mode) and (3) the host accesses in flight have
+ * ended ({@link io.vmpage.engine.HostAccesses}). A destroyed VM's vCPUs are retired before anything is
+ * freed.
+ */
+package io.vmpage.engine;
