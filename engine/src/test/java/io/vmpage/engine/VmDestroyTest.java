@@ -105,4 +105,39 @@ class VmDestroyTest {
             }
         }
     }
+
+    /**
+     * Closing the host while a vCPU runs flat out: the VMs are destroyed (their vCPUs retired) before
+     * machine memory is unmapped, so the writer fails with a clear exception instead of the JVM crashing
+     * on unmapped memory.
+     */
+    @ParameterizedTest
+    @EnumSource(DirtyLogConcurrencyTest.Driving.class)
+    void closingTheHostUnderARunningVcpuStopsItBeforeMemoryGoes(DirtyLogConcurrencyTest.Driving driving) throws Exception {
+        Host host = Host.create(64L << 20);
+        LoggedGuest g = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
+        Vcpu cpu = g.vm.vcpu(0);
+        AtomicReference<Throwable> ended = new AtomicReference<>();
+        CountDownLatch running = new CountDownLatch(1);
+        Thread writer = new Thread(() -> {
+            try {
+                if (driving == DirtyLogConcurrencyTest.Driving.ATTACHED) {
+                    cpu.attachThread();
+                }
+                for (long n = 0; ; n++) {
+                    cpu.writeLong(LoggedGuest.page((int) (n % PAGES)), n);
+                    if (n == 1000) {
+                        running.countDown();
+                    }
+                }
+            } catch (Throwable t) {
+                ended.set(t);
+            }
+        }, "writer");
+        writer.start();
+        assertTrue(running.await(10, TimeUnit.SECONDS));
+        host.close();
+        writer.join(10_000);
+        assertEquals(IllegalStateException.class, ended.get() == null ? null : ended.get().getClass(), () -> String.valueOf(ended.get()));
+    }
 }
