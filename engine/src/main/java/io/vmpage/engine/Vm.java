@@ -249,22 +249,26 @@ public final class Vm {
         }
     }
 
+    /** Reads guest-physical {@code gpa} (a volatile load: an entry a vCPU or the engine changes by CAS reads whole). */
     public long readPhysicalLong(long gpa) {
         int access = hostAccesses.enter();
         try {
-            return host.memory().getLong(hostAddress(gpa, 8));
+            return host.memory().getLongVolatile(hostAddress(gpa, 8));
         } finally {
             hostAccesses.exit(access);
         }
     }
 
-    /** Stores to guest-physical {@code gpa}, then logs the page (marked after the store: see {@link DirtyLog}). */
+    /**
+     * Stores to guest-physical {@code gpa} (a release store, so a vCPU walking a table entry written here
+     * sees what was written before it), then logs the page (marked after the store: see {@link DirtyLog}).
+     */
     public void writePhysicalLong(long gpa, long value) {
         checkPhysical(gpa, 8);
         long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
         long store = beginStore(gfn);
         try {
-            host.memory().putLong(hostAddress(storeFrame(store), gpa), value);
+            host.memory().putLongRelease(hostAddress(storeFrame(store), gpa), value);
         } finally {
             endStore(store, gfn);
         }
@@ -341,24 +345,12 @@ public final class Vm {
     private final io.vmpage.mmu.TableMemory guestTableMemory = new io.vmpage.mmu.TableMemory() {
         @Override
         public long load(long gpa) {
-            int access = hostAccesses.enter();
-            try {
-                return host.memory().getLongVolatile(hostAddress(gpa, 8));
-            } finally {
-                hostAccesses.exit(access);
-            }
+            return readPhysicalLong(gpa);
         }
 
         @Override
         public void store(long gpa, long entry) {
-            checkPhysical(gpa, 8);
-            long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
-            long store = beginStore(gfn);
-            try {
-                host.memory().putLongRelease(hostAddress(storeFrame(store), gpa), entry);
-            } finally {
-                endStore(store, gfn);
-            }
+            writePhysicalLong(gpa, entry);
         }
     };
 

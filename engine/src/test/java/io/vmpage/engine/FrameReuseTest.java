@@ -1,12 +1,9 @@
 package io.vmpage.engine;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -24,40 +21,16 @@ class FrameReuseTest {
     @EnumSource(DirtyLogConcurrencyTest.Driving.class)
     @Timeout(60)
     void aDiscardedFrameIsReusedOnlyAfterEveryStoreToItHasLanded(DirtyLogConcurrencyTest.Driving driving) throws Exception {
-        int writers = 2;
         try (Host host = Host.create(96L << 20);
-             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, writers, 4)) {
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 2, 4)) {
             Vm b = host.createVm(VmConfig.of(24L << 20).withPaging(PagingMode.NESTED));
             long pattern = 0x0B0B_0B0B_0B0B_0B0BL;
             byte[] page = new byte[4096];
             java.util.Arrays.fill(page, (byte) 0x0B);
-            AtomicBoolean stop = new AtomicBoolean();
-            AtomicReference<Throwable> failure = new AtomicReference<>();
-            Thread[] threads = new Thread[writers];
-            for (int w = 0; w < writers; w++) {
-                Vcpu cpu = a.vm.vcpu(w);
-                threads[w] = new Thread(() -> {
-                    if (driving == DirtyLogConcurrencyTest.Driving.ATTACHED) {
-                        cpu.attachThread();
-                    }
-                    try {
-                        for (long n = 0; !stop.get(); n++) {
-                            cpu.writeLong(LoggedGuest.page(2) + 8 * (n & 511), -1);
-                        }
-                    } catch (Throwable t) {
-                        failure.compareAndSet(null, t);
-                    } finally {
-                        if (Vcpu.current() == cpu) {
-                            cpu.detachThread();
-                        }
-                    }
-                }, "writer-a" + w);
-                threads[w].start();
-            }
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(2);
             int discards = 0;
             long[] filled = {0};
-            try {
+            try (VcpuWriters writers = VcpuWriters.start(a.vm, 2, driving, (cpu, n) -> cpu.writeLong(LoggedGuest.page(2) + 8 * (n & 511), -1))) {
                 for (long gfnB = 0; gfnB < 5_000 && System.nanoTime() < deadline; gfnB++) {
                     if (a.vm.discardFrame(a.gfnOfPage[2])) {
                         discards++;
@@ -69,13 +42,7 @@ class FrameReuseTest {
                         assertEquals(pattern, seen, "a store of VM a landed in VM b's guest frame " + gfnB + " after a discard");
                     }
                 }
-            } finally {
-                stop.set(true);
-                for (Thread t : threads) {
-                    t.join();
-                }
             }
-            assertNull(failure.get(), () -> "writer failed: " + failure.get());
             assertTrue(discards > 100, "discards: " + discards);
             for (long gfnB = 0; gfnB < filled[0]; gfnB++) { // a late stale store shows here at the latest
                 for (int word = 0; word < 512; word++) {

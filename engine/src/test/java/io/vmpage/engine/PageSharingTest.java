@@ -249,36 +249,16 @@ class PageSharingTest {
              LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
             long gfnA = a.gfnOfPage[5];
             long gfnB = b.gfnOfPage[5]; // both pages hold 5 in word 0 and zeros elsewhere
-            AtomicBoolean stop = new AtomicBoolean();
-            AtomicReference<Throwable> failure = new AtomicReference<>();
-            Thread[] threads = new Thread[writers];
-            for (int w = 0; w < writers; w++) {
-                Vcpu cpu = a.vm.vcpu(w);
-                threads[w] = new Thread(() -> {
-                    if (driving == DirtyLogConcurrencyTest.Driving.ATTACHED) {
-                        cpu.attachThread();
-                    }
-                    try {
-                        for (long n = 0; !stop.get(); n++) {
-                            if (!attached || (n & 1023) == 0) {
-                                cpu.writeLong(LoggedGuest.page(5), 5); // the same bytes: the pages stay equal
-                            } else {
-                                cpu.writeLong(LoggedGuest.page(6 + (int) (n & 7)) + 8 * (n & 511), n);
-                            }
-                        }
-                    } catch (Throwable t) {
-                        failure.compareAndSet(null, t);
-                    } finally {
-                        if (Vcpu.current() == cpu) {
-                            cpu.detachThread();
-                        }
-                    }
-                }, "writer-a" + w);
-                threads[w].start();
-            }
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(3);
             int merges = 0;
-            try {
+            VcpuWriters.Write write = (cpu, n) -> {
+                if (!attached || (n & 1023) == 0) {
+                    cpu.writeLong(LoggedGuest.page(5), 5); // the same bytes: the pages stay equal
+                } else {
+                    cpu.writeLong(LoggedGuest.page(6 + (int) (n & 7)) + 8 * (n & 511), n);
+                }
+            };
+            try (VcpuWriters running = VcpuWriters.start(a.vm, writers, driving, write)) {
                 for (int i = 0; i < 100_000 && System.nanoTime() < deadline; i++) {
                     if (host.share(a.vm, gfnA, b.vm, gfnB)) {
                         merges++;
@@ -287,13 +267,7 @@ class PageSharingTest {
                     assertEquals(0, a.vm.readPhysicalLong((gfnA << 12) + 8), "a store to VM b's page landed in VM a's (merge " + i + ")");
                     b.vm.writePhysicalLong((gfnB << 12) + 8, 0);
                 }
-            } finally {
-                stop.set(true);
-                for (Thread t : threads) {
-                    t.join();
-                }
             }
-            assertNull(failure.get(), () -> "writer failed: " + failure.get());
             assertTrue(merges > 10, "merges: " + merges);
             host.destroyVm(a.vm);
             host.destroyVm(b.vm);

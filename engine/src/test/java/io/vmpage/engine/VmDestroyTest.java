@@ -75,25 +75,7 @@ class VmDestroyTest {
                 Vcpu cpu = old.vm.vcpu(0);
                 AtomicReference<Throwable> ended = new AtomicReference<>();
                 AtomicLong writes = new AtomicLong();
-                CountDownLatch running = new CountDownLatch(1);
-                Thread writer = new Thread(() -> {
-                    try {
-                        if (driving == DirtyLogConcurrencyTest.Driving.ATTACHED) {
-                            cpu.attachThread();
-                        }
-                        for (long n = 0; ; n++) {
-                            cpu.writeLong(LoggedGuest.page((int) (n % PAGES)) + 8 * (n % 512), -1);
-                            writes.lazySet(n + 1);
-                            if (n == 1000) {
-                                running.countDown();
-                            }
-                        }
-                    } catch (Throwable t) {
-                        ended.set(t);
-                    }
-                }, "writer");
-                writer.start();
-                assertTrue(running.await(10, TimeUnit.SECONDS));
+                Thread writer = writeUntilItFails(cpu, driving, ended, writes);
                 host.destroyVm(old.vm);
                 Vm next = host.createVm(VmConfig.of(56L << 20).withPaging(PagingMode.NESTED));
                 byte[] expected = fillAll(next, (byte) 0x33);
@@ -118,6 +100,18 @@ class VmDestroyTest {
         LoggedGuest g = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
         Vcpu cpu = g.vm.vcpu(0);
         AtomicReference<Throwable> ended = new AtomicReference<>();
+        Thread writer = writeUntilItFails(cpu, driving, ended, new AtomicLong());
+        host.close();
+        writer.join(10_000);
+        assertEquals(IllegalStateException.class, ended.get() == null ? null : ended.get().getClass(), () -> String.valueOf(ended.get()));
+    }
+
+    /**
+     * Starts a thread that writes through {@code cpu} without pausing until an access fails (stored in
+     * {@code ended}), counting writes in {@code writes}; returns once 1000 writes are done.
+     */
+    private static Thread writeUntilItFails(Vcpu cpu, DirtyLogConcurrencyTest.Driving driving, AtomicReference<Throwable> ended,
+                                            AtomicLong writes) throws InterruptedException {
         CountDownLatch running = new CountDownLatch(1);
         Thread writer = new Thread(() -> {
             try {
@@ -125,19 +119,20 @@ class VmDestroyTest {
                     cpu.attachThread();
                 }
                 for (long n = 0; ; n++) {
-                    cpu.writeLong(LoggedGuest.page((int) (n % PAGES)), n);
+                    cpu.writeLong(LoggedGuest.page((int) (n % PAGES)) + 8 * (n % 512), -1);
+                    writes.lazySet(n + 1);
                     if (n == 1000) {
                         running.countDown();
                     }
                 }
             } catch (Throwable t) {
                 ended.set(t);
+                running.countDown();
             }
         }, "writer");
         writer.start();
-        assertTrue(running.await(10, TimeUnit.SECONDS));
-        host.close();
-        writer.join(10_000);
-        assertEquals(IllegalStateException.class, ended.get() == null ? null : ended.get().getClass(), () -> String.valueOf(ended.get()));
+        assertTrue(running.await(10, TimeUnit.SECONDS), "the writer got going");
+        assertEquals(null, ended.get(), "the writer runs");
+        return writer;
     }
 }
