@@ -63,7 +63,7 @@ public final class Vcpu {
     private final AtomicLong kicks = new AtomicLong();
     /** The last kick whose work the owner has done. Written by the owner, read by requesters. */
     private volatile long served;
-    /** OUTSIDE or IN_GUEST. Written by the owner, read by requesters. */
+    /** OUTSIDE, IN_GUEST or IN_EXIT. Written by the owner, read by requesters (flushes wait for IN_GUEST only, a destroy for IN_EXIT too). */
     private volatile int mode;
     /**
      * The VM was destroyed: every later access or privileged operation fails. Written once by the
