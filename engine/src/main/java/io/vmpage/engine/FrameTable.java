@@ -114,7 +114,7 @@ public final class FrameTable {
         if ((d & USED) != 0) {
             memory.zeroFrame(frame); // never hand one VM another's data
         }
-        descriptors.putLongVolatile(at, USED | ((long) type << TYPE_SHIFT) | ((long) owner << OWNER_SHIFT) | REF_ONE);
+        descriptors.putLongVolatile(at, inUse(type, owner, 1));
         return frame;
     }
 
@@ -152,6 +152,19 @@ public final class FrameTable {
     public boolean compareAndSetDescriptor(long frame, long expected, long update) {
         checkFrame(frame);
         return descriptors.compareAndSetLong((int) frame * 8, expected, update);
+    }
+
+    /**
+     * The descriptor of a handed-out frame: {@link #USED}, not free, of {@code type}, owned by VM
+     * {@code owner} (0: the host), with {@code refs} references. The one place descriptors are assembled.
+     */
+    static long inUse(int type, int owner, int refs) {
+        return USED | ((long) type << TYPE_SHIFT) | ((long) owner << OWNER_SHIFT) | ((long) refs << REFS_SHIFT);
+    }
+
+    /** {@code descriptor} with its type and reference count replaced (flags and owner kept). */
+    static long withTypeAndRefs(long descriptor, int type, int refs) {
+        return (descriptor & ~(TYPE_MASK | REFS_MASK)) | ((long) type << TYPE_SHIFT) | ((long) refs << REFS_SHIFT);
     }
 
     public static int owner(long descriptor) {

@@ -176,7 +176,7 @@ final class NestedPaging implements PagingBackend, FrameSharing {
             if (FrameTable.type(d) != FrameTable.TYPE_SHARED) {
                 mine = shared; // private already (a sharing attempt that stopped half-way): just grant
             } else if (FrameTable.refs(d) == 1 && frames.compareAndSetDescriptor(shared, d,
-                    FrameTable.USED | ((long) vm.id() << FrameTable.OWNER_SHIFT) | FrameTable.REF_ONE)) {
+                    FrameTable.inUse(FrameTable.TYPE_DATA, vm.id(), 1))) {
                 mine = shared; // the last mapper keeps the frame: no copy (KSM reuses a page mapped once)
                 vm.host().sharedFrameReleased();
                 frames.setGuestFrame(mine, gfn);
@@ -302,7 +302,7 @@ final class NestedPaging implements PagingBackend, FrameSharing {
                 long d = frames.descriptor(mfn);
                 if (FrameTable.type(d) != FrameTable.TYPE_SHARED) {
                     frames.compareAndSetDescriptor(mfn, d,
-                        FrameTable.USED | ((long) FrameTable.TYPE_SHARED << FrameTable.TYPE_SHIFT) | FrameTable.REF_ONE);
+                        FrameTable.inUse(FrameTable.TYPE_SHARED, 0, 1));
                     vm.privateFrameRemoved();
                     vm.host().sharedFrameCreated();
                 }

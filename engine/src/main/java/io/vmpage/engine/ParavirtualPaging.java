@@ -295,7 +295,7 @@ final class ParavirtualPaging implements PagingBackend {
                     if (FrameTable.isFree(d) || FrameTable.owner(d) != vm.id() || !isPvType(FrameTable.type(d))) {
                         break;
                     }
-                    long clean = (d & ~(FrameTable.TYPE_MASK | FrameTable.REFS_MASK)) | FrameTable.REF_ONE;
+                    long clean = FrameTable.withTypeAndRefs(d, FrameTable.TYPE_DATA, 1);
                     if (frames.compareAndSetDescriptor(mfn, d, clean)) {
                         break;
                     }
@@ -590,8 +590,7 @@ final class ParavirtualPaging implements PagingBackend {
         }
         while (true) {
             d = frames.descriptor(mfn);
-            long update = (d & ~(FrameTable.TYPE_MASK | FrameTable.REFS_MASK)) | ((long) type << FrameTable.TYPE_SHIFT)
-                | (2 * FrameTable.REF_ONE);
+            long update = FrameTable.withTypeAndRefs(d, type, 2);
             if (frames.compareAndSetDescriptor(mfn, d, update)) {
                 break;
             }
@@ -627,7 +626,7 @@ final class ParavirtualPaging implements PagingBackend {
             d = frames.descriptor(mfn);
             boolean last = FrameTable.refs(d) == 2;
             long update = last
-                ? (d & ~(FrameTable.TYPE_MASK | FrameTable.REFS_MASK)) | FrameTable.REF_ONE
+                ? FrameTable.withTypeAndRefs(d, FrameTable.TYPE_DATA, 1)
                 : d - FrameTable.REF_ONE;
             if (frames.compareAndSetDescriptor(mfn, d, update)) {
                 if (!last) {

@@ -19,6 +19,31 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
 class FrameTableTest {
+    /** The descriptor's fields never share a bit (as KVM's static_asserts on the SPTE masks), and round-trip. */
+    @Test
+    void descriptorFieldsDoNotOverlapAndRoundTrip() {
+        long[] fields = {FrameTable.USED, FrameTable.FREE, FrameTable.TYPE_MASK, FrameTable.OWNER_MASK, FrameTable.REFS_MASK};
+        for (int i = 0; i < fields.length; i++) {
+            for (int j = i + 1; j < fields.length; j++) {
+                assertEquals(0, fields[i] & fields[j], "fields " + i + " and " + j + " overlap");
+            }
+        }
+        int[] types = {FrameTable.TYPE_DATA, FrameTable.TYPE_HOST_TABLE, ParavirtualPaging.TYPE_L1, ParavirtualPaging.TYPE_L4,
+            ParavirtualPaging.TYPE_WRITABLE, FrameTable.TYPE_SHARED};
+        for (int type : types) {
+            long d = FrameTable.inUse(type, 0xFFFF, 0xFFFF);
+            assertEquals(type, FrameTable.type(d));
+            assertEquals(0xFFFF, FrameTable.owner(d));
+            assertEquals(0xFFFF, FrameTable.refs(d));
+            assertFalse(FrameTable.isFree(d));
+            long retyped = FrameTable.withTypeAndRefs(d, FrameTable.TYPE_DATA, 1);
+            assertEquals(FrameTable.TYPE_DATA, FrameTable.type(retyped));
+            assertEquals(1, FrameTable.refs(retyped));
+            assertEquals(0xFFFF, FrameTable.owner(retyped), "the owner survives a retype");
+        }
+        assertTrue(Host.MAX_SHARERS < FrameTable.refs(FrameTable.REFS_MASK), "the sharer cap fits the reference count");
+    }
+
     @Test
     void allocatesEveryUnreservedFrameOnceThenRunsOut() {
         try (MachineMemory m = MachineMemory.allocate(1 << 20)) {
