@@ -236,10 +236,16 @@ public final class Vm {
         return (mfn << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
     }
 
-    private long hostAddress(long gpa, int width) {
+    /**
+     * For a host-side read: the host-physical address of {@code gpa}, or -1 when its frame was never
+     * populated (or was discarded), which reads as zeros without allocating a frame, as QEMU reads such
+     * RAM through the zero page: a migration's bulk copy of a sparse guest must not populate it.
+     */
+    private long readAddress(long gpa, int width) {
         checkPhysical(gpa, width);
         checkAlive();
-        return (populate(gpa >>> MachineMemory.FRAME_SHIFT) << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
+        long mfn = p2m.machineFrame(gpa >>> MachineMemory.FRAME_SHIFT);
+        return mfn < 0 ? -1 : hostAddress(mfn, gpa);
     }
 
     private void checkPhysical(long gpa, int width) {
@@ -253,7 +259,8 @@ public final class Vm {
     public long readPhysicalLong(long gpa) {
         int access = hostAccesses.enter();
         try {
-            return host.memory().getLongVolatile(hostAddress(gpa, 8));
+            long hpa = readAddress(gpa, 8);
+            return hpa < 0 ? 0 : host.memory().getLongVolatile(hpa);
         } finally {
             hostAccesses.exit(access);
         }
@@ -281,7 +288,12 @@ public final class Vm {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
             int access = hostAccesses.enter();
             try {
-                host.memory().getBytes(hostAddress(gpa, 1), dst, offset, chunk);
+                long hpa = readAddress(gpa, 1);
+                if (hpa < 0) {
+                    java.util.Arrays.fill(dst, offset, offset + chunk, (byte) 0);
+                } else {
+                    host.memory().getBytes(hpa, dst, offset, chunk);
+                }
             } finally {
                 hostAccesses.exit(access);
             }

@@ -26,6 +26,28 @@ class NestedPagingTest {
         host.close();
     }
 
+    /** Host-side reads of never-touched or discarded memory read zeros and allocate nothing (QEMU's zero page). */
+    @Test
+    void hostReadsOfUntouchedMemoryReadZerosWithoutPopulatingIt() {
+        Vm vm = host.createVm(VmConfig.of(16 * MIB));
+        long free = host.frames().freeFrames();
+        byte[] all = new byte[(int) vm.memorySize()];
+        java.util.Arrays.fill(all, (byte) 1);
+        vm.readPhysical(0, all, 0, all.length);
+        assertEquals(0, vm.readPhysicalLong(0x10_0008));
+        for (byte b : all) {
+            assertEquals(0, b);
+        }
+        assertEquals(0, vm.populatedFrames(), "reads populated nothing");
+        assertEquals(free, host.frames().freeFrames());
+        vm.writePhysicalLong(0x10_0008, 5);
+        assertEquals(5, vm.readPhysicalLong(0x10_0008));
+        assertEquals(1, vm.populatedFrames());
+        assertTrue(vm.discardFrame(0x100));
+        assertEquals(0, vm.readPhysicalLong(0x10_0008), "discarded: zeros");
+        assertEquals(0, vm.populatedFrames(), "reading a discarded frame does not bring it back");
+    }
+
     @Test
     void guestMemoryIsPopulatedOnFirstTouchThroughEptViolations() {
         Vm vm = host.createVm(VmConfig.of(16 * MIB));
