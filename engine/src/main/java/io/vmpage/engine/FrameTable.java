@@ -69,7 +69,7 @@ public final class FrameTable {
     private final UnsafeBuffer head;
 
     /** @param reserved frames at the bottom kept out of the pool (the host's own use) */
-    public FrameTable(MachineMemory memory, long reserved) {
+    FrameTable(MachineMemory memory, long reserved) {
         this.memory = memory;
         this.frames = memory.frames();
         if (frames > (Integer.MAX_VALUE >> 3)) {
@@ -104,7 +104,7 @@ public final class FrameTable {
      * Takes a free frame, zero-filled, owned by {@code owner} with one reference and type {@code type};
      * -1 when none is left.
      */
-    public long allocate(int owner, int type) {
+    long allocate(int owner, int type) {
         long frame = pop();
         if (frame < 0) {
             return -1;
@@ -119,7 +119,7 @@ public final class FrameTable {
     }
 
     /** Returns {@code frame} to the pool. The caller must have removed every mapping of it. */
-    public void free(long frame) {
+    void free(long frame) {
         checkFrame(frame);
         int at = (int) frame * 8;
         long d = descriptors.getLongVolatile(at);
@@ -149,7 +149,7 @@ public final class FrameTable {
     }
 
     /** Replaces the descriptor of {@code frame} if it still equals {@code expected}. */
-    public boolean compareAndSetDescriptor(long frame, long expected, long update) {
+    boolean compareAndSetDescriptor(long frame, long expected, long update) {
         checkFrame(frame);
         return descriptors.compareAndSetLong((int) frame * 8, expected, update);
     }

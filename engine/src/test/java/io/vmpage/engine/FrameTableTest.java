@@ -19,6 +19,24 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
 class FrameTableTest {
+    /**
+     * An embedder reaches the frame table through {@code Host.frames()} to read it (free frames, the M2P,
+     * descriptors); allocating, freeing or rewriting a descriptor is the engine's alone, or an embedder
+     * could free a frame another VM still maps.
+     */
+    @Test
+    void theFrameTableOffersEmbeddersNoWayToChangeFrames() {
+        for (java.lang.reflect.Method m : FrameTable.class.getMethods()) {
+            if (m.getDeclaringClass() == FrameTable.class) {
+                assertFalse(java.util.Set.of("allocate", "free", "compareAndSetDescriptor", "setGuestFrame").contains(m.getName()),
+                    m + " is public");
+            }
+        }
+        for (java.lang.reflect.Constructor<?> c : FrameTable.class.getConstructors()) {
+            throw new AssertionError(c + " is public");
+        }
+    }
+
     /** The descriptor's fields never share a bit (as KVM's static_asserts on the SPTE masks), and round-trip. */
     @Test
     void descriptorFieldsDoNotOverlapAndRoundTrip() {
