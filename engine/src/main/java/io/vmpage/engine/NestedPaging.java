@@ -283,20 +283,18 @@ final class NestedPaging implements PagingBackend, FrameSharing {
             if (leafAddress < 0) {
                 return false; // discarded since the write protection
             }
-            {
-                long e = ept.read(leafAddress);
-                if ((e & Ept.RWX) == 0 || (e & Ept.W) != 0 || (e & Ept.ADDRESS_MASK) != (mfn << MachineMemory.FRAME_SHIFT)) {
-                    return false; // written (by a vCPU or the host), remapped or discarded since the compare
-                }
-                long cow = (shared << MachineMemory.FRAME_SHIFT) | READ_ONLY_LEAF_FLAGS | COW;
-                if (!vm.host().memory().compareAndSetLong(leafAddress, e, cow)) {
-                    return false; // a write grant won the race: the contents may differ now
-                }
-                if ((e & Ept.D) != 0) {
-                    // A write (complete: every vCPU was flushed since the write protection) set D and the
-                    // new leaf drops it: under D-bit logging the write would go unreported. Log it now.
-                    vm.dirtyLog().markDirtyBit(gfn);
-                }
+            long e = ept.read(leafAddress);
+            if ((e & Ept.RWX) == 0 || (e & Ept.W) != 0 || (e & Ept.ADDRESS_MASK) != (mfn << MachineMemory.FRAME_SHIFT)) {
+                return false; // written (by a vCPU or the host), remapped or discarded since the compare
+            }
+            long cow = (shared << MachineMemory.FRAME_SHIFT) | READ_ONLY_LEAF_FLAGS | COW;
+            if (!vm.host().memory().compareAndSetLong(leafAddress, e, cow)) {
+                return false; // a write grant won the race: the contents may differ now
+            }
+            if ((e & Ept.D) != 0) {
+                // A write (complete: every vCPU was flushed since the write protection) set D and the
+                // new leaf drops it: under D-bit logging the write would go unreported. Log it now.
+                vm.dirtyLog().markDirtyBit(gfn);
             }
             if (shared == mfn) {
                 long d = frames.descriptor(mfn);
