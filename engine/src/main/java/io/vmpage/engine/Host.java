@@ -1,5 +1,9 @@
 package io.vmpage.engine;
 
+import io.vmpage.engine.memory.FrameAllocator;
+import io.vmpage.engine.memory.FrameDescriptor;
+import io.vmpage.engine.memory.FrameTable;
+import io.vmpage.engine.paging.FrameSharing;
 import io.vmpage.mmu.MachineMemory;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -18,7 +22,7 @@ import java.util.concurrent.atomic.AtomicInteger;
  */
 public final class Host implements AutoCloseable {
     private final MachineMemory memory;
-    private final FrameTable frames;
+    private final FrameAllocator frames;
     private final List<Vm> vms = new ArrayList<>();
     private final AtomicInteger nextVmId = new AtomicInteger(1);
     private final AtomicInteger nextVpid = new AtomicInteger(1);
@@ -35,7 +39,7 @@ public final class Host implements AutoCloseable {
 
     private Host(MachineMemory memory) {
         this.memory = memory;
-        this.frames = new FrameTable(memory, 1); // frame 0 stays unused: a zero MFN never means "a real page"
+        this.frames = new FrameAllocator(memory, 1); // frame 0 stays unused: a zero MFN never means "a real page"
     }
 
     /** A host with {@code memoryBytes} of machine memory. */
@@ -47,7 +51,13 @@ public final class Host implements AutoCloseable {
         return memory;
     }
 
+    /** The frame table, read-only: descriptors, the machine-to-physical map, free frames. */
     public FrameTable frames() {
+        return frames.table();
+    }
+
+    /** The frame table's mutating handle, for this host's VMs and their backends. */
+    FrameAllocator allocator() {
         return frames;
     }
 
@@ -173,10 +183,10 @@ public final class Host implements AutoCloseable {
     private boolean takeSharedReference(long mfn) {
         while (true) {
             long d = frames.descriptor(mfn);
-            if (FrameTable.type(d) != FrameTable.TYPE_SHARED || FrameTable.isFree(d) || FrameTable.refs(d) >= MAX_SHARERS) {
+            if (FrameDescriptor.type(d) != FrameDescriptor.TYPE_SHARED || FrameDescriptor.isFree(d) || FrameDescriptor.refs(d) >= MAX_SHARERS) {
                 return false;
             }
-            if (frames.compareAndSetDescriptor(mfn, d, d + FrameTable.REF_ONE)) {
+            if (frames.compareAndSetDescriptor(mfn, d, d + FrameDescriptor.REF_ONE)) {
                 return true;
             }
         }
@@ -186,16 +196,16 @@ public final class Host implements AutoCloseable {
     void dropSharedReference(long mfn) {
         while (true) {
             long d = frames.descriptor(mfn);
-            if (FrameTable.type(d) != FrameTable.TYPE_SHARED) {
+            if (FrameDescriptor.type(d) != FrameDescriptor.TYPE_SHARED) {
                 throw new IllegalStateException("machine frame " + mfn + " is not shared");
             }
-            if (FrameTable.refs(d) == 1) {
-                if (frames.compareAndSetDescriptor(mfn, d, d - FrameTable.REF_ONE)) {
+            if (FrameDescriptor.refs(d) == 1) {
+                if (frames.compareAndSetDescriptor(mfn, d, d - FrameDescriptor.REF_ONE)) {
                     sharedFrames.decrementAndGet();
                     frames.free(mfn);
                     return;
                 }
-            } else if (frames.compareAndSetDescriptor(mfn, d, d - FrameTable.REF_ONE)) {
+            } else if (frames.compareAndSetDescriptor(mfn, d, d - FrameDescriptor.REF_ONE)) {
                 return;
             }
         }
@@ -211,7 +221,7 @@ public final class Host implements AutoCloseable {
 
     /** A zeroed host frame for a paging structure (EPT or shadow table), charged to {@code vmId}. */
     long allocateTableFrame(int vmId) {
-        long frame = frames.allocate(vmId, FrameTable.TYPE_HOST_TABLE);
+        long frame = frames.allocate(vmId, FrameDescriptor.TYPE_HOST_TABLE);
         if (frame < 0) {
             throw new HostOutOfMemoryException("host out of machine frames for a paging structure");
         }

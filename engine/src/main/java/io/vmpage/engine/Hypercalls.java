@@ -13,7 +13,7 @@ package io.vmpage.engine;
  * <p>Refusals do not throw: a call returns false, -1, or (for a batch) the number of updates applied
  * before the refused one, and {@link #lastError()} says why in one line.
  */
-public final class Hypercalls {
+public interface Hypercalls {
     /**
      * L1 entry bit 52 (ignored by the hardware) belongs to the hypervisor: while the dirty log is on, an
      * L1 entry the guest made writable is kept with RW clear and this bit set until the guest's first
@@ -28,63 +28,42 @@ public final class Hypercalls {
      *            +---+-------+-----------+--------+------+---+---+
      * </pre>
      */
-    public static final long LOG_DIRTY_WP = 1L << 52;
+    long LOG_DIRTY_WP = 1L << 52;
 
     /** The entry as the guest means it: a log-dirty write-protected entry reads as writable. */
-    public static long guestView(long entry) {
+    static long guestView(long entry) {
         return (entry & LOG_DIRTY_WP) != 0 ? (entry & ~LOG_DIRTY_WP) | io.vmpage.mmu.Pte.RW : entry;
     }
 
-    private final ParavirtualPaging pv;
-    private final Vcpu vcpu;
-    private String lastError = "";
-
-    Hypercalls(ParavirtualPaging pv, Vcpu vcpu) {
-        this.pv = pv;
-        this.vcpu = vcpu;
-    }
-
-    public Vcpu vcpu() {
-        return vcpu;
-    }
+    /** The vCPU whose hypercalls these are. */
+    Vcpu vcpu();
 
     /**
      * {@code XENMEM_populate_physmap} ({@code HYPERVISOR_memory_op}) for one 4 KiB extent: backs guest
      * frame {@code gfn} with a machine frame (allocated and zero-filled on first use, reused after) and
      * returns its MFN; -1 when {@code gfn} is outside the VM's memory or the host is out of frames.
      */
-    public long populatePhysmap(long gfn) {
-        vcpu.countExit(ExitReason.HYPERCALL);
-        return pv.populatePhysmap(this, gfn);
-    }
+    long populatePhysmap(long gfn);
 
     /**
      * The guest's read-only view of its P2M (Xen's {@code phys_to_machine_mapping}, read from the guest's
      * own memory: no hypercall): the MFN backing {@code gfn}, or -1 when it is not populated (or out of range).
      */
-    public long machineFrame(long gfn) {
-        GuestPhysicalMap p2m = vcpu.vm().physicalMap();
-        return p2m.contains(gfn) ? p2m.machineFrame(gfn) : -1;
-    }
+    long machineFrame(long gfn);
 
     /**
      * {@code HYPERVISOR_mmu_update} with {@code MMU_NORMAL_PT_UPDATE} requests: for each i below
      * {@code count}, writes {@code vals[i]} into the page-table entry at machine address {@code ptrs[i]}
-     * after validating it (see {@link ParavirtualPaging} for the rules). Stops at the first refused
+     * after validating it (Xen's {@code get_page_from_lN} rules: {@link PagingMode#PARAVIRTUAL}). Stops at the first refused
      * request, which leaves its entry unchanged; returns the number applied before it (Xen's
      * {@code success_count}), {@code count} when all were.
+     *
+     * @throws IllegalArgumentException when {@code count} exceeds either array
      */
-    public int mmuUpdate(long[] ptrs, long[] vals, int count) {
-        if (count < 0 || count > ptrs.length || count > vals.length) {
-            throw new IllegalArgumentException("mmu_update count " + count + " exceeds the request arrays ("
-                + ptrs.length + " ptrs, " + vals.length + " vals)");
-        }
-        vcpu.countExit(ExitReason.HYPERCALL);
-        return pv.mmuUpdate(this, ptrs, vals, count);
-    }
+    int mmuUpdate(long[] ptrs, long[] vals, int count);
 
     /** A one-request {@link #mmuUpdate}: true when applied. */
-    public boolean mmuUpdate(long ptr, long val) {
+    default boolean mmuUpdate(long ptr, long val) {
         return mmuUpdate(new long[] {ptr}, new long[] {val}, 1) == 1;
     }
 
@@ -94,55 +73,31 @@ public final class Hypercalls {
      * tables it references) and keeps it typed until {@link #unpinTable}. False when refused (not this
      * VM's frame, typed otherwise, mapped writable, an invalid entry, or already pinned).
      */
-    public boolean pinTable(int level, long mfn) {
-        vcpu.countExit(ExitReason.HYPERCALL);
-        return pv.pinTable(this, level, mfn);
-    }
+    boolean pinTable(int level, long mfn);
 
     /** {@code MMUEXT_UNPIN_TABLE}: drops the pin; the table stays typed while still referenced or loaded. */
-    public boolean unpinTable(long mfn) {
-        vcpu.countExit(ExitReason.HYPERCALL);
-        return pv.unpinTable(this, mfn);
-    }
+    boolean unpinTable(long mfn);
 
     /**
      * {@code MMUEXT_NEW_BASEPTR}: loads this vCPU's CR3 with {@code cr3}, whose table (bits 11:0, the
      * PCID, and bit 63, the no-flush bit, masked off) must be a validated L4 of this VM (pinned, or
      * already loaded on a vCPU). False, CR3 unchanged, otherwise.
      */
-    public boolean newBasePtr(long cr3) {
-        vcpu.countExit(ExitReason.HYPERCALL);
-        return pv.newBasePtr(this, cr3);
-    }
+    boolean newBasePtr(long cr3);
 
     /** {@code MMUEXT_INVLPG_LOCAL}: INVLPG on this vCPU. */
-    public void invlpgLocal(long va) {
-        vcpu.countExit(ExitReason.HYPERCALL);
-        vcpu.mmu().invlpg(va);
-    }
+    void invlpgLocal(long va);
 
     /** {@code MMUEXT_TLB_FLUSH_LOCAL}: flushes this vCPU's TLB and paging-structure caches. */
-    public void tlbFlushLocal() {
-        vcpu.countExit(ExitReason.HYPERCALL);
-        vcpu.mmu().flushAll();
-    }
+    void tlbFlushLocal();
 
     /**
      * {@code MMUEXT_INVLPG_ALL}: invalidates {@code va} on every vCPU of the VM, waiting for each running
      * one. Modelled as a full remote flush ({@link Vm#flushRemoteTlbs}), an allowed over-invalidation
      * that, unlike an IPI, never waits for a vCPU that is not running.
      */
-    public void invlpgAll(long va) {
-        vcpu.countExit(ExitReason.HYPERCALL);
-        pv.invlpgAll(this, va);
-    }
+    void invlpgAll(long va);
 
     /** Why the last refused call of this vCPU was refused (empty if none was). */
-    public String lastError() {
-        return lastError;
-    }
-
-    void refuse(String reason) {
-        lastError = reason;
-    }
+    String lastError();
 }

@@ -1,5 +1,7 @@
 package io.vmpage.engine;
 
+import io.vmpage.engine.paging.PagingBackend;
+import io.vmpage.engine.paging.VcpuContext;
 import io.vmpage.mmu.Access;
 import io.vmpage.mmu.Fault;
 import io.vmpage.mmu.MachineMemory;
@@ -56,8 +58,8 @@ public final class Vcpu {
     private long emulatedGpa = -1;
     /** Guest-physical address of the last emulated write, until {@link #finishWrite} syncs it. Owner only. */
     private long pendingWriteGpa = -1;
-    /** Set by the dirty log when this vCPU's ring is (nearly) full; the exit reaps before re-entry. Owner only. */
-    boolean dirtyRingFull;
+    /** What this vCPU's paging backend may do with it ({@link VcpuContext}); never handed to embedders. */
+    private final VcpuContext context = new Context();
 
     /** Requests posted to this vCPU. Incremented by requesters after publishing their work. */
     private final AtomicLong kicks = new AtomicLong();
@@ -127,8 +129,13 @@ public final class Vcpu {
         return guestPageFaults;
     }
 
-    void countExit(ExitReason reason) {
+    private void countExit(ExitReason reason) {
         exits[reason.ordinal()]++;
+    }
+
+    /** The context the VM's backend attaches and serves this vCPU through. */
+    VcpuContext context() {
+        return context;
     }
 
     // ------------------------------------------------------------------ running
@@ -481,14 +488,6 @@ public final class Vcpu {
         }
     }
 
-    /**
-     * For a backend emulating the access being handled: use host-physical {@code hpa} (guest-physical
-     * {@code gpa}) for this one access instead of a TLB translation.
-     */
-    void emulateAt(long hpa, long gpa) {
-        emulatedHpa = hpa;
-        emulatedGpa = gpa;
-    }
 
     /** After a store: if it was emulated, let the backend sync what depends on the bytes written. */
     private void finishWrite(int length) {
@@ -496,10 +495,10 @@ public final class Vcpu {
             long gpa = pendingWriteGpa;
             pendingWriteGpa = -1;
             if (length > 0) {
-                vm.dirtyLog().markHost(gpa >>> MachineMemory.FRAME_SHIFT);
-                vm.dirtyLog().markHost((gpa + length - 1) >>> MachineMemory.FRAME_SHIFT);
+                vm.dirtyWriter().markHost(gpa >>> MachineMemory.FRAME_SHIFT);
+                vm.dirtyWriter().markHost((gpa + length - 1) >>> MachineMemory.FRAME_SHIFT);
             }
-            vm.backend().afterEmulatedWrite(this, gpa, length);
+            vm.backend().afterEmulatedWrite(context, gpa, length);
         }
     }
 
@@ -526,10 +525,9 @@ public final class Vcpu {
     private int exitTo(Translation t) {
         mode = IN_EXIT;
         try {
-            return vm.backend().handleFault(this, t);
+            return vm.backend().handleFault(context, t);
         } finally {
-            if (dirtyRingFull) { // KVM_EXIT_DIRTY_RING_FULL: the rings are reaped before this vCPU re-enters
-                dirtyRingFull = false;
+            if (vm.dirtyWriter().takeRingFull(index)) { // KVM_EXIT_DIRTY_RING_FULL: reaped before this vCPU re-enters
                 countExit(ExitReason.DIRTY_RING_FULL);
                 vm.dirtyLog().reap();
             }
@@ -560,7 +558,7 @@ public final class Vcpu {
     public void loadCr3(long cr3) {
         boolean entered = enterForPrivileged();
         try {
-            vm.backend().loadCr3(this, cr3);
+            vm.backend().loadCr3(context, cr3);
         } finally {
             leaveAfterAccess(entered);
         }
@@ -570,7 +568,7 @@ public final class Vcpu {
     public void invlpg(long va) {
         boolean entered = enterForPrivileged();
         try {
-            vm.backend().invlpg(this, va);
+            vm.backend().invlpg(context, va);
         } finally {
             leaveAfterAccess(entered);
         }
@@ -580,7 +578,7 @@ public final class Vcpu {
     public void setCr4(long cr4) {
         boolean entered = enterForPrivileged();
         try {
-            vm.backend().setCr4(this, cr4);
+            vm.backend().setCr4(context, cr4);
         } finally {
             leaveAfterAccess(entered);
         }
@@ -590,7 +588,7 @@ public final class Vcpu {
     public void setCr0(long cr0) {
         boolean entered = enterForPrivileged();
         try {
-            vm.backend().setCr0(this, cr0);
+            vm.backend().setCr0(context, cr0);
         } finally {
             leaveAfterAccess(entered);
         }
@@ -600,7 +598,7 @@ public final class Vcpu {
     public void setEfer(long efer) {
         boolean entered = enterForPrivileged();
         try {
-            vm.backend().setEfer(this, efer);
+            vm.backend().setEfer(context, efer);
         } finally {
             leaveAfterAccess(entered);
         }
@@ -768,12 +766,46 @@ public final class Vcpu {
      * @throws IllegalStateException when the VM's paging mode is not {@link PagingMode#PARAVIRTUAL}
      */
     public Hypercalls hypercalls() {
-        Hypercalls h = vm.backend().hypercalls(this);
+        Hypercalls h = vm.backend().hypercalls(context);
         if (h != null) {
             return h;
         }
         throw new IllegalStateException(this + " runs in paging mode " + vm.pagingMode()
             + ": hypercalls need paging mode PARAVIRTUAL");
+    }
+
+    /** The backend's view of this vCPU: its hardware, its exit counts, the emulation hook. */
+    private final class Context implements VcpuContext {
+        @Override
+        public Vcpu vcpu() {
+            return Vcpu.this;
+        }
+
+        @Override
+        public int index() {
+            return index;
+        }
+
+        @Override
+        public int vpid() {
+            return vpid;
+        }
+
+        @Override
+        public Mmu mmu() {
+            return mmu;
+        }
+
+        @Override
+        public void countExit(ExitReason reason) {
+            Vcpu.this.countExit(reason);
+        }
+
+        @Override
+        public void emulateAt(long hpa, long gpa) {
+            emulatedHpa = hpa;
+            emulatedGpa = gpa;
+        }
     }
 
     @Override

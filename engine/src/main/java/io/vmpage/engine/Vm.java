@@ -1,5 +1,16 @@
 package io.vmpage.engine;
 
+import io.vmpage.engine.dirty.DirtyBitmap;
+import io.vmpage.engine.dirty.DirtyLog;
+import io.vmpage.engine.dirty.DirtySnapshot;
+import io.vmpage.engine.dirty.DirtyTracking;
+import io.vmpage.engine.memory.FrameAllocator;
+import io.vmpage.engine.memory.FrameDescriptor;
+import io.vmpage.engine.memory.GuestPhysicalMap;
+import io.vmpage.engine.memory.PhysicalMapWriter;
+import io.vmpage.engine.paging.FrameSharing;
+import io.vmpage.engine.paging.PagingBackend;
+import io.vmpage.engine.paging.VmContext;
 import io.vmpage.mmu.MachineMemory;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -18,8 +29,10 @@ public final class Vm {
     private final Host host;
     private final int id;
     private final VmConfig config;
+    private final PhysicalMapWriter p2mWriter;
     private final GuestPhysicalMap p2m;
     private final PagingBackend backend;
+    private final DirtyLog.Writer dirty;
     private final DirtyLog dirtyLog;
     private final List<Vcpu> vcpus;
     /** Machine frames backing guest memory (not counting the engine's own tables). Many writers: atomic. */
@@ -33,17 +46,15 @@ public final class Vm {
         this.host = host;
         this.id = id;
         this.config = config;
-        this.p2m = new GuestPhysicalMap(config.memoryBytes() >>> MachineMemory.FRAME_SHIFT);
-        this.backend = switch (config.paging()) {
-            case NESTED -> new NestedPaging(this);
-            case SHADOW -> new ShadowPaging(this);
-            case PARAVIRTUAL -> new ParavirtualPaging(this);
-        };
-        this.dirtyLog = new DirtyLog(this);
+        this.p2mWriter = new PhysicalMapWriter(config.memoryBytes() >>> MachineMemory.FRAME_SHIFT);
+        this.p2m = p2mWriter.map();
+        this.dirty = DirtyLog.Writer.create(new Logged());
+        this.dirtyLog = dirty.log();
+        this.backend = PagingBackend.create(new Context());
         List<Vcpu> list = new ArrayList<>();
         for (int i = 0; i < config.vcpus(); i++) {
             Vcpu vcpu = new Vcpu(this, i, host.allocateVpid());
-            backend.attach(vcpu);
+            backend.attach(vcpu.context());
             list.add(vcpu);
         }
         this.vcpus = Collections.unmodifiableList(list);
@@ -110,6 +121,11 @@ public final class Vm {
         return backend;
     }
 
+    /** The engine side of the dirty log (the vCPUs' exits and emulated writes mark through it). */
+    DirtyLog.Writer dirtyWriter() {
+        return dirty;
+    }
+
     // ------------------------------------------------------------------ guest-physical memory
 
     /**
@@ -129,18 +145,23 @@ public final class Vm {
         int access = hostAccesses.enter(); // a destroy waits for a populate that passed its check
         try {
             checkAlive();
-            long frame = host.frames().allocate(id, FrameTable.TYPE_DATA);
+            long frame = host.allocator().allocate(id, FrameDescriptor.TYPE_DATA);
             if (frame < 0) {
                 throw new HostOutOfMemoryException("host out of machine frames populating guest frame 0x"
                     + Long.toHexString(gfn) + " of VM " + id);
             }
-            host.frames().setGuestFrame(frame, gfn);
-            if (p2m.install(gfn, frame)) {
+            host.allocator().setGuestFrame(frame, gfn);
+            if (p2mWriter.install(gfn, frame)) {
                 populatedFrames.incrementAndGet();
                 return frame;
             }
-            host.frames().free(frame); // another vCPU populated it first
-            return p2m.machineFrame(gfn);
+            host.allocator().free(frame); // another vCPU populated it first
+            long winner = p2m.machineFrame(gfn);
+            if (winner < 0) { // a state nothing fills in yet (ballooned, swapped, remote: later issues)
+                throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id + " is "
+                    + io.vmpage.engine.memory.P2mEntry.describe(p2m.entry(gfn)) + ": no handler brings it back");
+            }
+            return winner;
         } finally {
             hostAccesses.exit(access);
         }
@@ -163,19 +184,11 @@ public final class Vm {
 
     /** As {@link #releaseFrame}, when no vCPU or host access can reach the frame any more. */
     private void freeUnmappedFrame(long mfn) {
-        if (FrameTable.type(host.frames().descriptor(mfn)) == FrameTable.TYPE_SHARED) {
+        if (FrameDescriptor.type(host.allocator().descriptor(mfn)) == FrameDescriptor.TYPE_SHARED) {
             host.dropSharedReference(mfn);
             return;
         }
-        host.frames().free(mfn);
-        populatedFrames.decrementAndGet();
-    }
-
-    void privateFrameAdded() {
-        populatedFrames.incrementAndGet();
-    }
-
-    void privateFrameRemoved() {
+        host.allocator().free(mfn);
         populatedFrames.decrementAndGet();
     }
 
@@ -193,7 +206,7 @@ public final class Vm {
                 checkAlive();
                 long mfn = populate(gfn);
                 FrameSharing sharing = backend.sharing();
-                if (FrameTable.type(host.frames().descriptor(mfn)) != FrameTable.TYPE_SHARED
+                if (FrameDescriptor.type(host.allocator().descriptor(mfn)) != FrameDescriptor.TYPE_SHARED
                     && (sharing == null || sharing.beforeHostStore(gfn))) {
                     ok = true;
                     return (mfn << 4) | access;
@@ -210,7 +223,7 @@ public final class Vm {
     /** Ends the host-side store {@link #beginStore} started, logging the page after its bytes landed. */
     private void endStore(long store, long gfn) {
         try {
-            dirtyLog.markHost(gfn);
+            dirty.markHost(gfn);
         } finally {
             hostAccesses.exit((int) (store & 0xF));
         }
@@ -418,9 +431,155 @@ public final class Vm {
         hostAccesses.synchronize(); // host accesses and populates that passed the destroyed check have ended
         for (long gfn = 0; gfn < p2m.frames(); gfn++) {
             long mfn = p2m.machineFrame(gfn);
-            if (mfn >= 0 && p2m.remove(gfn, mfn)) {
+            if (mfn >= 0 && p2mWriter.remove(gfn, mfn)) {
                 freeUnmappedFrame(mfn);
             }
+        }
+    }
+
+    /** What the paging backend may use of this VM ({@link VmContext}); never handed to embedders. */
+    private final class Context implements VmContext {
+        @Override
+        public int id() {
+            return id;
+        }
+
+        @Override
+        public VmConfig config() {
+            return config;
+        }
+
+        @Override
+        public MachineMemory memory() {
+            return host.memory();
+        }
+
+        @Override
+        public FrameAllocator frames() {
+            return host.allocator();
+        }
+
+        @Override
+        public GuestPhysicalMap physicalMap() {
+            return p2m;
+        }
+
+        @Override
+        public PhysicalMapWriter physicalMapWriter() {
+            return p2mWriter;
+        }
+
+        @Override
+        public DirtyLog.Writer dirtyLog() {
+            return dirty;
+        }
+
+        @Override
+        public long populate(long gfn) {
+            return Vm.this.populate(gfn);
+        }
+
+        @Override
+        public void releaseFrame(long mfn) {
+            Vm.this.releaseFrame(mfn);
+        }
+
+        @Override
+        public void awaitHostAccesses() {
+            Vm.this.awaitHostAccesses();
+        }
+
+        @Override
+        public void flushRemoteTlbs() {
+            Vm.this.flushRemoteTlbs();
+        }
+
+        @Override
+        public void privateFrameAdded() {
+            populatedFrames.incrementAndGet();
+        }
+
+        @Override
+        public void privateFrameRemoved() {
+            populatedFrames.decrementAndGet();
+        }
+
+        @Override
+        public long allocateTableFrame() {
+            return host.allocateTableFrame(id);
+        }
+
+        @Override
+        public void sharedFrameCreated() {
+            host.sharedFrameCreated();
+        }
+
+        @Override
+        public void sharedFrameReleased() {
+            host.sharedFrameReleased();
+        }
+
+        @Override
+        public void dropSharedReference(long mfn) {
+            host.dropSharedReference(mfn);
+        }
+
+        @Override
+        public void lockServingRequests(java.util.concurrent.locks.ReentrantLock lock) {
+            Vcpu.lockServingRequests(lock);
+        }
+    }
+
+    /** What the dirty log needs of this VM: its size, its vCPUs, and the backend's write tracking. */
+    private final class Logged implements DirtyLog.LoggedVm {
+        @Override
+        public int id() {
+            return id;
+        }
+
+        @Override
+        public String pagingMode() {
+            return config.paging().name();
+        }
+
+        @Override
+        public int vcpus() {
+            return config.vcpus();
+        }
+
+        @Override
+        public long frames() {
+            return p2m.frames();
+        }
+
+        @Override
+        public boolean supports(DirtyTracking method) {
+            return backend.supports(method);
+        }
+
+        @Override
+        public void startDirtyLog(DirtyTracking method) {
+            backend.startDirtyLog(method);
+        }
+
+        @Override
+        public void collectDirtyBits(DirtyBitmap bitmap) {
+            backend.collectDirtyBits(bitmap);
+        }
+
+        @Override
+        public void markUntracked(DirtyBitmap bitmap) {
+            backend.markUntracked(bitmap);
+        }
+
+        @Override
+        public void writeProtect(DirtySnapshot harvested) {
+            backend.writeProtect(harvested);
+        }
+
+        @Override
+        public void flushRemoteTlbs() {
+            Vm.this.flushRemoteTlbs();
         }
     }
 

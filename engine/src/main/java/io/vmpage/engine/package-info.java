@@ -1,6 +1,21 @@
 /**
- * The hypervisor: {@link io.vmpage.engine.Host}, {@link io.vmpage.engine.Vm},
- * {@link io.vmpage.engine.Vcpu}, the paging backends of the three modes, dirty logging and page sharing.
+ * The hypervisor's API: {@link io.vmpage.engine.Host}, {@link io.vmpage.engine.Vm},
+ * {@link io.vmpage.engine.Vcpu}, {@link io.vmpage.engine.VmConfig}, the paging modes, exit reasons,
+ * the paravirtual {@link io.vmpage.engine.Hypercalls} and the exceptions an embedder sees.
+ *
+ * <h2>Layout</h2>
+ * <ul>
+ * <li>{@code io.vmpage.engine}: this API, and the request protocol between vCPUs (remote TLB flushes,
+ *     IPIs, retirement) and the host-access guard ({@code HostAccesses}), package-private.
+ * <li>{@link io.vmpage.engine.memory}: machine frames and the guest-physical map, their encodings.
+ * <li>{@link io.vmpage.engine.dirty}: the dirty log and its write-protect protocol.
+ * <li>{@link io.vmpage.engine.paging}: the paging backends behind one interface, one package per mode.
+ * <li>{@link io.vmpage.engine.guest}: a guest kernel model that drives any mode.
+ * </ul>
+ * Types marked {@link io.vmpage.engine.Internal} (and all of {@code engine.paging}) are the internal
+ * interface between these packages: {@code Vm} hands its backend a {@code VmContext} and each
+ * {@code Vcpu} a {@code VcpuContext}, the only ways into their internals; nothing an embedder gets from
+ * the API leads to them.
  *
  * <h2>Locking</h2>
  * Which lock protects what, in the order they may be taken (a lock may be held while taking one further
@@ -24,7 +39,8 @@
  * </ol>
  * Lock-free state and who orders it: the frame table's descriptors and free list (CAS), the p2m
  * entries (CAS), EPT and shadow leaves written by the hardware's A/D updates and by write grants and
- * revokes (CAS, {@link io.vmpage.engine.WriteProtection}), the dirty bitmap (CAS and get-and-set), a vCPU's
+ * revokes (CAS, each format's change function: {@code EptLeaf.change}, {@code ShadowLeaf.change},
+ * {@code PvL1Entry.change}), the dirty bitmap (CAS and get-and-set), a vCPU's
  * request protocol (its {@code kicks}, {@code served} and {@code mode}). Methods documented "Lock held"
  * assert it.
  *

@@ -2,6 +2,9 @@ package io.vmpage.engine;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
+import io.vmpage.engine.dirty.DirtyLog;
+import io.vmpage.engine.dirty.DirtySnapshot;
+import io.vmpage.engine.dirty.DirtyTracking;
 import io.vmpage.mmu.PageTables;
 import io.vmpage.mmu.Pte;
 import org.junit.jupiter.api.Test;

@@ -18,9 +18,9 @@ import org.junit.jupiter.params.provider.EnumSource;
  */
 class FrameReuseTest {
     @ParameterizedTest
-    @EnumSource(DirtyLogConcurrencyTest.Driving.class)
+    @EnumSource(Driving.class)
     @Timeout(60)
-    void aDiscardedFrameIsReusedOnlyAfterEveryStoreToItHasLanded(DirtyLogConcurrencyTest.Driving driving) throws Exception {
+    void aDiscardedFrameIsReusedOnlyAfterEveryStoreToItHasLanded(Driving driving) throws Exception {
         try (Host host = Host.create(96L << 20);
              LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 2, 4)) {
             Vm b = host.createVm(VmConfig.of(24L << 20).withPaging(PagingMode.NESTED));

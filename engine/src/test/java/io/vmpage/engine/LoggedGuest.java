@@ -9,22 +9,22 @@ import io.vmpage.mmu.MachineMemory;
  * which {@code pages} user pages are mapped and touched (populated before any logging starts), every
  * vCPU switched to it, and the guest frame behind each page known.
  */
-final class LoggedGuest implements AutoCloseable {
-    static final long HEAP = 0x0000_6000_0000_0000L;
+public final class LoggedGuest implements AutoCloseable {
+    public static final long HEAP = 0x0000_6000_0000_0000L;
 
-    final Host host;
+    public final Host host;
     private final boolean ownsHost;
-    final Vm vm;
-    final GuestKernel kernel;
-    final GuestKernel.AddressSpace space;
-    final long[] gfnOfPage;
+    public final Vm vm;
+    public final GuestKernel kernel;
+    public final GuestKernel.AddressSpace space;
+    public final long[] gfnOfPage;
 
-    LoggedGuest(PagingMode mode, int vcpus, int pages) {
+    public LoggedGuest(PagingMode mode, int vcpus, int pages) {
         this(Host.create(64L << 20), true, mode, vcpus, pages);
     }
 
     /** A guest on {@code host}, which the caller closes. */
-    LoggedGuest(Host host, PagingMode mode, int vcpus, int pages) {
+    public LoggedGuest(Host host, PagingMode mode, int vcpus, int pages) {
         this(host, false, mode, vcpus, pages);
     }
 
@@ -49,16 +49,16 @@ final class LoggedGuest implements AutoCloseable {
         });
     }
 
-    static long page(int p) {
+    public static long page(int p) {
         return HEAP + p * 4096L;
     }
 
-    long exits(ExitReason reason) {
+    public long exits(ExitReason reason) {
         return vm.exits().get(reason);
     }
 
     /** The whole of guest-physical memory. */
-    byte[] memory() {
+    public byte[] memory() {
         byte[] bytes = new byte[(int) vm.memorySize()];
         vm.readPhysical(0, bytes, 0, bytes.length);
         return bytes;

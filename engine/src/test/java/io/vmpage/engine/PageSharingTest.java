@@ -7,6 +7,11 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.vmpage.engine.dirty.DirtyLog;
+import io.vmpage.engine.dirty.DirtySnapshot;
+import io.vmpage.engine.dirty.DirtyTracking;
+import io.vmpage.engine.memory.FrameDescriptor;
+import io.vmpage.engine.memory.P2mEntry;
 import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -62,6 +67,35 @@ class PageSharingTest {
             assertEquals(0, host.sharedFrames());
             assertEquals(9, read(ca, 3, 0));
             assertEquals(free, host.frames().freeFrames());
+        }
+    }
+
+    /** The guest-physical map says, per guest frame, whether it maps a shared frame (P2mEntry.SHARED). */
+    @Test
+    void theGuestPhysicalMapTracksWhichGuestFramesMapASharedFrame() {
+        try (Host host = Host.create(96L << 20);
+             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+            Vcpu ca = a.vm.vcpu(0);
+            Vcpu cb = b.vm.vcpu(0);
+            fill(ca, 3, 42);
+            fill(cb, 7, 42);
+            long ga = a.gfnOfPage[3];
+            long gb = b.gfnOfPage[7];
+            assertEquals(P2mEntry.PRIVATE, P2mEntry.kind(a.vm.physicalMap().entry(ga)));
+            assertTrue(host.share(a.vm, ga, b.vm, gb));
+            long shared = a.vm.physicalMap().machineFrame(ga);
+            assertEquals(P2mEntry.sharedFrame(shared), a.vm.physicalMap().entry(ga));
+            assertEquals(P2mEntry.sharedFrame(shared), b.vm.physicalMap().entry(gb));
+
+            cb.run(() -> cb.writeLong(LoggedGuest.page(7), 1)); // b gets a copy
+            long copy = b.vm.physicalMap().machineFrame(gb);
+            assertTrue(copy != shared);
+            assertEquals(P2mEntry.privateFrame(copy), b.vm.physicalMap().entry(gb));
+            assertEquals(P2mEntry.sharedFrame(shared), a.vm.physicalMap().entry(ga), "a still maps the shared frame");
+
+            ca.run(() -> ca.writeLong(LoggedGuest.page(3), 1)); // the last mapper takes the frame over
+            assertEquals(P2mEntry.privateFrame(shared), a.vm.physicalMap().entry(ga));
         }
     }
 
@@ -235,14 +269,14 @@ class PageSharingTest {
      * free every frame exactly once.
      */
     @ParameterizedTest
-    @EnumSource(DirtyLogConcurrencyTest.Driving.class)
+    @EnumSource(Driving.class)
     @Timeout(60)
-    void aMergeNeverGivesAnotherVmTheFrameTheFirstMapperTookBack(DirtyLogConcurrencyTest.Driving driving) throws Exception {
+    void aMergeNeverGivesAnotherVmTheFrameTheFirstMapperTookBack(Driving driving) throws Exception {
         // Every merge's flush waits for an attached writer's next access: one that wrote the merged page
         // each time would win every merge, so the attached writer writes it one time in 1024 (and other
         // pages in between, never pausing). One-off writers are not waited for; two of them writing the
         // page back to back hit the window within about a second on two cores.
-        boolean attached = driving == DirtyLogConcurrencyTest.Driving.ATTACHED;
+        boolean attached = driving == Driving.ATTACHED;
         int writers = attached ? 1 : 2;
         try (Host host = Host.create(96L << 20);
              LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, writers, PAGES);
@@ -301,7 +335,7 @@ class PageSharingTest {
             }
             assertEquals(Host.MAX_SHARERS - 1, merged, "merges beyond the cap are refused");
             long shared = vm.physicalMap().machineFrame(0);
-            assertEquals(Host.MAX_SHARERS, FrameTable.refs(host.frames().descriptor(shared)));
+            assertEquals(Host.MAX_SHARERS, FrameDescriptor.refs(host.frames().descriptor(shared)));
             for (long gfn = 1; gfn < frames; gfn++) {
                 vm.discardFrame(gfn);
             }

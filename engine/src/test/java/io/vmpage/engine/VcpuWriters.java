@@ -8,9 +8,9 @@ import java.util.concurrent.atomic.AtomicReference;
  * attached ({@link Vcpu#attachThread}) or with one-off accesses from a thread that does not run it.
  * {@link #close} stops and joins them and fails when a writer failed.
  */
-final class VcpuWriters implements AutoCloseable {
+public final class VcpuWriters implements AutoCloseable {
     /** The {@code n}-th write of the writer running {@code cpu}. */
-    interface Write {
+    public interface Write {
         void write(Vcpu cpu, long n);
     }
 
@@ -18,12 +18,12 @@ final class VcpuWriters implements AutoCloseable {
     private final AtomicReference<Throwable> failure = new AtomicReference<>();
     private final Thread[] threads;
 
-    private VcpuWriters(Vm vm, int count, DirtyLogConcurrencyTest.Driving driving, Write write) {
+    private VcpuWriters(Vm vm, int count, Driving driving, Write write) {
         threads = new Thread[count];
         for (int w = 0; w < count; w++) {
             Vcpu cpu = vm.vcpu(w);
             threads[w] = new Thread(() -> {
-                if (driving == DirtyLogConcurrencyTest.Driving.ATTACHED) {
+                if (driving == Driving.ATTACHED) {
                     cpu.attachThread();
                 }
                 try {
@@ -42,7 +42,7 @@ final class VcpuWriters implements AutoCloseable {
     }
 
     /** Starts writers on vCPUs 0 .. {@code count - 1} of {@code vm}. */
-    static VcpuWriters start(Vm vm, int count, DirtyLogConcurrencyTest.Driving driving, Write write) {
+    public static VcpuWriters start(Vm vm, int count, Driving driving, Write write) {
         VcpuWriters writers = new VcpuWriters(vm, count, driving, write);
         for (Thread t : writers.threads) {
             t.start();

@@ -67,8 +67,8 @@ class VmDestroyTest {
      * to let go, the writer's next access fails, and nothing it stores lands after the frames were freed.
      */
     @ParameterizedTest
-    @EnumSource(DirtyLogConcurrencyTest.Driving.class)
-    void destroyingAVmWhileItsVcpuWritesStopsTheWriterBeforeTheFramesAreReused(DirtyLogConcurrencyTest.Driving driving) throws Exception {
+    @EnumSource(Driving.class)
+    void destroyingAVmWhileItsVcpuWritesStopsTheWriterBeforeTheFramesAreReused(Driving driving) throws Exception {
         for (PagingMode mode : PagingMode.values()) {
             try (Host host = Host.create(64L << 20)) {
                 LoggedGuest old = new LoggedGuest(host, mode, 1, PAGES);
@@ -94,8 +94,8 @@ class VmDestroyTest {
      * on unmapped memory.
      */
     @ParameterizedTest
-    @EnumSource(DirtyLogConcurrencyTest.Driving.class)
-    void closingTheHostUnderARunningVcpuStopsItBeforeMemoryGoes(DirtyLogConcurrencyTest.Driving driving) throws Exception {
+    @EnumSource(Driving.class)
+    void closingTheHostUnderARunningVcpuStopsItBeforeMemoryGoes(Driving driving) throws Exception {
         Host host = Host.create(64L << 20);
         LoggedGuest g = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
         Vcpu cpu = g.vm.vcpu(0);
@@ -110,12 +110,12 @@ class VmDestroyTest {
      * Starts a thread that writes through {@code cpu} without pausing until an access fails (stored in
      * {@code ended}), counting writes in {@code writes}; returns once 1000 writes are done.
      */
-    private static Thread writeUntilItFails(Vcpu cpu, DirtyLogConcurrencyTest.Driving driving, AtomicReference<Throwable> ended,
+    private static Thread writeUntilItFails(Vcpu cpu, Driving driving, AtomicReference<Throwable> ended,
                                             AtomicLong writes) throws InterruptedException {
         CountDownLatch running = new CountDownLatch(1);
         Thread writer = new Thread(() -> {
             try {
-                if (driving == DirtyLogConcurrencyTest.Driving.ATTACHED) {
+                if (driving == Driving.ATTACHED) {
                     cpu.attachThread();
                 }
                 for (long n = 0; ; n++) {

@@ -117,6 +117,28 @@ public final class PageTables {
     }
 
     /**
+     * Table-space address of the 4 KiB leaf entry slot for {@code va}, creating the missing tables above
+     * it (as {@link #map} does) but leaving the slot itself as it is, so the caller can fill it by CAS.
+     *
+     * @throws IllegalArgumentException when a larger page already maps {@code va}
+     */
+    public long leafSlot(long va) {
+        long table = root;
+        for (int level = levels; level > Pte.LEVEL_PT; level--) {
+            long entryAddr = table + ((long) Pte.index(va, level) << 3);
+            long e = entries.load(entryAddr);
+            if ((e & format.presentBits) == 0) {
+                e = Pte.entry(newTable.getAsLong(), format.tableFlags);
+                entries.store(entryAddr, e);
+            } else if (level <= Pte.LEVEL_PDPT && (e & format.largeBit) != 0) {
+                throw new IllegalArgumentException("address " + MachineMemory.hex(va) + " is inside a larger page already mapped");
+            }
+            table = e & Pte.ADDRESS_MASK;
+        }
+        return table + ((long) Pte.index(va, Pte.LEVEL_PT) << 3);
+    }
+
+    /**
      * Table-space address of the entry at {@code level} on the path of {@code va}, or -1 when a table on
      * the way is missing or a larger page ends the path above {@code level}.
      */

@@ -1,11 +1,12 @@
 package io.vmpage.stress;
 
-import static io.vmpage.stress.WriteProtectStress.READ_ONLY;
-import static io.vmpage.stress.WriteProtectStress.W;
+import static io.vmpage.stress.EptGrantHarvestStress.READ_ONLY;
 import static org.openjdk.jcstress.annotations.Expect.ACCEPTABLE;
 import static org.openjdk.jcstress.annotations.Expect.ACCEPTABLE_INTERESTING;
 import static org.openjdk.jcstress.annotations.Expect.FORBIDDEN;
 
+import io.vmpage.engine.paging.nested.EptLeaf;
+import io.vmpage.mmu.Ept;
 import org.openjdk.jcstress.annotations.Actor;
 import org.openjdk.jcstress.annotations.Arbiter;
 import org.openjdk.jcstress.annotations.JCStressTest;
@@ -14,13 +15,13 @@ import org.openjdk.jcstress.annotations.State;
 import org.openjdk.jcstress.infra.results.ZZZ_Result;
 
 /**
- * Negative control for {@link WriteProtectStress}: the same race with the fault side in the wrong order,
+ * Negative control for {@link EptGrantHarvestStress}: the same race with the fault side in the wrong order,
  * mark first and then CAS the entry writable (written out here, not in the engine). It shows that the
  * harness can reach the lost-page state the real order prevents: mark, the harvest takes the bit and
  * finds nothing to revoke (entry still read-only), then the grant makes the entry writable with its bit
  * clear. That outcome is ACCEPTABLE_INTERESTING rather than FORBIDDEN so the build never depends on
  * seeing it (it is timing dependent); the jcstress report shows how often it was hit.
- * Results as in {@link WriteProtectStress}: (entry writable, bit set, harvest reported it).
+ * Results as in {@link EptGrantHarvestStress}: (entry writable, bit set, harvest reported it).
  */
 @JCStressTest
 @Outcome(id = "true, true, false", expect = ACCEPTABLE,
@@ -33,27 +34,31 @@ import org.openjdk.jcstress.infra.results.ZZZ_Result;
 @State
 public class WriteProtectWrongOrderStress {
     private final int slot = Slots.take();
-    private final long entry = Slots.hostEntry(slot);
+    private final long entry = Slots.entry(slot);
     private final long gfn = Slots.logFrame(slot, 9);
 
     public WriteProtectWrongOrderStress() {
-        WriteProtectStress.MEMORY.putLongVolatile(entry, READ_ONLY);
+        Slots.ENTRIES.putLongVolatile(entry, READ_ONLY);
     }
 
     @Actor
     public void faultMarkFirst() {
         Slots.LOG.bitmap().mark(gfn);
-        WriteProtectStress.MEMORY.compareAndSetLong(entry, READ_ONLY, READ_ONLY | W);
+        Slots.ENTRIES.compareAndSetLong(entry, READ_ONLY, READ_ONLY | Ept.W);
     }
 
     @Actor
     public void harvest(ZZZ_Result r) {
-        r.r3 = WriteProtectStress.harvestAndRevoke(slot, entry, gfn);
+        boolean reported = Slots.harvestTakes(slot, gfn);
+        if (reported) {
+            EptLeaf.clearBits(Slots.ENTRIES, entry, Ept.W, Slots.LOG, gfn, false);
+        }
+        r.r3 = reported;
     }
 
     @Arbiter
     public void outcome(ZZZ_Result r) {
-        r.r1 = (WriteProtectStress.MEMORY.getLongVolatile(entry) & W) != 0;
+        r.r1 = EptLeaf.writable(Slots.ENTRIES.getLongVolatile(entry));
         r.r2 = Slots.LOG.bitmap().isDirty(gfn);
     }
 }

@@ -1,14 +1,14 @@
 package io.vmpage.bench.jmh;
 
-import io.vmpage.engine.DirtyBitmap;
-import io.vmpage.engine.DirtyLog;
-import io.vmpage.engine.DirtySnapshot;
-import io.vmpage.engine.DirtyTracking;
 import io.vmpage.engine.Host;
 import io.vmpage.engine.PagingMode;
 import io.vmpage.engine.Vcpu;
 import io.vmpage.engine.Vm;
 import io.vmpage.engine.VmConfig;
+import io.vmpage.engine.dirty.DirtyBitmap;
+import io.vmpage.engine.dirty.DirtyLog;
+import io.vmpage.engine.dirty.DirtySnapshot;
+import io.vmpage.engine.dirty.DirtyTracking;
 import io.vmpage.engine.guest.GuestKernel;
 import io.vmpage.mmu.MachineMemory;
 import io.vmpage.mmu.NativeRegion;

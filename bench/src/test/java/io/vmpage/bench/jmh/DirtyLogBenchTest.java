@@ -5,11 +5,11 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.vmpage.engine.DirtySnapshot;
-import io.vmpage.engine.DirtyTracking;
 import io.vmpage.engine.ExitReason;
 import io.vmpage.engine.Vcpu;
 import io.vmpage.engine.Vm;
+import io.vmpage.engine.dirty.DirtySnapshot;
+import io.vmpage.engine.dirty.DirtyTracking;
 import io.vmpage.engine.guest.GuestKernel;
 import io.vmpage.mmu.Access;
 import io.vmpage.mmu.MachineMemory;
@@ -77,7 +77,7 @@ class DirtyLogBenchTest {
                 bench.untrackedWrite(untracked);
             }
             assertEquals(before, exits(untracked.vm), "warm untracked writes must not exit");
-            assertEquals(0, untracked.vm.dirtyLog().bitmap().count());
+            assertEquals(0, untracked.vm.dirtyLog().pending());
         } finally {
             untracked.tearDown();
         }

@@ -1,0 +1,40 @@
+package io.vmpage.engine.paging;
+
+import io.vmpage.engine.Internal;
+
+/**
+ * Copy-on-write page sharing, as a paging mode that can share machine frames between guest frames
+ * offers it ({@link PagingBackend#sharing()}; nested paging only in this model): the steps of a merge
+ * ({@code Host.share}), the break a write causes, and the hook that lets a host store take part in the
+ * protocol.
+ */
+@Internal
+public interface FrameSharing {
+    /**
+     * Merge, first step: removes write access from {@code gfn}'s mapping so the caller can compare
+     * contents after a remote flush and after the host stores in flight. Returns the machine frame
+     * behind it, -1 when not populated.
+     */
+    long writeProtectForSharing(long gfn);
+
+    /**
+     * Merge, second step: makes {@code gfn}, still backed by {@code mfn} and not written since
+     * {@link #writeProtectForSharing}, map shared frame {@code shared} (which may be {@code mfn} itself:
+     * the first mapper turns its frame into the shared one). False, nothing changed, when a write or a
+     * discard got there first. The caller flushes the VM's TLBs.
+     */
+    boolean mapShared(long gfn, long mfn, long shared);
+
+    /**
+     * Gives guest frame {@code gfn} a private, writable frame again ({@code vcpu} null for a host store)
+     * and returns it, logged as written; -1 when the frame was discarded meanwhile.
+     */
+    long breakSharing(VcpuContext vcpu, long gfn);
+
+    /**
+     * Called inside a host-side store to guest frame {@code gfn}, before it writes the frame, so that a
+     * merge in progress sees the store; false when the frame turns out to be shared (the caller breaks
+     * sharing and tries again).
+     */
+    boolean beforeHostStore(long gfn);
+}

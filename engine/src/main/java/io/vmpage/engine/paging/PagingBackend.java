@@ -1,0 +1,130 @@
+package io.vmpage.engine.paging;
+
+import io.vmpage.engine.Hypercalls;
+import io.vmpage.engine.Internal;
+import io.vmpage.engine.dirty.DirtyBitmap;
+import io.vmpage.engine.dirty.DirtySnapshot;
+import io.vmpage.engine.dirty.DirtyTracking;
+import io.vmpage.engine.paging.nested.NestedPaging;
+import io.vmpage.engine.paging.pv.ParavirtualPaging;
+import io.vmpage.engine.paging.shadow.ShadowPaging;
+import io.vmpage.mmu.Translation;
+
+/**
+ * The engine's side of one paging mode: what it does when a vCPU's hardware reports a fault, and how the
+ * guest's privileged paging operations reach the hardware (directly, by an exit, or by a hypercall).
+ * One instance per VM; its methods run on the vCPU thread that exited. What a mode can do beyond the
+ * common operations it says itself ({@link #sharing}, {@link #discard}, {@link #hypercalls},
+ * {@link #supports}), so a new mode or capability is added in one place and nobody dispatches on the
+ * mode's class.
+ */
+@Internal
+public interface PagingBackend {
+    /** The backend of {@code vm}'s paging mode. */
+    static PagingBackend create(VmContext vm) {
+        return switch (vm.config().paging()) {
+            case NESTED -> new NestedPaging(vm);
+            case SHADOW -> new ShadowPaging(vm);
+            case PARAVIRTUAL -> new ParavirtualPaging(vm);
+        };
+    }
+
+    /** Outcome of {@link #handleFault}: retry the access. */
+    int RETRY = 0;
+    /** Outcome of {@link #handleFault}: deliver the #PF in the translation to the guest kernel. */
+    int INJECT = 1;
+    /**
+     * Outcome of {@link #handleFault}: the engine emulates this one access. The backend has called
+     * {@link VcpuContext#emulateAt(long, long)} with the host-physical address the access uses (bypassing the
+     * TLB); after a write completes the vCPU calls {@link #afterEmulatedWrite}.
+     */
+    int EMULATE = 2;
+
+    /** Prepares a new vCPU's hardware (VPID, EPTP or shadow root). */
+    void attach(VcpuContext vcpu);
+
+    /** The guest loads CR3. */
+    void loadCr3(VcpuContext vcpu, long cr3);
+
+    /** The guest writes CR0. Passed straight to the hardware unless the mode must protect itself. */
+    default void setCr0(VcpuContext vcpu, long value) {
+        vcpu.mmu().setCr0(value);
+    }
+
+    /** The guest writes CR4. */
+    default void setCr4(VcpuContext vcpu, long value) {
+        vcpu.mmu().setCr4(value);
+    }
+
+    /** The guest writes IA32_EFER. */
+    default void setEfer(VcpuContext vcpu, long value) {
+        vcpu.mmu().setEfer(value);
+    }
+
+    /** The guest executes INVLPG. */
+    void invlpg(VcpuContext vcpu, long va);
+
+    /**
+     * A translation fault on {@code vcpu}; returns {@link #RETRY} or {@link #INJECT}, or throws
+     * {@link io.vmpage.engine.GuestFaultException} for a fault the guest cannot recover from.
+     */
+    int handleFault(VcpuContext vcpu, Translation fault);
+
+    /**
+     * Called on the vCPU thread after an emulated write of {@code length} bytes at guest-physical
+     * {@code gpa} has been stored (shadow paging: re-sync the shadow entries derived from that guest
+     * page-table entry).
+     */
+    default void afterEmulatedWrite(VcpuContext vcpu, long gpa, int length) {
+    }
+
+    /**
+     * Gives guest frame {@code gfn}'s machine frame back to the host so no vCPU can reach it any more;
+     * false when it was not populated. Only modes that can unmap a guest frame behind the guest's back
+     * (nested paging) support it.
+     */
+    default boolean discard(long gfn) {
+        throw new IllegalStateException("discarding guest frames is not supported under this paging mode");
+    }
+
+    /** This mode's copy-on-write page sharing, or null when it never shares a frame. */
+    default FrameSharing sharing() {
+        return null;
+    }
+
+    /** The paravirtual hypercall interface of {@code vcpu}, or null when this mode has none. */
+    default Hypercalls hypercalls(VcpuContext vcpu) {
+        return null;
+    }
+
+    // ------------------------------------------------------------------ dirty logging (see io.vmpage.engine.dirty.DirtyLog)
+
+    /** Whether this mode can learn of writes by {@code method}. */
+    default boolean supports(DirtyTracking method) {
+        return method != DirtyTracking.DIRTY_BITS;
+    }
+
+    /**
+     * Logging has just been switched on with {@code method} ({@code DirtyLog.method()} already reads it):
+     * revoke write access from every mapping of guest memory, or for DIRTY_BITS clear every D bit. The
+     * caller flushes every vCPU's TLB afterwards.
+     */
+    void startDirtyLog(DirtyTracking method);
+
+    /** DIRTY_BITS: moves every set D bit into {@code bitmap}, clearing it (the caller flushes TLBs). */
+    default void collectDirtyBits(DirtyBitmap bitmap) {
+    }
+
+    /**
+     * Marks the guest frames the hardware or the engine may have written without any write permission
+     * the log could watch (paravirtual paging: the hardware's A/D updates in guest page tables).
+     */
+    default void markUntracked(DirtyBitmap bitmap) {
+    }
+
+    /** Revokes write access from every mapping of the frames in {@code harvested} (the caller flushes TLBs). */
+    void writeProtect(DirtySnapshot harvested);
+
+    /** Releases the host frames the backend owns (EPT or shadow tables). */
+    void release();
+}
