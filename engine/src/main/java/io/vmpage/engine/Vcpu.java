@@ -75,6 +75,10 @@ public final class Vcpu {
     /** A remote TLB flush is pending. Set by requesters before kicking; cleared by the owner. */
     private volatile boolean flushPending;
     private final ConcurrentLinkedQueue<Consumer<Vcpu>> ipis = new ConcurrentLinkedQueue<>();
+    /** Nanoseconds to sleep outside guest mode, set by the VM's throttle timer before its kick; taken (0) by the owner. */
+    private final AtomicLong throttle = new AtomicLong();
+    /** Time held out by the throttle. Written by the owner, read racily by reports. */
+    private volatile long throttledNanos;
 
     Vcpu(Vm vm, int index, int vpid) {
         this.vm = vm;
@@ -758,6 +762,84 @@ public final class Vcpu {
         if (k > served) { // an IPI handler's own accesses may have served a later kick already
             served = k;
         }
+        if (mode == IN_GUEST && (vm.pauseRequested() || throttle.get() != 0)) {
+            holdOutsideGuest();
+        }
+    }
+
+    /**
+     * Leaves guest mode while the VM is paused, or for the sleep the VM's throttle asked for, then
+     * re-enters and serves what was posted meanwhile (a flush sent while this vCPU was outside did not
+     * wait for it). Only ever from guest mode, never inside an exit, so no engine lock is held.
+     */
+    private void holdOutsideGuest() {
+        mode = OUTSIDE; // the pauser, remote flushes and a destroy stop waiting for this vCPU
+        try {
+            long sleep = throttle.getAndSet(0);
+            if (sleep > 0) {
+                long start = System.nanoTime();
+                long end = start + sleep;
+                for (long left = sleep; left > 0 && !retired; left = end - System.nanoTime()) {
+                    java.util.concurrent.locks.LockSupport.parkNanos(left);
+                }
+                throttledNanos += System.nanoTime() - start;
+            }
+            for (int spins = 1; vm.pauseRequested() && !retired; spins++) {
+                if (spins < 4096) {
+                    pause(spins);
+                } else {
+                    java.util.concurrent.locks.LockSupport.parkNanos(20_000); // paused for long: stop burning a core
+                }
+            }
+        } finally {
+            mode = IN_GUEST;
+        }
+        serviceRequests();
+    }
+
+    /**
+     * Loads {@code state} while no thread runs this vCPU (its VM is paused): EFER, CR4 and CR0 as the
+     * guest's own writes, then the guest's CR3 through the paging mode.
+     */
+    void importState(VcpuState state) {
+        PagingBackend backend = vm.backend();
+        backend.setEfer(context, state.efer());
+        backend.setCr4(context, state.cr4());
+        backend.setCr0(context, state.cr0());
+        if (state.cr3Loaded()) {
+            backend.loadCr3(context, state.cr3());
+        }
+        userMode = state.userMode();
+    }
+
+    /** Asks this vCPU to leave guest mode at its next access because its VM is pausing. */
+    void requestPause() {
+        kicks.incrementAndGet();
+    }
+
+    /**
+     * Waits until this vCPU is outside guest mode and outside any exit (paused, or not run by any
+     * thread): it then touches neither guest memory nor the engine until its VM resumes.
+     */
+    void awaitOutside() {
+        Vcpu self = current();
+        for (int spins = 1; mode != OUTSIDE && !retired; spins++) {
+            if (self != null) {
+                self.serviceRequests();
+            }
+            pause(spins);
+        }
+    }
+
+    /** Asks this vCPU to sleep {@code nanos} outside guest mode at its next access (the VM's throttle). */
+    void requestThrottle(long nanos) {
+        throttle.set(nanos);
+        kicks.incrementAndGet();
+    }
+
+    /** Nanoseconds this vCPU has been held out of guest mode by its VM's throttle (a racy read while it runs). */
+    public long throttledNanos() {
+        return throttledNanos;
     }
 
     /**

@@ -7,6 +7,7 @@ import io.vmpage.engine.dirty.DirtyTracking;
 import io.vmpage.engine.memory.FrameAllocator;
 import io.vmpage.engine.memory.FrameDescriptor;
 import io.vmpage.engine.memory.GuestPhysicalMap;
+import io.vmpage.engine.memory.P2mEntry;
 import io.vmpage.engine.memory.PhysicalMapWriter;
 import io.vmpage.engine.paging.FrameSharing;
 import io.vmpage.engine.paging.PagingBackend;
@@ -39,6 +40,16 @@ public final class Vm {
     private final AtomicLong populatedFrames = new AtomicLong();
     /** Set once by {@link #destroy}, before the vCPUs are retired; read by every populate and host access. */
     private volatile boolean destroyed;
+    /** Serializes pause, resume, throttle changes and state transfer. */
+    private final Object pauseControl = new Object();
+    /** Set by {@link #pause} before it kicks the vCPUs; read by each vCPU when it serves a request. */
+    private volatile boolean paused;
+    /** Brings in frames that are not here; read by whoever touches one. */
+    private volatile FrameFetcher fetcher;
+    /** Throttle in percent, written under {@link #pauseControl}, read by the throttle thread. */
+    private volatile int throttlePercent;
+    /** The throttle timer thread while one runs. Guarded by {@link #pauseControl}. */
+    private Thread throttler;
     /** Host-side accesses in flight: a frame leaving the VM waits for them ({@link #releaseFrame}). */
     private final HostAccesses hostAccesses = new HostAccesses();
 
@@ -138,9 +149,13 @@ public final class Vm {
         if (!p2m.contains(gfn)) {
             throw new GuestFaultException(io.vmpage.mmu.Fault.MACHINE_CHECK, 0, gfn << MachineMemory.FRAME_SHIFT);
         }
-        long mfn = p2m.machineFrame(gfn);
+        long entry = p2m.entry(gfn);
+        long mfn = P2mEntry.frame(entry);
         if (mfn >= 0) {
             return mfn;
+        }
+        if (entry != P2mEntry.EMPTY) {
+            return bringIn(gfn);
         }
         int access = hostAccesses.enter(); // a destroy waits for a populate that passed its check
         try {
@@ -157,13 +172,132 @@ public final class Vm {
             }
             host.allocator().free(frame); // another vCPU populated it first
             long winner = p2m.machineFrame(gfn);
-            if (winner < 0) { // a state nothing fills in yet (ballooned, swapped, remote: later issues)
-                throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id + " is "
-                    + io.vmpage.engine.memory.P2mEntry.describe(p2m.entry(gfn)) + ": no handler brings it back");
-            }
-            return winner;
+            return winner >= 0 ? winner : bringIn(gfn); // it became something else meanwhile (marked remote)
         } finally {
             hostAccesses.exit(access);
+        }
+    }
+
+    /**
+     * Fetch on fault: guest frame {@code gfn} is not here ({@link P2mEntry#REMOTE}, {@link P2mEntry#SWAPPED}).
+     * The first thread to touch it claims the entry ({@link P2mEntry#FETCHING}), fills a fresh frame
+     * through the {@link FrameFetcher} outside any host access (a fetch may block on a network), and
+     * installs it; other threads wait for the install. Returns the frame.
+     */
+    private long bringIn(long gfn) {
+        for (int spins = 1; ; spins++) {
+            long e = p2m.entry(gfn);
+            if (P2mEntry.isPresent(e)) {
+                return P2mEntry.frame(e);
+            }
+            if (e == P2mEntry.EMPTY) {
+                return populate(gfn);
+            }
+            int kind = P2mEntry.kind(e);
+            if (kind == P2mEntry.FETCHING) { // another thread brings it in
+                Vcpu self = Vcpu.current();
+                if (self != null) {
+                    self.serviceRequests();
+                }
+                Thread.onSpinWait();
+                if ((spins & 63) == 0) {
+                    Thread.yield();
+                }
+                continue;
+            }
+            if (kind == P2mEntry.BALLOONED) { // a guest touching its balloon: a fresh zero frame (ESX, virtio-balloon)
+                p2mWriter.compareAndSet(gfn, e, P2mEntry.EMPTY);
+                continue;
+            }
+            FrameFetcher f = fetcher;
+            if (f == null) {
+                throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id + " is "
+                    + P2mEntry.describe(e) + " and no frame fetcher is set to bring it in");
+            }
+            long payload = P2mEntry.payloadOf(e);
+            if (!p2mWriter.compareAndSet(gfn, e, P2mEntry.notPresent(P2mEntry.FETCHING, payload))) {
+                continue;
+            }
+            return fetchClaimed(gfn, e, kind, payload, f);
+        }
+    }
+
+    /** {@link #bringIn} after this thread claimed the entry (it was {@code previous}). */
+    private long fetchClaimed(long gfn, long previous, int kind, long payload, FrameFetcher f) {
+        long claimed = P2mEntry.notPresent(P2mEntry.FETCHING, payload);
+        long frame;
+        int access = hostAccesses.enter();
+        try {
+            frame = destroyed ? -1 : host.allocator().allocate(id, FrameDescriptor.TYPE_DATA);
+        } finally {
+            hostAccesses.exit(access);
+        }
+        if (frame < 0) {
+            p2mWriter.compareAndSet(gfn, claimed, previous);
+            checkAlive();
+            throw new HostOutOfMemoryException("host out of machine frames bringing in guest frame 0x" + Long.toHexString(gfn)
+                + " of VM " + id);
+        }
+        try {
+            f.fetch(gfn, kind, payload, host.memory(), frame << MachineMemory.FRAME_SHIFT);
+        } catch (RuntimeException | Error failure) {
+            host.allocator().free(frame);
+            p2mWriter.compareAndSet(gfn, claimed, previous); // still not here: a later touch tries again
+            throw failure;
+        }
+        access = hostAccesses.enter(); // a destroy waits for the install, or this sees it and gives the frame back
+        try {
+            if (destroyed) {
+                host.allocator().free(frame);
+                checkAlive();
+            }
+            host.allocator().setGuestFrame(frame, gfn);
+            if (!p2mWriter.compareAndSet(gfn, claimed, P2mEntry.privateFrame(frame))) {
+                throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id
+                    + " changed while it was being brought in");
+            }
+            populatedFrames.incrementAndGet();
+            return frame;
+        } finally {
+            hostAccesses.exit(access);
+        }
+    }
+
+    /**
+     * Marks guest frame {@code gfn}, not populated, as not here yet ({@link P2mEntry#REMOTE}): a
+     * post-copy destination marks every frame the source still has, and the first touch of one calls
+     * the {@link FrameFetcher}.
+     *
+     * @throws IllegalStateException when the frame is populated already or in another state
+     */
+    public void markRemote(long gfn) {
+        checkFrame(gfn);
+        checkAlive();
+        if (!p2mWriter.compareAndSet(gfn, P2mEntry.EMPTY, P2mEntry.notPresent(P2mEntry.REMOTE, 0))) {
+            throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id + " is "
+                + P2mEntry.describe(p2m.entry(gfn)) + ", not empty: it cannot be marked remote");
+        }
+    }
+
+    /** Sets the {@link FrameFetcher} that brings in frames that are not here (null: none). */
+    public void setFrameFetcher(FrameFetcher fetcher) {
+        this.fetcher = fetcher;
+    }
+
+    /**
+     * Brings guest frame {@code gfn} in now if it is not here (what a host access does before it looks
+     * the frame up, outside any host access, since a fetch may block).
+     */
+    private void bringInIfAbsent(long gfn) {
+        long e = p2m.entry(gfn);
+        if (e != P2mEntry.EMPTY && !P2mEntry.isPresent(e)) {
+            bringIn(gfn);
+        }
+    }
+
+    private void checkFrame(long gfn) {
+        if (!p2m.contains(gfn)) {
+            throw new IllegalArgumentException("guest frame 0x" + Long.toHexString(gfn) + " is outside VM " + id + "'s memory");
         }
     }
 
@@ -199,6 +333,7 @@ public final class Vm {
      * waits for host accesses ({@link #releaseFrame}).
      */
     private long beginStore(long gfn) {
+        bringInIfAbsent(gfn); // a host store to a frame not here writes its real contents, brought in first
         while (true) {
             int access = hostAccesses.enter();
             boolean ok = false;
@@ -270,6 +405,8 @@ public final class Vm {
 
     /** Reads guest-physical {@code gpa} (a volatile load: an entry a vCPU or the engine changes by CAS reads whole). */
     public long readPhysicalLong(long gpa) {
+        checkPhysical(gpa, 8);
+        bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
         int access = hostAccesses.enter();
         try {
             long hpa = readAddress(gpa, 8);
@@ -299,6 +436,8 @@ public final class Vm {
         java.util.Objects.checkFromIndexSize(offset, length, dst.length);
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
+            checkPhysical(gpa, 1);
+            bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
             int access = hostAccesses.enter();
             try {
                 long hpa = readAddress(gpa, 1);
@@ -402,6 +541,172 @@ public final class Vm {
         }
     }
 
+    // ------------------------------------------------------------------ pause, resume, throttle, state
+
+    /**
+     * Pauses the VM (QEMU's {@code stop}, KVM vCPUs kicked out to user space): returns once every vCPU
+     * is outside guest mode and outside any exit, and none can re-enter until {@link #resume}; a thread
+     * running a vCPU waits inside its current access (which restarts from its translation when the VM
+     * resumes, as an interrupted instruction does). Host-side accesses stay allowed: a migration reads
+     * the paused memory, a destination writes it. Like a remote flush, this relies on running vCPUs
+     * making accesses.
+     *
+     * @throws IllegalStateException when the VM is paused already, is destroyed, or the caller runs one
+     *     of its vCPUs (which would wait for itself)
+     */
+    public void pause() {
+        synchronized (pauseControl) {
+            checkAlive();
+            Vcpu self = Vcpu.current();
+            if (self != null && self.vm() == this) {
+                throw new IllegalStateException(self + " cannot pause its own VM (it would wait for itself)");
+            }
+            if (paused) {
+                throw new IllegalStateException("VM " + id + " is already paused");
+            }
+            paused = true;
+            for (Vcpu v : vcpus) {
+                v.requestPause();
+            }
+            for (Vcpu v : vcpus) {
+                v.awaitOutside();
+            }
+        }
+    }
+
+    /**
+     * Lets a paused VM's vCPUs run again (QEMU's {@code cont}).
+     *
+     * @throws IllegalStateException when the VM is not paused
+     */
+    public void resume() {
+        synchronized (pauseControl) {
+            if (!paused) {
+                throw new IllegalStateException("VM " + id + " is not paused");
+            }
+            paused = false;
+        }
+    }
+
+    /** Whether the VM is paused. */
+    public boolean paused() {
+        return paused;
+    }
+
+    /** Read by the vCPUs at each request they serve. */
+    boolean pauseRequested() {
+        return paused;
+    }
+
+    /**
+     * Throttles the vCPUs (QEMU's {@code cpu_throttle_set}, which auto-converge uses): each vCPU is kept
+     * out of guest mode for {@code percent} of the time. As QEMU does it, a timer fires every
+     * 10 ms / (1 - percent/100) and each vCPU then sleeps percent / (100 - percent) x 10 ms outside guest
+     * mode at its next access, so it runs 10 ms per period. 0 stops throttling.
+     *
+     * @throws IllegalArgumentException when {@code percent} is outside 0..99
+     */
+    public void setThrottle(int percent) {
+        if (percent < 0 || percent > 99) {
+            throw new IllegalArgumentException("throttle " + percent + "% must be between 0 and 99");
+        }
+        synchronized (pauseControl) {
+            checkAlive();
+            throttlePercent = percent;
+            if (percent > 0 && throttler == null) {
+                throttler = new Thread(this::throttleLoop, "vm-" + id + "-throttle");
+                throttler.setDaemon(true);
+                throttler.start();
+            }
+            if (throttler != null) {
+                java.util.concurrent.locks.LockSupport.unpark(throttler);
+            }
+        }
+    }
+
+    /** The throttle in percent (0: none). */
+    public int throttlePercent() {
+        return throttlePercent;
+    }
+
+    /** QEMU's throttle timeslice: each vCPU runs this long per throttle period. */
+    private static final long THROTTLE_TIMESLICE_NANOS = 10_000_000;
+
+    private void throttleLoop() {
+        while (true) {
+            int percent = throttlePercent;
+            if (percent == 0 || destroyed) {
+                synchronized (pauseControl) {
+                    if (throttlePercent == 0 || destroyed) {
+                        throttler = null;
+                        return;
+                    }
+                }
+                continue;
+            }
+            long sleep = THROTTLE_TIMESLICE_NANOS * percent / (100 - percent);
+            for (Vcpu v : vcpus) {
+                v.requestThrottle(sleep);
+            }
+            java.util.concurrent.locks.LockSupport.parkNanos(THROTTLE_TIMESLICE_NANOS * 100 / (100 - percent));
+        }
+    }
+
+    /**
+     * The state this VM carries besides its memory ({@link VmState}), for a migration's switch-over.
+     *
+     * @throws IllegalStateException when the VM is not paused, or its paging mode cannot hand its state
+     *     over (paravirtual: its page tables hold machine frame numbers)
+     */
+    public VmState exportState() {
+        synchronized (pauseControl) {
+            checkAlive();
+            checkStateTransfer("export");
+            List<VcpuState> states = new ArrayList<>();
+            for (Vcpu v : vcpus) {
+                io.vmpage.mmu.ControlRegisters r = v.mmu().registers();
+                long cr3 = backend.guestCr3(v.context());
+                states.add(new VcpuState(r.cr0(), Math.max(cr3, 0), cr3 >= 0, r.cr4(), r.efer(), v.userMode()));
+            }
+            return new VmState(config, states);
+        }
+    }
+
+    /**
+     * Loads {@code state} into this VM's vCPUs, as a migration destination does before it resumes: the
+     * registers go through the paging mode as the guest's own writes would (shadow paging builds the
+     * root for the guest's CR3). The VM must be paused (so no thread runs its vCPUs) and have the
+     * state's configuration.
+     *
+     * @throws IllegalStateException when the VM is not paused or its paging mode cannot take state over
+     * @throws IllegalArgumentException when the state is another configuration's
+     */
+    public void importState(VmState state) {
+        synchronized (pauseControl) {
+            checkAlive();
+            checkStateTransfer("import");
+            if (!state.config().equals(config)) {
+                throw new IllegalArgumentException("state of a VM configured " + state.config() + " cannot go into VM " + id
+                    + " configured " + config);
+            }
+            for (Vcpu v : vcpus) {
+                VcpuState s = state.vcpus().get(v.index());
+                v.importState(s);
+            }
+        }
+    }
+
+    private void checkStateTransfer(String what) {
+        if (!paused) {
+            throw new IllegalStateException("VM " + id + " must be paused to " + what + " its state");
+        }
+        if (!backend.transfersState()) {
+            throw new IllegalStateException("cannot " + what + " the state of VM " + id + ": paging mode " + config.paging()
+                + " keeps machine frame numbers in guest page tables, which must be translated as Xen's save/restore"
+                + " does; not supported yet");
+        }
+    }
+
     /** Whether {@link #destroy} has begun. */
     boolean destroyed() {
         return destroyed;
@@ -420,6 +725,12 @@ public final class Vm {
      */
     void destroy() {
         destroyed = true;
+        synchronized (pauseControl) {
+            throttlePercent = 0;
+            if (throttler != null) {
+                java.util.concurrent.locks.LockSupport.unpark(throttler); // it sees destroyed and ends
+            }
+        }
         long[] kicks = new long[vcpus.size()];
         for (int i = 0; i < kicks.length; i++) {
             kicks[i] = vcpus.get(i).retire();

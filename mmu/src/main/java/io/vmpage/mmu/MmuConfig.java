@@ -98,4 +98,18 @@ public final class MmuConfig {
         return "MmuConfig[tlb=" + (tlbEnabled ? tlbSets + "x" + tlbWays + " + 2x" + largeTlbSets + "x" + largeTlbWays : "off")
             + ", psc=" + pscEntries + ", nested=" + nestedEntries + ", maxphyaddr=" + maxPhysAddrBits + "]";
     }
+
+    /** Equal geometry (a value: a configuration read back from a migration stream equals the original). */
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof MmuConfig c && tlbSets == c.tlbSets && tlbWays == c.tlbWays && largeTlbSets == c.largeTlbSets
+            && largeTlbWays == c.largeTlbWays && tlbEnabled == c.tlbEnabled && pscEntries == c.pscEntries
+            && nestedEntries == c.nestedEntries && maxPhysAddrBits == c.maxPhysAddrBits;
+    }
+
+    @Override
+    public int hashCode() {
+        return java.util.Objects.hash(tlbSets, tlbWays, largeTlbSets, largeTlbWays, tlbEnabled, pscEntries, nestedEntries,
+            maxPhysAddrBits);
+    }
 }

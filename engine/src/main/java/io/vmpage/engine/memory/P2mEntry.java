@@ -16,11 +16,13 @@ package io.vmpage.engine.memory;
  *   not present, kind BALLOONED given to the balloon: no frame; a guest touch anyway gets a fresh zero frame
  *   not present, kind SWAPPED   payload = the host swap slot holding the contents; a touch swaps it in
  *   not present, kind REMOTE    not here yet (post-copy migration): a touch fetches it from the source
+ *   not present, kind FETCHING  payload as before: one thread is bringing it in; others touching it wait
  * </pre>
  * A present entry's frame is reachable by the VM's vCPUs (through EPT or shadow leaves, or PV guest
  * tables); a non-present one has no frame, and an access to it exits to whoever fills that state in.
- * BALLOONED, SWAPPED and REMOTE are defined here so that ballooning, host swap and post-copy only add
- * their producers and fault handlers; until they exist nothing stores them. The class initializer
+ * A touch of a SWAPPED or REMOTE frame goes through one mechanism ({@code Vm}'s fetch on fault, its
+ * {@code FrameFetcher}): the touching thread claims the entry (FETCHING), the fetcher fills a fresh
+ * frame, the entry becomes PRIVATE. Ballooning and host swap add their producers in later issues. The class initializer
  * checks that the fields do not overlap ({@link BitFields}).
  */
 public final class P2mEntry {
@@ -44,6 +46,8 @@ public final class P2mEntry {
     public static final int SWAPPED = 3;
     /** Kind of a non-present entry: still on the migration source. */
     public static final int REMOTE = 4;
+    /** Kind of a non-present entry: being brought in (from swap or the source) by one thread. */
+    public static final int FETCHING = 5;
 
     static {
         BitFields.requireDisjoint("guest-physical map entry", "present", PRESENT, "kind", KIND_MASK,
@@ -68,7 +72,7 @@ public final class P2mEntry {
 
     /** A non-present entry of {@code kind} (BALLOONED, SWAPPED or REMOTE) with {@code payload}. */
     public static long notPresent(int kind, long payload) {
-        if (kind != BALLOONED && kind != SWAPPED && kind != REMOTE) {
+        if (kind != BALLOONED && kind != SWAPPED && kind != REMOTE && kind != FETCHING) {
             throw new IllegalArgumentException("kind " + kind + " is not a non-present state");
         }
         return payload(payload) | ((long) kind << KIND_SHIFT);
@@ -103,6 +107,7 @@ public final class P2mEntry {
             case BALLOONED: return "ballooned";
             case SWAPPED: return "swapped to slot " + payloadOf(entry);
             case REMOTE: return "remote (not migrated yet)";
+            case FETCHING: return "being brought in";
             default: return "kind " + kind(entry);
         }
     }

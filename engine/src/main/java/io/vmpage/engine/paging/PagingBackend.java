@@ -92,6 +92,22 @@ public interface PagingBackend {
         return null;
     }
 
+    /**
+     * The guest's CR3 on {@code vcpu} (with its PCID bits), -1 when the guest never loaded one: what a
+     * migration carries. The hardware's CR3 by default (nested paging: the guest owns it).
+     */
+    default long guestCr3(VcpuContext vcpu) {
+        return vcpu.mmu().registers().cr3() & ~io.vmpage.mmu.ControlRegisters.CR3_NO_FLUSH;
+    }
+
+    /**
+     * Whether this mode's state travels as the registers alone ({@code Vm.exportState}): true when its
+     * paging structures rebuild themselves from guest memory on the destination.
+     */
+    default boolean transfersState() {
+        return true;
+    }
+
     /** The paravirtual hypercall interface of {@code vcpu}, or null when this mode has none. */
     default Hypercalls hypercalls(VcpuContext vcpu) {
         return null;

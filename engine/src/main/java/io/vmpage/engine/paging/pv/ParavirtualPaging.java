@@ -121,6 +121,15 @@ public final class ParavirtualPaging implements PagingBackend {
         java.util.Arrays.fill(baseFrames, -1);
     }
 
+    /**
+     * Not yet: guest page tables hold machine frame numbers, which a migration must canonicalize to guest
+     * frame numbers and translate back on the destination (Xen's {@code xc_domain_save}/{@code restore}).
+     */
+    @Override
+    public boolean transfersState() {
+        return false;
+    }
+
     @Override
     public Hypercalls hypercalls(VcpuContext vcpu) {
         return hypercalls[vcpu.index()];

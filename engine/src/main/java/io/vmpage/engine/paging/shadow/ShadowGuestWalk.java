@@ -1,6 +1,7 @@
 package io.vmpage.engine.paging.shadow;
 
 import io.vmpage.engine.GuestFaultException;
+import io.vmpage.engine.memory.P2mEntry;
 import io.vmpage.engine.paging.VmContext;
 import io.vmpage.mmu.Access;
 import io.vmpage.mmu.ControlRegisters;
@@ -45,6 +46,11 @@ final class ShadowGuestWalk {
     long gpa;
     /** #PF error code when the walk faulted. */
     int errorCode;
+    /** The guest table frame that is not here when the walk returned {@link #ABSENT}. */
+    long absentGfn;
+
+    /** {@link #walk} result: a guest table frame is not here (remote, swapped): bring it in and walk again. */
+    static final int ABSENT = -2;
 
     ShadowGuestWalk(VmContext vm, int maxPhysAddrBits) {
         this.vm = vm;
@@ -55,8 +61,8 @@ final class ShadowGuestWalk {
 
     /**
      * Walks the guest tables rooted at guest-physical {@code cr3} for {@code va} and {@code access}.
-     * Returns {@link Fault#NONE}, {@link Fault#PAGE_FAULT} (then {@link #errorCode}) or
-     * {@link Fault#GENERAL_PROTECTION}.
+     * Returns {@link Fault#NONE}, {@link Fault#PAGE_FAULT} (then {@link #errorCode}),
+     * {@link Fault#GENERAL_PROTECTION}, or {@link #ABSENT} (then {@link #absentGfn}).
      *
      * @throws GuestFaultException MACHINE_CHECK when a guest table lies beyond guest memory
      */
@@ -74,6 +80,10 @@ final class ShadowGuestWalk {
         boolean nx = false;
         int level = levels;
         while (true) {
+            if (absent(table)) {
+                absentGfn = table;
+                return ABSENT;
+            }
             long hpa = (vm.populate(table) << MachineMemory.FRAME_SHIFT) + ((long) Pte.index(va, level) << 3);
             long e = memory.getLongVolatile(hpa);
             tableGfn[level] = table;
@@ -121,6 +131,15 @@ final class ShadowGuestWalk {
             table = (e & addressMask) >>> MachineMemory.FRAME_SHIFT;
             level--;
         }
+    }
+
+    /** Whether guest frame {@code gfn} exists but is not here (its p2m entry is neither empty nor present). */
+    boolean absent(long gfn) {
+        if (!vm.physicalMap().contains(gfn)) {
+            return false; // populate reports it (MACHINE_CHECK)
+        }
+        long e = vm.physicalMap().entry(gfn);
+        return e != P2mEntry.EMPTY && !P2mEntry.isPresent(e);
     }
 
     /** Whether every guest entry the last successful walk used still holds what it read (KVM's gpte re-check). */

@@ -81,6 +81,8 @@ public final class ShadowPaging implements PagingBackend {
     /** Per vCPU: the guest's CR3 (without the no-flush bit), -1 before the first load. Owner threads. */
     private final long[] guestCr3;
     private final boolean[] hasCr3;
+    /** Per vCPU: the guest frame its last shadow fill found not here, -1 if none. Owner threads. */
+    private final long[] absentGfn;
     /** Guest walks started (lock held): detects a walk nested in an IPI served during a remote flush. */
     private long walks;
 
@@ -90,6 +92,7 @@ public final class ShadowPaging implements PagingBackend {
         this.walk = new ShadowGuestWalk(vm, vm.config().mmu().maxPhysAddrBits());
         this.guestCr3 = new long[vm.config().vcpus()];
         this.hasCr3 = new boolean[vm.config().vcpus()];
+        this.absentGfn = new long[vm.config().vcpus()];
     }
 
     // ------------------------------------------------------------------ keys and shadow pages
@@ -248,6 +251,12 @@ public final class ShadowPaging implements PagingBackend {
         return root;
     }
 
+    /** The guest's own CR3 (the hardware runs on the shadow root). */
+    @Override
+    public long guestCr3(VcpuContext vcpu) {
+        return hasCr3[vcpu.index()] ? guestCr3[vcpu.index()] : -1;
+    }
+
     @Override
     public void invlpg(VcpuContext vcpu, long va) {
         vcpu.countExit(ExitReason.INVLPG);
@@ -297,10 +306,25 @@ public final class ShadowPaging implements PagingBackend {
         ControlRegisters regs = vcpu.mmu().registers();
         long va = t.va;
         int access = t.access;
+        absentGfn[index] = -1;
+        int outcome = fillShadow(vcpu, t, regs, va, access, index);
+        if (absentGfn[index] >= 0) {
+            // A frame that is not here (post-copy, swap) is brought in without the mmu lock, as KVM
+            // faults the pfn in before it takes mmu_lock: other vCPUs keep running meanwhile.
+            vm.populate(absentGfn[index]);
+        }
+        return outcome;
+    }
+
+    private int fillShadow(VcpuContext vcpu, Translation t, ControlRegisters regs, long va, int access, int index) {
         lock();
         try {
             walks++;
             int fault = walk.walk(regs, guestCr3[index], va, access);
+            if (fault == ShadowGuestWalk.ABSENT) {
+                absentGfn[index] = walk.absentGfn; // brought in by handleFault, without the lock
+                return RETRY;
+            }
             if (fault == Fault.GENERAL_PROTECTION) {
                 throw new GuestFaultException(Fault.GENERAL_PROTECTION, 0, va);
             }
@@ -311,6 +335,10 @@ public final class ShadowPaging implements PagingBackend {
                 return INJECT;
             }
             long gfn = walk.gpa >>> MachineMemory.FRAME_SHIFT;
+            if (walk.absent(gfn)) {
+                absentGfn[index] = gfn;
+                return RETRY;
+            }
             long mfn = vm.populate(gfn); // MACHINE_CHECK beyond guest memory: never anyone else's frame
             boolean[] flush = {false};
             long root = page(indirectKey(walk.tableGfn[walk.levels], walk.levels), flush);

@@ -1,0 +1,206 @@
+package io.vmpage.engine;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.vmpage.mmu.MachineMemory;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLongArray;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.EnumSource;
+import org.junit.jupiter.params.provider.MethodSource;
+
+/** Pausing and resuming a whole VM while its vCPUs write, throttling it, and moving its vCPU state. */
+class VmPauseTest {
+    private static final int WRITERS = 2;
+    private static final int PAGES = 16;
+
+    static List<Arguments> modesAndDrivings() {
+        List<Arguments> all = new ArrayList<>();
+        for (PagingMode mode : PagingMode.values()) {
+            for (Driving driving : Driving.values()) {
+                all.add(Arguments.of(mode, driving));
+            }
+        }
+        return all;
+    }
+
+    private static VcpuWriters writers(LoggedGuest g, AtomicLongArray progress, Driving driving) {
+        return VcpuWriters.start(g.vm, WRITERS, driving, (cpu, n) -> {
+            cpu.writeLong(LoggedGuest.page(cpu.index() * (PAGES / WRITERS) + (int) (n % (PAGES / WRITERS))) + 8 * (n % 512), n);
+            progress.set(cpu.index(), n + 1);
+        });
+    }
+
+    private static void awaitProgress(AtomicLongArray progress, long[] beyond) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        for (int w = 0; w < WRITERS; w++) {
+            while (progress.get(w) <= beyond[w] + 100) {
+                assertTrue(System.nanoTime() < deadline, "writer " + w + " made no progress");
+                Thread.sleep(1);
+            }
+        }
+    }
+
+    private static long[] snapshot(AtomicLongArray progress) {
+        long[] p = new long[WRITERS];
+        for (int w = 0; w < WRITERS; w++) {
+            p[w] = progress.get(w);
+        }
+        return p;
+    }
+
+    /**
+     * While paused, guest memory does not change at all (no store, no A/D update by a walk, no engine
+     * write of a guest table), whichever way the writers drive their vCPUs; after resume they go on.
+     */
+    @ParameterizedTest
+    @MethodSource("modesAndDrivings")
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void nothingWritesGuestMemoryWhilePausedAndTheWritersGoOnAfterResume(PagingMode mode, Driving driving) throws Exception {
+        SplittableRandom random = new SplittableRandom(11);
+        try (LoggedGuest g = new LoggedGuest(mode, WRITERS, PAGES)) {
+            AtomicLongArray progress = new AtomicLongArray(WRITERS);
+            try (VcpuWriters w = writers(g, progress, driving)) {
+                awaitProgress(progress, new long[WRITERS]);
+                for (int round = 0; round < 8; round++) {
+                    Thread.sleep(random.nextInt(3));
+                    g.vm.pause();
+                    assertTrue(g.vm.paused());
+                    byte[] first = g.memory();
+                    long[] before = snapshot(progress);
+                    Thread.sleep(5);
+                    assertArrayEquals(first, g.memory(), "guest memory changed while paused (round " + round + ")");
+                    long[] after = snapshot(progress);
+                    for (int i = 0; i < WRITERS; i++) {
+                        assertTrue(after[i] - before[i] <= 1, "writer " + i + " completed writes while paused");
+                    }
+                    g.vm.resume();
+                    awaitProgress(progress, after);
+                }
+            }
+        }
+    }
+
+    @Test
+    void pausingTwiceResumingARunningVmAndPausingFromItsOwnVcpuAreErrors() {
+        try (Host host = Host.create(64L << 20)) {
+            Vm vm = host.createVm(VmConfig.of(16L << 20));
+            assertThrows(IllegalStateException.class, vm::resume);
+            vm.pause();
+            IllegalStateException twice = assertThrows(IllegalStateException.class, vm::pause);
+            assertTrue(twice.getMessage().contains("already paused"), twice.getMessage());
+            vm.resume();
+            assertFalse(vm.paused());
+            vm.vcpu(0).run(() -> assertThrows(IllegalStateException.class, vm::pause));
+        }
+    }
+
+    /** A VM destroyed while paused releases its parked writers with the stale-handle error, never a hang. */
+    @ParameterizedTest
+    @EnumSource(Driving.class)
+    @Timeout(value = 30, unit = TimeUnit.SECONDS)
+    void destroyingAPausedVmFailsItsWaitingWriters(Driving driving) throws Exception {
+        try (LoggedGuest g = new LoggedGuest(PagingMode.NESTED, WRITERS, PAGES)) {
+            AtomicLongArray progress = new AtomicLongArray(WRITERS);
+            VcpuWriters w = writers(g, progress, driving);
+            awaitProgress(progress, new long[WRITERS]);
+            g.vm.pause();
+            g.host.destroyVm(g.vm);
+            AssertionError failed = assertThrows(AssertionError.class, w::close);
+            assertInstanceOf(IllegalStateException.class, failed.getCause());
+        }
+    }
+
+    @Test
+    @Timeout(value = 30, unit = TimeUnit.SECONDS)
+    void aThrottleKeepsTheVcpusOutOfGuestModeForItsShareOfTheTime() throws Exception {
+        try (LoggedGuest g = new LoggedGuest(PagingMode.NESTED, 1, PAGES)) {
+            assertThrows(IllegalArgumentException.class, () -> g.vm.setThrottle(100));
+            assertThrows(IllegalArgumentException.class, () -> g.vm.setThrottle(-1));
+            Vcpu cpu = g.vm.vcpu(0);
+            try (VcpuWriters w = VcpuWriters.start(g.vm, 1, Driving.ATTACHED, (c, n) -> c.writeLong(LoggedGuest.page(0), n))) {
+                g.vm.setThrottle(50);
+                assertEquals(50, g.vm.throttlePercent());
+                Thread.sleep(100); // the first periods
+                long held = cpu.throttledNanos();
+                long start = System.nanoTime();
+                Thread.sleep(800);
+                double share = (double) (cpu.throttledNanos() - held) / (System.nanoTime() - start);
+                assertTrue(share > 0.3 && share < 0.7, "held out " + share + " of the time at a 50% throttle");
+
+                g.vm.setThrottle(0);
+                Thread.sleep(50);
+                held = cpu.throttledNanos();
+                Thread.sleep(300);
+                assertTrue(cpu.throttledNanos() - held < 30_000_000L, "still throttled after the throttle was lifted");
+            }
+        }
+    }
+
+    /**
+     * The vCPU state moves to a VM on another host: with guest memory copied page by page, the
+     * destination's vCPUs run the same guest (for shadow paging that means the guest's CR3, not the
+     * shadow root the source's hardware ran on).
+     */
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    void exportedStateRunsTheSameGuestOnANewVm(PagingMode mode) {
+        try (LoggedGuest source = new LoggedGuest(mode, WRITERS, PAGES);
+             Host destinationHost = Host.create(64L << 20)) {
+            assertThrows(IllegalStateException.class, source.vm::exportState, "not paused");
+            source.vm.pause();
+            VmState state = source.vm.exportState();
+            assertEquals(source.vm.config(), state.config());
+            assertTrue(state.vcpus().get(1).cr3Loaded());
+
+            Vm destination = destinationHost.createVm(source.vm.config());
+            byte[] page = new byte[MachineMemory.FRAME_SIZE];
+            for (long gfn = 0; gfn < source.vm.physicalMap().frames(); gfn++) {
+                if (source.vm.physicalMap().machineFrame(gfn) >= 0) {
+                    source.vm.readPhysical(gfn << MachineMemory.FRAME_SHIFT, page, 0, page.length);
+                    destination.writePhysical(gfn << MachineMemory.FRAME_SHIFT, page, 0, page.length);
+                }
+            }
+            assertThrows(IllegalStateException.class, () -> destination.importState(state), "not paused");
+            destination.pause();
+            destination.importState(state);
+            destination.resume();
+            for (Vcpu cpu : destination.vcpus()) {
+                cpu.run(() -> {
+                    for (int p = 0; p < PAGES; p++) {
+                        assertEquals(p, cpu.readLong(LoggedGuest.page(p)), "page " + p + " on " + cpu);
+                    }
+                });
+            }
+            destination.vcpu(1).writeLong(LoggedGuest.page(1), -1);
+            assertEquals(-1, destination.vcpu(0).readLong(LoggedGuest.page(1)), "one guest: vCPU 0 sees vCPU 1's write");
+        }
+    }
+
+    @Test
+    void stateIsRefusedForAnotherConfigurationAndForParavirtualVms() {
+        try (Host host = Host.create(96L << 20)) {
+            Vm a = host.createVm(VmConfig.of(16L << 20));
+            Vm b = host.createVm(VmConfig.of(16L << 20).withVcpus(2));
+            a.pause();
+            b.pause();
+            VmState state = a.exportState();
+            assertThrows(IllegalArgumentException.class, () -> b.importState(state));
+            Vm pv = host.createVm(VmConfig.of(16L << 20).withPaging(PagingMode.PARAVIRTUAL));
+            pv.pause();
+            IllegalStateException refused = assertThrows(IllegalStateException.class, pv::exportState);
+            assertTrue(refused.getMessage().contains("PARAVIRTUAL"), refused.getMessage());
+        }
+    }
+}
