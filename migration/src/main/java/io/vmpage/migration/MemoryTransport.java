@@ -1,0 +1,123 @@
+package io.vmpage.migration;
+
+import java.nio.ByteBuffer;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.LockSupport;
+import org.jctools.queues.SpscArrayQueue;
+
+/**
+ * A connection between two hosts in one JVM: a bounded JCTools queue of filled buffers from the
+ * source thread to the destination thread, and one of empty buffers back, over a fixed pool of
+ * direct buffers. A full queue holds the source back (the link's back-pressure); a side that waits
+ * longer than the stall timeout fails the migration, as a dead TCP peer would.
+ *
+ * <p>Threads: one source thread ({@link #acquire}, {@link #send}, {@link #finish}) and one destination
+ * thread ({@link #receive}, {@link #release}); {@link #fail} from any thread.
+ */
+public final class MemoryTransport implements Transport {
+    /** Default chunk: 256 KiB, 63 full pages with their record headers. */
+    public static final int DEFAULT_CHUNK = 256 << 10;
+    private static final ByteBuffer END = ByteBuffer.allocate(0);
+
+    private final SpscArrayQueue<ByteBuffer> filled;
+    private final SpscArrayQueue<ByteBuffer> empty;
+    private final long stallNanos;
+    /** Why the connection broke, null while it works. Written once by {@link #fail}, read by both sides. */
+    private volatile String failure;
+    /** The destination saw the end. Destination thread only. */
+    private boolean ended;
+
+    /** {@code buffers} chunks of {@code chunkBytes}, failing a side that waits more than {@code stallMillis}. */
+    public MemoryTransport(int buffers, int chunkBytes, long stallMillis) {
+        if (buffers < 2 || chunkBytes < 16 << 10) {
+            throw new IllegalArgumentException("a memory transport needs at least 2 buffers of at least 16 KiB");
+        }
+        this.filled = new SpscArrayQueue<>(buffers + 1);
+        this.empty = new SpscArrayQueue<>(buffers);
+        for (int i = 0; i < buffers; i++) {
+            empty.offer(ByteBuffer.allocateDirect(chunkBytes));
+        }
+        this.stallNanos = TimeUnit.MILLISECONDS.toNanos(stallMillis);
+    }
+
+    /** 16 chunks of 256 KiB, 10 s stall timeout. */
+    public MemoryTransport() {
+        this(16, DEFAULT_CHUNK, 10_000);
+    }
+
+    @Override
+    public ByteBuffer acquire() {
+        ByteBuffer b = await(empty, "the destination stopped taking data");
+        b.clear();
+        return b;
+    }
+
+    @Override
+    public void send(ByteBuffer buffer) {
+        check();
+        filled.offer(buffer); // never full: at most every pooled buffer is in it, plus the end
+    }
+
+    @Override
+    public void finish() {
+        check();
+        filled.offer(END);
+    }
+
+    @Override
+    public ByteBuffer receive() {
+        if (ended) {
+            return null;
+        }
+        ByteBuffer b = await(filled, "the source stopped sending");
+        if (b == END) {
+            ended = true;
+            return null;
+        }
+        return b;
+    }
+
+    @Override
+    public void release(ByteBuffer buffer) {
+        empty.offer(buffer);
+    }
+
+    @Override
+    public void fail(String why) {
+        if (failure == null) {
+            failure = why;
+        }
+    }
+
+    @Override
+    public void close() {
+        fail("connection closed");
+    }
+
+    private ByteBuffer await(SpscArrayQueue<ByteBuffer> queue, String stalled) {
+        long deadline = System.nanoTime() + stallNanos;
+        for (int spins = 1; ; spins++) {
+            check();
+            ByteBuffer b = queue.relaxedPoll();
+            if (b != null) {
+                return b;
+            }
+            if (System.nanoTime() - deadline > 0) {
+                fail("stalled: " + stalled + " for " + TimeUnit.NANOSECONDS.toMillis(stallNanos) + " ms");
+                check();
+            }
+            if (spins < 256) {
+                Thread.onSpinWait();
+            } else {
+                LockSupport.parkNanos(spins < 4096 ? 1_000 : 50_000);
+            }
+        }
+    }
+
+    private void check() {
+        String why = failure;
+        if (why != null) {
+            throw new MigrationException("migration connection lost: " + why);
+        }
+    }
+}

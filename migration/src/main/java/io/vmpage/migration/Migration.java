@@ -1,0 +1,345 @@
+package io.vmpage.migration;
+
+import io.vmpage.engine.Host;
+import io.vmpage.engine.PagingMode;
+import io.vmpage.engine.Vm;
+import io.vmpage.engine.dirty.DirtyLog;
+import io.vmpage.engine.dirty.DirtySnapshot;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicReference;
+
+/**
+ * Live migration of a running VM (Clark et al., NSDI 2005; QEMU's and Xen's pre-copy), over the
+ * engine's public API and a {@link Transport}.
+ *
+ * <p><b>Pre-copy.</b> The dirty log is switched on, round 0 sends every populated page (zero pages as
+ * a flag, never-populated pages not at all), then each round harvests the log and sends what it
+ * reported, while the guest keeps writing. After each harvest the stop rules are checked
+ * ({@link MigrationConfig.StopRule}): QEMU's (the pages left, at the bandwidth measured over windows of
+ * at least 100 ms, would take less than the downtime limit), Xen's (a round cap, fewer than 50 pages
+ * dirtied, more than 3x memory sent). Then stop-and-copy: the VM is paused, a last harvest reports
+ * every write not yet sent, those pages and the vCPU state go out, and the destination resumes the VM.
+ * <b>Stop-and-copy</b> alone pauses first and sends every populated page once.
+ *
+ * <p><b>Failure.</b> If the connection is lost before the switch-over, the source VM keeps running
+ * with nothing lost and dirty logging off (it is resumed if the migration paused it), and the
+ * destination discards its partial VM ({@link Destination}).
+ */
+public final class Migration {
+    private static final int PAGE = 4096;
+    /** QEMU measures bandwidth over windows of at least this long. */
+    private static final long BANDWIDTH_WINDOW_NANOS = 100_000_000L;
+    /** Xen's "few dirty pages" threshold. */
+    private static final long XEN_FEW_DIRTY_PAGES = 50;
+
+    private Migration() {
+    }
+
+    /** A finished in-process migration: the VM now running on the destination host, and the report. */
+    public record Result(Vm destination, MigrationReport report) {
+    }
+
+    /**
+     * Migrates {@code source} to a new VM on {@code destinationHost} in this JVM over a
+     * {@link MemoryTransport}, verifies the destination's memory against the paused source page by page
+     * before the switch-over, then resumes the destination. The source stays paused: the caller destroys
+     * it (its vCPUs' threads then fail with the stale-handle error, and can carry on on the destination).
+     */
+    public static Result toHost(Vm source, Host destinationHost, MigrationConfig config) {
+        try (MemoryTransport transport = new MemoryTransport()) {
+            return over(source, destinationHost, transport, config);
+        }
+    }
+
+    /** {@link #toHost} over a given transport (tests break it on purpose). */
+    static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config) {
+        AtomicReference<Object> received = new AtomicReference<>();
+        Thread receiver = new Thread(() -> {
+            try {
+                received.set(Destination.receive(destinationHost, transport));
+            } catch (Throwable t) {
+                received.set(t);
+                transport.fail("the destination rejected the stream: " + t.getMessage());
+            }
+        }, "migration-destination-vm" + source.id());
+        receiver.setDaemon(true);
+        receiver.start();
+        Sent sent;
+        try {
+            sent = send(source, transport, config);
+        } catch (RuntimeException e) {
+            transport.fail("the source failed: " + e.getMessage());
+            join(receiver);
+            throw e;
+        }
+        join(receiver);
+        Object outcome = received.get();
+        if (outcome instanceof Throwable t) {
+            resumeAfterFailure(source, sent.pausedAt);
+            throw t instanceof MigrationException m ? m : new MigrationException("destination failed: " + t.getMessage(), t);
+        }
+        Destination.Received r = (Destination.Received) outcome;
+        long mismatched = compare(source, r.vm());
+        r.vm().resume();
+        long resumedAt = System.nanoTime();
+        MigrationReport report = new MigrationReport(config.mode(), source.pagingMode().name(), source.memorySize(),
+            sent.rounds.size(), sent.stopReason, sent.pages, sent.zeroPages, sent.bytes, sent.setupNanos,
+            resumedAt - sent.startedAt, resumedAt - sent.pausedAt, sent.dirtyRate, sent.bandwidth, sent.rounds,
+            mismatched == 0, mismatched);
+        return new Result(r.vm(), report);
+    }
+
+    private static void join(Thread t) {
+        try {
+            t.join();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new MigrationException("interrupted while waiting for the destination", e);
+        }
+    }
+
+    private static void resumeAfterFailure(Vm source, long pausedAt) {
+        if (pausedAt != 0 && source.paused()) {
+            source.resume();
+        }
+    }
+
+    /** Pages whose contents differ between the two VMs (both paused). */
+    static long compare(Vm a, Vm b) {
+        byte[] pa = new byte[PAGE];
+        byte[] pb = new byte[PAGE];
+        long mismatched = 0;
+        for (long gfn = 0; gfn < a.physicalMap().frames(); gfn++) {
+            a.readPhysical(gfn * PAGE, pa, 0, PAGE);
+            b.readPhysical(gfn * PAGE, pb, 0, PAGE);
+            if (!Arrays.equals(pa, pb)) {
+                mismatched++;
+            }
+        }
+        return mismatched;
+    }
+
+    /** What the source side did. */
+    private static final class Sent {
+        final List<MigrationReport.Round> rounds = new ArrayList<>();
+        StopReason stopReason;
+        long pages;
+        long zeroPages;
+        long bytes;
+        long startedAt;
+        long setupNanos;
+        long pausedAt;
+        double dirtyRate;
+        double bandwidth;
+    }
+
+    /**
+     * The source side: sends {@code vm} through {@code transport} up to the END record, leaving the VM
+     * paused. On a failure before the END the dirty log is off and the VM runs again.
+     */
+    static Sent send(Vm vm, Transport transport, MigrationConfig config) {
+        if (vm.pagingMode() == PagingMode.PARAVIRTUAL) {
+            throw new MigrationException("migrating a PARAVIRTUAL VM needs its page tables canonicalized to guest frame"
+                + " numbers (Xen's save/restore): not supported yet");
+        }
+        Sent s = new Sent();
+        s.startedAt = System.nanoTime();
+        DirtyLog log = vm.dirtyLog();
+        boolean logging = false;
+        try {
+            StreamWriter out = new StreamWriter(transport);
+            Pacer pacer = new Pacer(config.bandwidthBytesPerSecond());
+            out.header(vm.config());
+            byte[] page = new byte[PAGE];
+            long frames = vm.physicalMap().frames();
+            if (config.mode() == MigrationConfig.Mode.STOPCOPY) {
+                s.setupNanos = System.nanoTime() - s.startedAt;
+                s.pausedAt = pause(vm);
+                out.round(0);
+                long start = System.nanoTime();
+                long n = sendPopulated(vm, out, page, pacer);
+                s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start));
+                s.stopReason = StopReason.STOP_AND_COPY;
+            } else {
+                log.enable(config.tracking());
+                logging = true;
+                s.setupNanos = System.nanoTime() - s.startedAt;
+                DirtySnapshot dirty = new DirtySnapshot(frames);
+                int round = 0;
+                out.round(round);
+                long roundStart = System.nanoTime();
+                long n = sendPopulated(vm, out, page, pacer);
+                while (true) {
+                    long dirtied = log.harvest(dirty);
+                    long now = System.nanoTime();
+                    s.rounds.add(new MigrationReport.Round(round, n, dirtied, now - roundStart));
+                    s.dirtyRate = dirtied * (double) PAGE * 1e9 / Math.max(1, now - roundStart);
+                    s.bandwidth = pacer.measured();
+                    StopReason stop = stopRule(config, round + 1, dirtied, out.pages(), frames, s.bandwidth);
+                    if (stop != null) {
+                        s.stopReason = stop;
+                        break;
+                    }
+                    round++;
+                    out.round(round);
+                    roundStart = System.nanoTime();
+                    n = sendDirty(vm, out, page, pacer, dirty, null);
+                }
+                // Stop-and-copy: what the last harvest reported, and every write since.
+                s.pausedAt = pause(vm);
+                DirtySnapshot last = new DirtySnapshot(frames);
+                log.harvest(last);
+                log.disable();
+                logging = false;
+                round++;
+                out.round(round);
+                long start = System.nanoTime();
+                n = sendDirty(vm, out, page, pacer, dirty, null) + sendDirty(vm, out, page, pacer, last, dirty);
+                s.rounds.add(new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start));
+            }
+            out.state(vm.exportState());
+            out.end();
+            s.pages = out.pages();
+            s.zeroPages = out.zeroPages();
+            s.bytes = out.bytes();
+            if (s.bandwidth == 0) {
+                s.bandwidth = pacer.measured();
+            }
+            return s;
+        } catch (RuntimeException e) {
+            if (logging) {
+                log.disable();
+            }
+            resumeAfterFailure(vm, s.pausedAt);
+            throw e;
+        }
+    }
+
+    private static long pause(Vm vm) {
+        long at = System.nanoTime();
+        vm.pause();
+        return at;
+    }
+
+    /** The first stop rule that holds after the harvest that ended round {@code roundsDone - 1}, or null. */
+    private static StopReason stopRule(MigrationConfig config, int roundsDone, long dirtied, long pagesSent, long frames,
+                                       double bandwidth) {
+        for (MigrationConfig.StopRule rule : MigrationConfig.StopRule.values()) {
+            if (!config.stopRules().contains(rule)) {
+                continue;
+            }
+            switch (rule) {
+                case QEMU_DOWNTIME:
+                    double expected = bandwidth > 0 ? dirtied * (double) PAGE / bandwidth * 1e9 : Double.MAX_VALUE;
+                    if (expected < config.downtimeLimitNanos()) {
+                        return StopReason.DOWNTIME_LIMIT;
+                    }
+                    break;
+                case XEN_MAX_ROUNDS:
+                    if (roundsDone >= config.maxRounds()) {
+                        return StopReason.MAX_ROUNDS;
+                    }
+                    break;
+                case XEN_FEW_DIRTY:
+                    if (dirtied < XEN_FEW_DIRTY_PAGES) {
+                        return StopReason.FEW_DIRTY_PAGES;
+                    }
+                    break;
+                case XEN_SENT_3X:
+                    if (pagesSent > 3 * frames) {
+                        return StopReason.SENT_THREE_TIMES_MEMORY;
+                    }
+                    break;
+                default:
+                    throw new IllegalStateException(rule.name());
+            }
+        }
+        return null;
+    }
+
+    /** Round 0 and stop-and-copy alone: every populated page. */
+    private static long sendPopulated(Vm vm, StreamWriter out, byte[] page, Pacer pacer) {
+        long n = 0;
+        for (long gfn = 0; gfn < vm.physicalMap().frames(); gfn++) {
+            if (vm.physicalMap().machineFrame(gfn) >= 0) {
+                sendPage(vm, out, page, pacer, gfn);
+                n++;
+            }
+        }
+        return n;
+    }
+
+    /** The pages {@code dirty} reports, except those {@code skip} reports (sent already). */
+    private static long sendDirty(Vm vm, StreamWriter out, byte[] page, Pacer pacer, DirtySnapshot dirty, DirtySnapshot skip) {
+        long n = 0;
+        for (long gfn = dirty.next(0); gfn >= 0; gfn = dirty.next(gfn + 1)) {
+            if (skip == null || !skip.isDirty(gfn)) {
+                sendPage(vm, out, page, pacer, gfn);
+                n++;
+            }
+        }
+        return n;
+    }
+
+    private static void sendPage(Vm vm, StreamWriter out, byte[] page, Pacer pacer, long gfn) {
+        vm.readPhysical(gfn * PAGE, page, 0, PAGE);
+        boolean zero = isZero(page);
+        out.page(gfn, page, zero);
+        pacer.sent(zero ? 0 : PAGE);
+    }
+
+    static boolean isZero(byte[] page) {
+        for (byte b : page) {
+            if (b != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Holds the sender to a bandwidth cap (page payload bytes per second; 0 = unlimited) and measures
+     * the bandwidth achieved over windows of at least 100 ms, as QEMU does for its downtime estimate.
+     */
+    static final class Pacer {
+        private final long cap;
+        private final long start = System.nanoTime();
+        private long sent;
+        private long windowStart = start;
+        private long windowBytes;
+        private double measured;
+
+        Pacer(long bytesPerSecond) {
+            this.cap = bytesPerSecond;
+        }
+
+        void sent(long bytes) {
+            sent += bytes;
+            windowBytes += bytes;
+            if (cap > 0) {
+                long due = start + (long) (sent * 1e9 / cap);
+                long wait = due - System.nanoTime();
+                if (wait > 0) {
+                    java.util.concurrent.locks.LockSupport.parkNanos(wait);
+                }
+            }
+            long now = System.nanoTime();
+            if (now - windowStart >= BANDWIDTH_WINDOW_NANOS) {
+                measured = windowBytes * 1e9 / (now - windowStart);
+                windowStart = now;
+                windowBytes = 0;
+            }
+        }
+
+        /** The bandwidth of the last full window, or of everything so far before one has passed. */
+        double measured() {
+            if (measured > 0) {
+                return measured;
+            }
+            long elapsed = System.nanoTime() - start;
+            return elapsed > 0 ? sent * 1e9 / elapsed : 0;
+        }
+    }
+}

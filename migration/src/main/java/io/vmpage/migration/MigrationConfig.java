@@ -1,0 +1,82 @@
+package io.vmpage.migration;
+
+import io.vmpage.engine.dirty.DirtyTracking;
+import java.util.EnumSet;
+import java.util.Set;
+
+/**
+ * How a migration runs. Immutable; {@code with*} returns a copy.
+ *
+ * @param mode pre-copy or stop-and-copy
+ * @param bandwidthBytesPerSecond page payload per second on the link, 0 for unlimited
+ * @param downtimeLimitNanos QEMU's downtime limit (default 300 ms)
+ * @param maxRounds Xen's round cap (used when {@link StopRule#XEN_MAX_ROUNDS} is on; default 30)
+ * @param stopRules which stop rules end pre-copy; the first that holds wins
+ * @param tracking the dirty-log method
+ */
+public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long downtimeLimitNanos, int maxRounds,
+                              Set<StopRule> stopRules, DirtyTracking tracking) {
+    /** The algorithm. */
+    public enum Mode { PRECOPY, STOPCOPY }
+
+    /** Pre-copy stop rules (selectable and combinable). */
+    public enum StopRule {
+        /** QEMU: remaining dirty bytes / measured bandwidth below the downtime limit. */
+        QEMU_DOWNTIME,
+        /** Xen: at most {@code maxRounds} rounds. */
+        XEN_MAX_ROUNDS,
+        /** Xen: fewer than 50 pages dirtied in a round. */
+        XEN_FEW_DIRTY,
+        /** Xen: more than 3x memory sent. */
+        XEN_SENT_3X
+    }
+
+    public MigrationConfig {
+        if (mode == null || tracking == null || stopRules == null) {
+            throw new IllegalArgumentException("mode, stop rules and tracking method are required");
+        }
+        if (bandwidthBytesPerSecond < 0) {
+            throw new IllegalArgumentException("bandwidth " + bandwidthBytesPerSecond + " bytes/s must not be negative");
+        }
+        if (downtimeLimitNanos <= 0) {
+            throw new IllegalArgumentException("downtime limit must be positive");
+        }
+        if (maxRounds < 1) {
+            throw new IllegalArgumentException("max rounds " + maxRounds + " must be at least 1");
+        }
+        if (mode == Mode.PRECOPY && stopRules.isEmpty()) {
+            throw new IllegalArgumentException("pre-copy needs at least one stop rule");
+        }
+        stopRules = Set.copyOf(stopRules);
+    }
+
+    /** Pre-copy, unlimited bandwidth, 300 ms downtime limit, QEMU's rule plus Xen's 30-round cap, write protection. */
+    public static MigrationConfig defaults() {
+        return new MigrationConfig(Mode.PRECOPY, 0, 300_000_000L, 30,
+            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT);
+    }
+
+    public MigrationConfig withMode(Mode m) {
+        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking);
+    }
+
+    public MigrationConfig withBandwidth(long bytesPerSecond) {
+        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking);
+    }
+
+    public MigrationConfig withDowntimeLimit(long nanos) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking);
+    }
+
+    public MigrationConfig withMaxRounds(int rounds) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking);
+    }
+
+    public MigrationConfig withStopRules(Set<StopRule> rules) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking);
+    }
+
+    public MigrationConfig withTracking(DirtyTracking method) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method);
+    }
+}

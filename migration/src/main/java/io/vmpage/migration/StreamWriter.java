@@ -1,0 +1,107 @@
+package io.vmpage.migration;
+
+import io.vmpage.engine.PagingMode;
+import io.vmpage.engine.VcpuState;
+import io.vmpage.engine.VmConfig;
+import io.vmpage.engine.VmState;
+import io.vmpage.mmu.MmuConfig;
+import java.nio.ByteBuffer;
+import java.util.zip.CRC32C;
+
+/** Writes a {@link StreamFormat} stream into a {@link Transport}, chunk by chunk. Source thread only. */
+final class StreamWriter {
+    private final Transport transport;
+    private final CRC32C crc = new CRC32C();
+    private ByteBuffer chunk;
+    private long pages;
+    private long zeroPages;
+    private long bytes;
+
+    StreamWriter(Transport transport) {
+        this.transport = transport;
+        this.chunk = transport.acquire();
+    }
+
+    void header(VmConfig config) {
+        room(64);
+        chunk.putInt(StreamFormat.MAGIC).putShort(StreamFormat.VERSION).putShort((short) 0);
+        chunk.putLong(config.memoryBytes()).putInt(config.vcpus()).put((byte) config.paging().ordinal()).put((byte) config.levels());
+        MmuConfig m = config.mmu();
+        chunk.putInt(m.tlbSets()).putInt(m.tlbWays()).putInt(m.largeTlbSets()).putInt(m.largeTlbWays())
+            .put((byte) (m.tlbEnabled() ? 1 : 0)).putInt(m.pscEntries()).putInt(m.nestedEntries()).put((byte) m.maxPhysAddrBits());
+    }
+
+    /** A page whose contents are in {@code page} (4096 bytes); sent as ZERO when all zero. */
+    void page(long gfn, byte[] page, boolean zero) {
+        room(StreamFormat.MAX_RECORD);
+        chunk.put(StreamFormat.PAGE);
+        if (zero) {
+            chunk.put(StreamFormat.PAGE_ZERO).putLong(gfn);
+            zeroPages++;
+        } else {
+            chunk.put(StreamFormat.PAGE_FULL).putLong(gfn).put(page, 0, StreamFormat.PAGE_BYTES);
+        }
+        pages++;
+    }
+
+    void round(int round) {
+        room(5);
+        chunk.put(StreamFormat.ROUND).putInt(round);
+    }
+
+    void state(VmState state) {
+        room(5 + state.vcpus().size() * StreamFormat.VCPU_STATE_BYTES);
+        chunk.put(StreamFormat.STATE).putInt(state.vcpus().size());
+        for (VcpuState v : state.vcpus()) {
+            chunk.putLong(v.cr0()).putLong(v.cr3()).putLong(v.cr4()).putLong(v.efer())
+                .put((byte) ((v.cr3Loaded() ? 1 : 0) | (v.userMode() ? 2 : 0)));
+        }
+    }
+
+    /** The END record, then the last chunk, then the end of the stream. */
+    void end() {
+        room(StreamFormat.END_BYTES);
+        ByteBuffer covered = chunk.duplicate().flip();
+        crc.update(covered);
+        chunk.put(StreamFormat.END).putLong(pages).putInt((int) crc.getValue());
+        bytes += chunk.position();
+        chunk.flip();
+        transport.send(chunk);
+        chunk = null;
+        transport.finish();
+    }
+
+    long pages() {
+        return pages;
+    }
+
+    long zeroPages() {
+        return zeroPages;
+    }
+
+    /** Stream bytes handed to the transport so far. */
+    long bytes() {
+        return bytes + (chunk == null ? 0 : chunk.position());
+    }
+
+    /** Sends the chunk when fewer than {@code need} bytes are left in it (records never span chunks). */
+    private void room(int need) {
+        if (chunk.remaining() >= need) {
+            return;
+        }
+        ByteBuffer covered = chunk.duplicate().flip();
+        crc.update(covered);
+        bytes += chunk.position();
+        chunk.flip();
+        transport.send(chunk);
+        chunk = transport.acquire();
+    }
+
+    static PagingMode paging(int ordinal) {
+        PagingMode[] all = PagingMode.values();
+        if (ordinal < 0 || ordinal >= all.length) {
+            throw new MigrationException("stream names paging mode " + ordinal + ", which does not exist");
+        }
+        return all[ordinal];
+    }
+}

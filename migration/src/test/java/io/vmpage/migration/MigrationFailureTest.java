@@ -1,0 +1,184 @@
+package io.vmpage.migration;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.vmpage.engine.Host;
+import io.vmpage.engine.PagingMode;
+import java.nio.ByteBuffer;
+import java.util.concurrent.TimeUnit;
+import java.util.function.IntPredicate;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * Migrations that fail: the connection lost at each phase, and streams the destination must reject.
+ * Before the switch-over the source keeps running with nothing lost and logging off, and the
+ * destination keeps nothing.
+ */
+class MigrationFailureTest {
+    private static final long MEMORY = 32L << 20;
+    private static final int PAGES = 256;
+
+    /** A memory transport that breaks, or tampers with a chunk, at the {@code n}-th send. */
+    private static final class Faulty implements Transport {
+        private final MemoryTransport inner = new MemoryTransport(16, MemoryTransport.DEFAULT_CHUNK, 5_000);
+        private final IntPredicate breakAt;
+        private final boolean corrupt;
+        private final boolean dropEnd;
+        private int sends;
+        /** With {@code dropEnd}: the chunk held back, so the last one (with the END record) never goes. */
+        private ByteBuffer held;
+
+        Faulty(IntPredicate breakAt, boolean corrupt, boolean dropEnd) {
+            this.breakAt = breakAt;
+            this.corrupt = corrupt;
+            this.dropEnd = dropEnd;
+        }
+
+        @Override
+        public ByteBuffer acquire() {
+            return inner.acquire();
+        }
+
+        @Override
+        public void send(ByteBuffer filled) {
+            if (breakAt.test(++sends)) {
+                if (corrupt) {
+                    filled.put(filled.limit() / 2, (byte) (filled.get(filled.limit() / 2) ^ 0x5A)); // one bit pattern flipped
+                } else {
+                    inner.fail("link dropped at chunk " + sends);
+                }
+            }
+            if (dropEnd) {
+                if (held != null) {
+                    inner.send(held);
+                }
+                held = filled;
+                return;
+            }
+            inner.send(filled);
+        }
+
+        @Override
+        public void finish() {
+            inner.finish(); // with dropEnd the held chunk, the one with the END record, is never sent
+        }
+
+        @Override
+        public ByteBuffer receive() {
+            return inner.receive();
+        }
+
+        @Override
+        public void release(ByteBuffer buffer) {
+            inner.release(buffer);
+        }
+
+        @Override
+        public void fail(String why) {
+            inner.fail(why);
+        }
+
+        @Override
+        public void close() {
+            inner.close();
+        }
+    }
+
+    /**
+     * The connection dropped at setup (the first chunk, with the header), in round 0 (chunk 4), and in
+     * a later round (chunk 20: round 0 is about 7 chunks here, each later round about 4, six rounds).
+     */
+    @ParameterizedTest
+    @ValueSource(ints = {1, 4, 20})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void aDroppedConnectionLeavesTheSourceRunningWithNothingLost(int chunk) throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
+            long destinationFree = destination.frames().freeFrames();
+            WrittenGuest guest = new WrittenGuest(source, PagingMode.NESTED, 2, PAGES, MEMORY);
+            try (guest) {
+                guest.start(true, 5);
+                guest.awaitWrites(100);
+                MigrationException lost = assertThrows(MigrationException.class, () -> Migration.over(guest.vm, destination,
+                    new Faulty(n -> n == chunk, false, false), MigrationConfig.defaults()
+                        .withStopRules(java.util.EnumSet.of(MigrationConfig.StopRule.XEN_MAX_ROUNDS)).withMaxRounds(6)));
+                assertTrue(lost.getMessage().contains("lost"), lost.getMessage());
+                assertFalse(guest.vm.paused(), "the source runs on");
+                assertFalse(guest.vm.dirtyLog().enabled(), "with dirty logging off");
+                guest.awaitWrites(100); // the writers never noticed
+                assertEquals(0, destination.vms().size(), "the destination kept nothing");
+                assertEquals(destinationFree, destination.frames().freeFrames(), "and gave every frame back");
+                guest.stop();
+                for (int p = 0; p < PAGES; p++) {
+                    assertEquals(guest.expected(p), guest.vm.vcpu(0).readLong(WrittenGuest.page(p)));
+                }
+            }
+        }
+    }
+
+    /** A corrupted chunk or a stream cut before its END: rejected, the partial VM discarded, the source resumed. */
+    @ParameterizedTest
+    @ValueSource(booleans = {true, false})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void aCorruptedOrTruncatedStreamIsRejected(boolean corrupt) throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
+            long destinationFree = destination.frames().freeFrames();
+            WrittenGuest guest = new WrittenGuest(source, PagingMode.SHADOW, 2, PAGES, MEMORY);
+            try (guest) {
+                guest.start(false, 9);
+                guest.awaitWrites(100);
+                Transport faulty = corrupt ? new Faulty(n -> n == 3, true, false) : new Faulty(n -> false, false, true);
+                MigrationException rejected = assertThrows(MigrationException.class,
+                    () -> Migration.over(guest.vm, destination, faulty, MigrationConfig.defaults()));
+                assertTrue(rejected.getMessage().contains(corrupt ? "corrupt" : "truncated"), rejected.getMessage());
+                assertFalse(guest.vm.paused());
+                guest.awaitWrites(100);
+                assertEquals(0, destination.vms().size());
+                assertEquals(destinationFree, destination.frames().freeFrames());
+            }
+        }
+    }
+
+    private static MigrationException receiveHandMade(java.util.function.Consumer<ByteBuffer> write) {
+        try (Host destination = Host.create(64L << 20); MemoryTransport t = new MemoryTransport()) {
+            ByteBuffer b = t.acquire();
+            write.accept(b);
+            b.flip();
+            t.send(b);
+            t.finish();
+            MigrationException e = assertThrows(MigrationException.class, () -> Destination.receive(destination, t));
+            assertEquals(0, destination.vms().size());
+            return e;
+        }
+    }
+
+    @Test
+    void wrongMagicWrongVersionAndPagesOutsideTheVmAreRejectedByName() {
+        assertTrue(receiveHandMade(b -> b.putInt(0x1234_5678).putLong(0)).getMessage().contains("not a vmpage migration stream"));
+        assertTrue(receiveHandMade(b -> b.putInt(StreamFormat.MAGIC).putShort((short) 2).putShort((short) 0))
+            .getMessage().contains("version 2 is not supported"));
+        MigrationException outside = receiveHandMade(b -> {
+            header(b, 16L << 20);
+            b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_ZERO).putLong(1L << 30);
+        });
+        assertTrue(outside.getMessage().contains("outside the VM"), outside.getMessage());
+        MigrationException huge = receiveHandMade(b -> header(b, 1L << 40));
+        assertTrue(huge.getMessage().contains("this host has"), huge.getMessage());
+        MigrationException cut = receiveHandMade(b -> {
+            header(b, 16L << 20);
+            b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_FULL).putLong(3).put(new byte[100]);
+        });
+        assertTrue(cut.getMessage().contains("truncated"), cut.getMessage());
+    }
+
+    private static void header(ByteBuffer b, long memory) {
+        b.putInt(StreamFormat.MAGIC).putShort(StreamFormat.VERSION).putShort((short) 0);
+        b.putLong(memory).putInt(1).put((byte) 0).put((byte) 4);
+        b.putInt(128).putInt(12).putInt(8).putInt(4).put((byte) 1).putInt(32).putInt(64).put((byte) 46);
+    }
+}
