@@ -44,17 +44,28 @@ public final class Migration {
     /**
      * Migrates {@code source} to a new VM on {@code destinationHost} in this JVM over a
      * {@link MemoryTransport}, verifies the destination's memory against the paused source page by page
-     * before the switch-over, then resumes the destination. The source stays paused: the caller destroys
+     * before the switch-over (the report's downtime leaves that pass out), then resumes the destination. The source stays paused: the caller destroys
      * it (its vCPUs' threads then fail with the stale-handle error, and can carry on on the destination).
      */
     public static Result toHost(Vm source, Host destinationHost, MigrationConfig config) {
+        return toHost(source, destinationHost, config, round -> { });
+    }
+
+    /** {@link #toHost}, calling {@code progress} on the source thread after each round. */
+    public static Result toHost(Vm source, Host destinationHost, MigrationConfig config,
+                                java.util.function.Consumer<MigrationReport.Round> progress) {
         try (MemoryTransport transport = new MemoryTransport()) {
-            return over(source, destinationHost, transport, config);
+            return over(source, destinationHost, transport, config, progress);
         }
     }
 
     /** {@link #toHost} over a given transport (tests break it on purpose). */
     static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config) {
+        return over(source, destinationHost, transport, config, round -> { });
+    }
+
+    private static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config,
+                               java.util.function.Consumer<MigrationReport.Round> progress) {
         AtomicReference<Object> received = new AtomicReference<>();
         Thread receiver = new Thread(() -> {
             try {
@@ -68,7 +79,7 @@ public final class Migration {
         receiver.start();
         Sent sent;
         try {
-            sent = send(source, transport, config);
+            sent = send(source, transport, config, progress);
         } catch (RuntimeException e) {
             transport.fail("the source failed: " + e.getMessage());
             join(receiver);
@@ -81,13 +92,15 @@ public final class Migration {
             throw t instanceof MigrationException m ? m : new MigrationException("destination failed: " + t.getMessage(), t);
         }
         Destination.Received r = (Destination.Received) outcome;
-        long mismatched = compare(source, r.vm());
+        long ready = System.nanoTime();
+        long mismatched = compare(source, r.vm()); // both paused: not part of the downtime
+        long verifying = System.nanoTime() - ready;
         r.vm().resume();
-        long resumedAt = System.nanoTime();
+        long resumedAt = System.nanoTime() - verifying;
         MigrationReport report = new MigrationReport(config.mode(), source.pagingMode().name(), source.memorySize(),
             sent.rounds.size(), sent.stopReason, sent.pages, sent.zeroPages, sent.bytes, sent.setupNanos,
             resumedAt - sent.startedAt, resumedAt - sent.pausedAt, sent.dirtyRate, sent.bandwidth, sent.rounds,
-            mismatched == 0, mismatched);
+            mismatched == 0, mismatched, sent.throttle);
         return new Result(r.vm(), report);
     }
 
@@ -133,13 +146,15 @@ public final class Migration {
         long pausedAt;
         double dirtyRate;
         double bandwidth;
+        /** The auto-converge throttle when the VM paused (0: none). */
+        int throttle;
     }
 
     /**
      * The source side: sends {@code vm} through {@code transport} up to the END record, leaving the VM
      * paused. On a failure before the END the dirty log is off and the VM runs again.
      */
-    static Sent send(Vm vm, Transport transport, MigrationConfig config) {
+    static Sent send(Vm vm, Transport transport, MigrationConfig config, java.util.function.Consumer<MigrationReport.Round> progress) {
         if (vm.pagingMode() == PagingMode.PARAVIRTUAL) {
             throw new MigrationException("migrating a PARAVIRTUAL VM needs its page tables canonicalized to guest frame"
                 + " numbers (Xen's save/restore): not supported yet");
@@ -160,13 +175,16 @@ public final class Migration {
                 out.round(0);
                 long start = System.nanoTime();
                 long n = sendPopulated(vm, out, page, pacer);
-                s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start));
+                s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
+                progress.accept(s.rounds.get(0));
                 s.stopReason = StopReason.STOP_AND_COPY;
             } else {
                 log.enable(config.tracking());
                 logging = true;
                 s.setupNanos = System.nanoTime() - s.startedAt;
                 DirtySnapshot dirty = new DirtySnapshot(frames);
+                AutoConverge autoConverge = new AutoConverge();
+                long bytesBeforeRound = out.bytes();
                 int round = 0;
                 out.round(round);
                 long roundStart = System.nanoTime();
@@ -174,9 +192,16 @@ public final class Migration {
                 while (true) {
                     long dirtied = log.harvest(dirty);
                     long now = System.nanoTime();
-                    s.rounds.add(new MigrationReport.Round(round, n, dirtied, now - roundStart));
                     s.dirtyRate = dirtied * (double) PAGE * 1e9 / Math.max(1, now - roundStart);
                     s.bandwidth = pacer.measured();
+                    MigrationReport.Round done = new MigrationReport.Round(round, n, dirtied, now - roundStart, s.dirtyRate,
+                        s.bandwidth, expectedDowntime(dirtied, s.bandwidth), false);
+                    s.rounds.add(done);
+                    progress.accept(done);
+                    if (config.autoConverge()) {
+                        autoConverge.afterRound(vm, dirtied * (long) PAGE, out.bytes() - bytesBeforeRound);
+                    }
+                    bytesBeforeRound = out.bytes();
                     StopReason stop = stopRule(config, round + 1, dirtied, out.pages(), frames, s.bandwidth);
                     if (stop != null) {
                         s.stopReason = stop;
@@ -189,6 +214,8 @@ public final class Migration {
                 }
                 // Stop-and-copy: what the last harvest reported, and every write since.
                 s.pausedAt = pause(vm);
+                s.throttle = vm.throttlePercent();
+                vm.setThrottle(0); // paused now; it stays unthrottled if the migration fails from here
                 DirtySnapshot last = new DirtySnapshot(frames);
                 log.harvest(last);
                 log.disable();
@@ -197,7 +224,10 @@ public final class Migration {
                 out.round(round);
                 long start = System.nanoTime();
                 n = sendDirty(vm, out, page, pacer, dirty, null) + sendDirty(vm, out, page, pacer, last, dirty);
-                s.rounds.add(new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start));
+                MigrationReport.Round stopAndCopy = new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start,
+                    s.dirtyRate, pacer.measured(), 0, true);
+                s.rounds.add(stopAndCopy);
+                progress.accept(stopAndCopy);
             }
             out.state(vm.exportState());
             out.end();
@@ -212,8 +242,29 @@ public final class Migration {
             if (logging) {
                 log.disable();
             }
+            if (vm.throttlePercent() != 0) {
+                vm.setThrottle(0);
+            }
             resumeAfterFailure(vm, s.pausedAt);
             throw e;
+        }
+    }
+
+    /**
+     * QEMU's auto-converge ({@code migration_trigger_throttle}, {@code mig_throttle_guest_down}): after a
+     * harvest, when the guest dirtied more than half the bytes sent in that period ({@code
+     * throttle-trigger-threshold} 50%) for the second time, throttle its vCPUs: 20% first
+     * ({@code cpu-throttle-initial}), then 10% more ({@code cpu-throttle-increment}), at most 99%.
+     */
+    private static final class AutoConverge {
+        private int high;
+
+        void afterRound(Vm vm, long bytesDirtied, long bytesSent) {
+            if (bytesDirtied * 2 > bytesSent && ++high >= 2) {
+                high = 0;
+                int now = vm.throttlePercent();
+                vm.setThrottle(now == 0 ? 20 : Math.min(99, now + 10));
+            }
         }
     }
 
@@ -232,8 +283,7 @@ public final class Migration {
             }
             switch (rule) {
                 case QEMU_DOWNTIME:
-                    double expected = bandwidth > 0 ? dirtied * (double) PAGE / bandwidth * 1e9 : Double.MAX_VALUE;
-                    if (expected < config.downtimeLimitNanos()) {
+                    if (expectedDowntime(dirtied, bandwidth) < config.downtimeLimitNanos()) {
                         return StopReason.DOWNTIME_LIMIT;
                     }
                     break;
@@ -257,6 +307,11 @@ public final class Migration {
             }
         }
         return null;
+    }
+
+    /** The time {@code pages} would take at {@code bandwidth} bytes per second (QEMU's expected downtime). */
+    static long expectedDowntime(long pages, double bandwidth) {
+        return bandwidth > 0 ? (long) (pages * (double) PAGE / bandwidth * 1e9) : Long.MAX_VALUE;
     }
 
     /** Round 0 and stop-and-copy alone: every populated page. */

@@ -13,9 +13,11 @@ import java.util.Set;
  * @param maxRounds Xen's round cap (used when {@link StopRule#XEN_MAX_ROUNDS} is on; default 30)
  * @param stopRules which stop rules end pre-copy; the first that holds wins
  * @param tracking the dirty-log method
+ * @param autoConverge QEMU's auto-converge: throttle the vCPUs when the guest dirties more than half of
+ *     what was sent in two rounds, 20% first, 10% more each time, up to 99%
  */
 public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long downtimeLimitNanos, int maxRounds,
-                              Set<StopRule> stopRules, DirtyTracking tracking) {
+                              Set<StopRule> stopRules, DirtyTracking tracking, boolean autoConverge) {
     /** The algorithm. */
     public enum Mode { PRECOPY, STOPCOPY }
 
@@ -53,30 +55,34 @@ public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long down
     /** Pre-copy, unlimited bandwidth, 300 ms downtime limit, QEMU's rule plus Xen's 30-round cap, write protection. */
     public static MigrationConfig defaults() {
         return new MigrationConfig(Mode.PRECOPY, 0, 300_000_000L, 30,
-            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT);
+            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false);
     }
 
     public MigrationConfig withMode(Mode m) {
-        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking);
+        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge);
     }
 
     public MigrationConfig withBandwidth(long bytesPerSecond) {
-        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking);
+        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge);
     }
 
     public MigrationConfig withDowntimeLimit(long nanos) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge);
     }
 
     public MigrationConfig withMaxRounds(int rounds) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge);
     }
 
     public MigrationConfig withStopRules(Set<StopRule> rules) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge);
     }
 
     public MigrationConfig withTracking(DirtyTracking method) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge);
+    }
+
+    public MigrationConfig withAutoConverge(boolean on) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on);
     }
 }

@@ -100,22 +100,22 @@ class MigrationFailureTest {
     void aDroppedConnectionLeavesTheSourceRunningWithNothingLost(int chunk) throws Exception {
         try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
             long destinationFree = destination.frames().freeFrames();
-            WrittenGuest guest = new WrittenGuest(source, PagingMode.NESTED, 2, PAGES, MEMORY);
+            Workload guest = new Workload(source, PagingMode.NESTED, 2, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
             try (guest) {
                 guest.start(true, 5);
                 guest.awaitWrites(100);
-                MigrationException lost = assertThrows(MigrationException.class, () -> Migration.over(guest.vm, destination,
+                MigrationException lost = assertThrows(MigrationException.class, () -> Migration.over(guest.vm(), destination,
                     new Faulty(n -> n == chunk, false, false), MigrationConfig.defaults()
                         .withStopRules(java.util.EnumSet.of(MigrationConfig.StopRule.XEN_MAX_ROUNDS)).withMaxRounds(6)));
                 assertTrue(lost.getMessage().contains("lost"), lost.getMessage());
-                assertFalse(guest.vm.paused(), "the source runs on");
-                assertFalse(guest.vm.dirtyLog().enabled(), "with dirty logging off");
+                assertFalse(guest.vm().paused(), "the source runs on");
+                assertFalse(guest.vm().dirtyLog().enabled(), "with dirty logging off");
                 guest.awaitWrites(100); // the writers never noticed
                 assertEquals(0, destination.vms().size(), "the destination kept nothing");
                 assertEquals(destinationFree, destination.frames().freeFrames(), "and gave every frame back");
                 guest.stop();
                 for (int p = 0; p < PAGES; p++) {
-                    assertEquals(guest.expected(p), guest.vm.vcpu(0).readLong(WrittenGuest.page(p)));
+                    assertEquals(guest.expected(p), guest.vm().vcpu(0).readLong(Workload.page(p)));
                 }
             }
         }
@@ -128,15 +128,15 @@ class MigrationFailureTest {
     void aCorruptedOrTruncatedStreamIsRejected(boolean corrupt) throws Exception {
         try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
             long destinationFree = destination.frames().freeFrames();
-            WrittenGuest guest = new WrittenGuest(source, PagingMode.SHADOW, 2, PAGES, MEMORY);
+            Workload guest = new Workload(source, PagingMode.SHADOW, 2, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
             try (guest) {
                 guest.start(false, 9);
                 guest.awaitWrites(100);
                 Transport faulty = corrupt ? new Faulty(n -> n == 3, true, false) : new Faulty(n -> false, false, true);
                 MigrationException rejected = assertThrows(MigrationException.class,
-                    () -> Migration.over(guest.vm, destination, faulty, MigrationConfig.defaults()));
+                    () -> Migration.over(guest.vm(), destination, faulty, MigrationConfig.defaults()));
                 assertTrue(rejected.getMessage().contains(corrupt ? "corrupt" : "truncated"), rejected.getMessage());
-                assertFalse(guest.vm.paused());
+                assertFalse(guest.vm().paused());
                 guest.awaitWrites(100);
                 assertEquals(0, destination.vms().size());
                 assertEquals(destinationFree, destination.frames().freeFrames());

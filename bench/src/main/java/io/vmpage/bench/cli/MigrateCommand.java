@@ -1,0 +1,289 @@
+package io.vmpage.bench.cli;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.vmpage.engine.Host;
+import io.vmpage.engine.PagingMode;
+import io.vmpage.engine.dirty.DirtyTracking;
+import io.vmpage.migration.DirtyRate;
+import io.vmpage.migration.Migration;
+import io.vmpage.migration.MigrationConfig;
+import io.vmpage.migration.MigrationReport;
+import io.vmpage.migration.Workload;
+import java.io.PrintWriter;
+import java.util.EnumSet;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
+
+/**
+ * {@code vmpage migrate}: live migration of a VM whose writer vCPUs keep writing, from one host to
+ * another in this process. The guest kernel model runs in the VM with its heap populated; one writer
+ * thread per vCPU writes it by a pattern, paced to a dirty rate; the source first measures that rate
+ * and predicts whether pre-copy converges under the bandwidth and downtime limit, then migrates with
+ * one progress line per round (as QEMU's {@code info migrate}), verifies the destination against the
+ * paused source page by page, switches over, lets the writers carry on on the destination, and checks
+ * every value they wrote. Exit 0 when verified, 1 when a page differs or a write is missing.
+ */
+@Command(name = "migrate", mixinStandardHelpOptions = true,
+    description = "Live-migrates a VM while its vCPUs keep writing (pre-copy or stop-and-copy) and verifies the copy.")
+public final class MigrateCommand implements Callable<Integer> {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Guest memory the guest kernel keeps besides the heap (its tables and direct-map bookkeeping). */
+    private static final long KERNEL_BYTES = 32L << 20;
+    private static final long MIN_MEMORY = 64L << 20;
+    private static final long MAX_MEMORY = 16L << 30;
+
+    @Spec
+    CommandSpec spec;
+
+    @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "256m",
+        description = "Guest memory, 64m to 16g; all but 32 MiB is heap, written once before the migration. Default: ${DEFAULT-VALUE}.")
+    String memory;
+
+    @Option(names = "--paging", paramLabel = "MODE", defaultValue = "nested", description = "nested or shadow. Default: ${DEFAULT-VALUE}.")
+    String paging;
+
+    @Option(names = "--writers", paramLabel = "N", defaultValue = "2", description = "Writer vCPUs, 1 to 16. Default: ${DEFAULT-VALUE}.")
+    int writers;
+
+    @Option(names = "--pattern", paramLabel = "PATTERN", defaultValue = "hotset",
+        description = "uniform, hotset, zipf or sequential. Default: ${DEFAULT-VALUE}.")
+    String pattern;
+
+    @Option(names = "--wws", paramLabel = "SIZE", defaultValue = "32m",
+        description = "The hot set (writable working set) of --pattern hotset. Default: ${DEFAULT-VALUE}.")
+    String wws;
+
+    @Option(names = "--dirty-rate", paramLabel = "RATE", defaultValue = "32m",
+        description = "Page writes per second over all writers, in bytes (e.g. 32m); unlimited: as fast as they can. Default: ${DEFAULT-VALUE}.")
+    String dirtyRate;
+
+    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "precopy", description = "precopy or stopcopy. Default: ${DEFAULT-VALUE}.")
+    String mode;
+
+    @Option(names = "--bandwidth", paramLabel = "RATE", defaultValue = "64m",
+        description = "Page payload per second on the link, or unlimited. Default: ${DEFAULT-VALUE}.")
+    String bandwidth;
+
+    @Option(names = "--downtime-limit", paramLabel = "DURATION", defaultValue = "300ms",
+        description = "QEMU's downtime limit (ms or s). Default: ${DEFAULT-VALUE}.")
+    String downtimeLimit;
+
+    @Option(names = "--max-rounds", paramLabel = "N", defaultValue = "30", description = "Xen's round cap. Default: ${DEFAULT-VALUE}.")
+    int maxRounds;
+
+    @Option(names = "--auto-converge", description = "QEMU's auto-converge: throttle the vCPUs while they dirty faster than the link carries.")
+    boolean autoConverge;
+
+    @Option(names = "--method", paramLabel = "METHOD", defaultValue = "write-protect",
+        description = "Dirty log: write-protect, dirty-bits (nested only) or dirty-ring. Default: ${DEFAULT-VALUE}.")
+    String method;
+
+    @Option(names = "--transport", paramLabel = "KIND", defaultValue = "memory", description = "memory. Default: ${DEFAULT-VALUE}.")
+    String transport;
+
+    @Option(names = "--seed", paramLabel = "N", defaultValue = "1", description = "Seed of the writers. Default: ${DEFAULT-VALUE}.")
+    long seed;
+
+    @Option(names = "--json", arity = "0..1", fallbackValue = "-", paramLabel = "FILE",
+        description = "Write the result as one JSON object to FILE, or to stdout when FILE is omitted or '-'.")
+    String json;
+
+    @Override
+    public Integer call() throws Exception {
+        PagingMode pagingMode = switch (paging) {
+            case "nested" -> PagingMode.NESTED;
+            case "shadow" -> PagingMode.SHADOW;
+            case "pv" -> throw new Cli.UsageException("--paging pv: migrating a paravirtual VM (its page tables hold machine"
+                + " frames, canonicalized by Xen's save/restore) is not supported yet");
+            default -> throw new Cli.UsageException("--paging " + paging + " must be nested or shadow");
+        };
+        MigrationConfig.Mode algorithm = switch (mode) {
+            case "precopy" -> MigrationConfig.Mode.PRECOPY;
+            case "stopcopy" -> MigrationConfig.Mode.STOPCOPY;
+            case "postcopy", "hybrid" -> throw new Cli.UsageException("--mode " + mode + " is not supported yet (precopy, stopcopy)");
+            default -> throw new Cli.UsageException("--mode " + mode + " must be precopy or stopcopy");
+        };
+        if (!transport.equals("memory")) {
+            throw new Cli.UsageException("--transport " + transport + ": only memory (two hosts in this process) is supported yet");
+        }
+        Workload.Pattern writePattern = switch (pattern) {
+            case "uniform" -> Workload.Pattern.UNIFORM;
+            case "hotset" -> Workload.Pattern.HOTSET;
+            case "zipf" -> Workload.Pattern.ZIPF;
+            case "sequential" -> Workload.Pattern.SEQUENTIAL;
+            default -> throw new Cli.UsageException("--pattern " + pattern + " must be uniform, hotset, zipf or sequential");
+        };
+        DirtyTracking how = switch (method) {
+            case "write-protect" -> DirtyTracking.WRITE_PROTECT;
+            case "dirty-bits" -> DirtyTracking.DIRTY_BITS;
+            case "dirty-ring" -> DirtyTracking.DIRTY_RING;
+            default -> throw new Cli.UsageException("--method " + method + " must be write-protect, dirty-bits or dirty-ring");
+        };
+        if (how == DirtyTracking.DIRTY_BITS && pagingMode != PagingMode.NESTED) {
+            throw new Cli.UsageException("--method dirty-bits needs --paging nested (EPT A/D bits)");
+        }
+        if (writers < 1 || writers > 16) {
+            throw new Cli.UsageException("--writers " + writers + " must be between 1 and 16");
+        }
+        if (maxRounds < 1 || maxRounds > 10_000) {
+            throw new Cli.UsageException("--max-rounds " + maxRounds + " must be between 1 and 10000");
+        }
+        long memoryBytes = Units.parseSize("--memory", memory, MIN_MEMORY, MAX_MEMORY);
+        if ((memoryBytes & 0xFFF) != 0) {
+            throw new Cli.UsageException("--memory " + memory + " must be a whole number of 4 KiB pages");
+        }
+        int heapPages = (int) ((memoryBytes - KERNEL_BYTES) >>> 12);
+        long wwsBytes = Units.parseSize("--wws", wws, 4096L * writers, memoryBytes - KERNEL_BYTES);
+        long rate = rate("--dirty-rate", dirtyRate);
+        long link = rate("--bandwidth", bandwidth);
+        long limit = duration("--downtime-limit", downtimeLimit);
+        if (limit < 1_000_000L || limit > 60_000_000_000L) {
+            throw new Cli.UsageException("--downtime-limit " + downtimeLimit + " must be between 1ms and 60s");
+        }
+        String refusal = HostRam.shortfall(asked(), 2 * memoryBytes + (512L << 20), HostRam.available(),
+            "the source and the destination guest, both populated");
+        if (refusal != null) {
+            throw new Cli.UsageException(refusal);
+        }
+        MigrationConfig config = new MigrationConfig(algorithm, link, limit, maxRounds,
+            EnumSet.of(MigrationConfig.StopRule.QEMU_DOWNTIME, MigrationConfig.StopRule.XEN_MAX_ROUNDS), how, autoConverge);
+        PrintWriter out = spec.commandLine().getOut();
+        PrintWriter progress = json != null && json.equals("-") ? spec.commandLine().getErr() : out;
+        long hostBytes = memoryBytes + memoryBytes / 8 + (64L << 20);
+        try (Host source = Cli.createHost(hostBytes, asked()); Host destination = Cli.createHost(hostBytes, asked())) {
+            Workload workload = new Workload(source, pagingMode, writers, memoryBytes, heapPages, writePattern,
+                (int) (wwsBytes >>> 12), rate);
+            try (workload) {
+                workload.start(true, seed);
+                workload.awaitWrites(100);
+                DirtyRate measured = DirtyRate.measure(workload.vm(), how, Math.max(limit, 100_000_000L));
+                boolean predicted = measured.predictsConvergence(link, limit);
+                progress.printf(Locale.ROOT, "dirty rate %s/s before the migration (%d pages in %.0f ms): pre-copy %s converge"
+                    + " at %s within %.0f ms%n", mib(measured.bytesPerSecond()), measured.pages(),
+                    measured.nanos() / 1e6, predicted ? "should" : "should not", link == 0 ? "unlimited bandwidth"
+                        : mib(link) + "/s", limit / 1e6);
+                progress.flush();
+                Migration.Result result = Migration.toHost(workload.vm(), destination, config, r -> {
+                    if (r.stopAndCopy()) {
+                        progress.printf(Locale.ROOT, "round %d (stop-and-copy, paused): sent %d pages (%s) in %.0f ms%n",
+                            r.round(), r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);
+                    } else {
+                        progress.printf(Locale.ROOT, "round %d: sent %d pages (%s) in %.0f ms; remaining %d pages (%s), dirty rate"
+                                + " %s/s, bandwidth %s/s, expected downtime %s%n", r.round(), r.pagesSent(), mib(r.pagesSent() * 4096.0),
+                            r.nanos() / 1e6, r.pagesDirtied(), mib(r.pagesDirtied() * 4096.0), mib(r.dirtyRateBytesPerSecond()),
+                            mib(r.bandwidthBytesPerSecond()), r.expectedDowntimeNanos() == Long.MAX_VALUE ? "-"
+                                : String.format(Locale.ROOT, "%.0f ms", r.expectedDowntimeNanos() / 1e6));
+                    }
+                    progress.flush();
+                });
+                workload.follow(result.destination());
+                source.destroyVm(workload.vm()); // the writers carry on on the destination
+                long before = workload.writesOnFollowedVm();
+                workload.awaitWrites(100);
+                workload.stop();
+                long missing = workload.journalMismatches(result.destination());
+                MigrationReport report = result.report();
+                boolean converged = report.stopReason() == io.vmpage.migration.StopReason.DOWNTIME_LIMIT
+                    || report.stopReason() == io.vmpage.migration.StopReason.STOP_AND_COPY;
+                Cli.emit(out, json, () -> json(report, measured, predicted, converged, missing),
+                    () -> text(report, measured, predicted, converged, missing, workload.writesOnFollowedVm() - before));
+                if (!report.verified() || missing != 0) {
+                    spec.commandLine().getErr().println("vmpage: migration lost data: " + report.mismatchedPages()
+                        + " pages differ from the paused source, " + missing + " journaled writes missing on the destination");
+                    return Cli.VERIFICATION_FAILED;
+                }
+                return Cli.OK;
+            }
+        }
+    }
+
+    private static String mib(double bytes) {
+        return String.format(Locale.ROOT, "%.1f MiB", bytes / (1 << 20));
+    }
+
+    private String asked() {
+        return "--memory " + memory;
+    }
+
+    private static long rate(String option, String text) {
+        if (text.equalsIgnoreCase("unlimited")) {
+            return 0;
+        }
+        try {
+            long r = Units.parseRate(text);
+            if (r <= 0) {
+                throw new Cli.UsageException(option + " " + text + " must be positive, or unlimited");
+            }
+            return r;
+        } catch (IllegalArgumentException e) {
+            throw new Cli.UsageException(option + " " + text + ": " + e.getMessage());
+        }
+    }
+
+    private static long duration(String option, String text) {
+        try {
+            return Units.parseDurationNanos(text);
+        } catch (IllegalArgumentException e) {
+            throw new Cli.UsageException(option + " " + text + ": " + e.getMessage());
+        }
+    }
+
+    private String text(MigrationReport r, DirtyRate measured, boolean predicted, boolean converged, long missing, long writesAfter) {
+        StringBuilder b = new StringBuilder();
+        b.append(String.format(Locale.ROOT, "%s migration of a %s %s guest with %d writers (%s, %s)%n", r.mode().name().toLowerCase(Locale.ROOT),
+            Units.formatSize(r.memoryBytes()), r.paging().toLowerCase(Locale.ROOT), writers, pattern, method));
+        b.append(String.format(Locale.ROOT, "  rounds %d, stopped by %s%n", r.rounds(), r.stopReason()));
+        b.append(String.format(Locale.ROOT, "  sent %d pages (%d zero), %s on the link%n", r.pagesSent(), r.zeroPages(),
+            mib(r.bytesSent())));
+        b.append(String.format(Locale.ROOT, "  setup %.1f ms, total %.1f ms, downtime %.1f ms%n", r.setupNanos() / 1e6,
+            r.totalNanos() / 1e6, r.downtimeNanos() / 1e6));
+        b.append(String.format(Locale.ROOT, "  dirty rate %s/s (measured before: %s/s), bandwidth %s/s%n",
+            mib(r.dirtyRateBytesPerSecond()), mib(measured.bytesPerSecond()), mib(r.bandwidthBytesPerSecond())));
+        b.append(String.format(Locale.ROOT, "  predicted to converge: %s; converged: %s%s%n", predicted, converged,
+            r.throttlePercent() > 0 ? " (auto-converge throttled the vCPUs to " + r.throttlePercent() + "%)" : ""));
+        b.append(String.format(Locale.ROOT, "  verified: %s (%d pages differ from the paused source); %d writes on the"
+            + " destination after the switch-over, %d journaled writes missing%n", r.verified(), r.mismatchedPages(), writesAfter, missing));
+        return b.toString();
+    }
+
+    private String json(MigrationReport r, DirtyRate measured, boolean predicted, boolean converged, long missing) {
+        ObjectNode o = JSON.createObjectNode();
+        o.put("mode", r.mode().name().toLowerCase(Locale.ROOT));
+        o.put("paging", r.paging().toLowerCase(Locale.ROOT));
+        o.put("memory_bytes", r.memoryBytes());
+        o.put("writers", writers);
+        o.put("pattern", pattern);
+        o.put("downtime_ms", r.downtimeNanos() / 1e6);
+        o.put("total_ms", r.totalNanos() / 1e6);
+        o.put("setup_ms", r.setupNanos() / 1e6);
+        o.put("rounds", r.rounds());
+        o.put("stop_reason", r.stopReason().name().toLowerCase(Locale.ROOT));
+        o.put("pages_sent", r.pagesSent());
+        o.put("bytes_sent", r.bytesSent());
+        o.put("zero_pages", r.zeroPages());
+        o.put("dirty_rate_bytes_per_s", r.dirtyRateBytesPerSecond());
+        o.put("dirty_rate_before_bytes_per_s", measured.bytesPerSecond());
+        o.put("bandwidth_bytes_per_s", r.bandwidthBytesPerSecond());
+        o.put("predicted_converge", predicted);
+        o.put("converged", converged);
+        o.put("throttle_percent", r.throttlePercent());
+        ArrayNode rounds = o.putArray("per_round");
+        for (MigrationReport.Round round : r.perRound()) {
+            ObjectNode n = rounds.addObject();
+            n.put("round", round.round());
+            n.put("pages_sent", round.pagesSent());
+            n.put("pages_dirtied", round.pagesDirtied());
+            n.put("ms", round.nanos() / 1e6);
+        }
+        o.put("verified", r.verified() && missing == 0);
+        o.put("mismatched_pages", r.mismatchedPages());
+        o.put("missing_writes", missing);
+        return o.toString();
+    }
+}

@@ -1,0 +1,70 @@
+package io.vmpage.bench.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.StringWriter;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+class MigrateCommandTest {
+    private final CliRun cli = new CliRun();
+    private final StringWriter out = cli.out;
+    private final StringWriter err = cli.err;
+
+    @ParameterizedTest
+    @CsvSource({"nested, precopy, hotset, write-protect", "nested, precopy, zipf, dirty-bits", "shadow, precopy, uniform, dirty-ring",
+        "nested, stopcopy, sequential, write-protect"})
+    void aMigrationUnderWritersIsVerifiedAndReportedAsJson(String paging, String mode, String pattern, String method) throws Exception {
+        assertEquals(0, cli.exec("migrate", "--memory", "64m", "--paging", paging, "--mode", mode, "--pattern", pattern,
+            "--method", method, "--wws", "4m", "--dirty-rate", "8m", "--bandwidth", "256m", "--json"), err.toString());
+        JsonNode root = new ObjectMapper().readTree(out.toString());
+        assertEquals(mode, root.get("mode").asText());
+        assertEquals(paging, root.get("paging").asText());
+        assertEquals(64L << 20, root.get("memory_bytes").asLong());
+        assertEquals(2, root.get("writers").asInt());
+        assertTrue(root.get("verified").asBoolean(), root.toString());
+        assertEquals(0, root.get("mismatched_pages").asLong());
+        assertTrue(root.get("pages_sent").asLong() > (32L << 20) / 4096, "the populated heap at least: " + root);
+        assertTrue(root.get("downtime_ms").asDouble() > 0);
+        assertEquals(root.get("rounds").asInt(), root.get("per_round").size());
+        assertTrue(root.has("stop_reason") && root.has("predicted_converge") && root.has("dirty_rate_bytes_per_s")
+            && root.has("bandwidth_bytes_per_s") && root.has("zero_pages") && root.has("throttle_percent"), root.toString());
+        assertTrue(err.toString().contains("round 0"), "progress lines go to stderr with --json: " + err);
+    }
+
+    @Test
+    void theHumanReportShowsEachRoundAndTheVerdict() {
+        assertEquals(0, cli.exec("migrate", "--memory", "64m", "--wws", "4m", "--bandwidth", "128m"), err.toString());
+        String report = out.toString();
+        assertTrue(report.contains("round 0: sent"), report);
+        assertTrue(report.contains("stop-and-copy, paused"), report);
+        assertTrue(report.contains("verified: true"), report);
+        assertTrue(report.contains("predicted to converge"), report);
+    }
+
+    @ParameterizedTest
+    @CsvSource(delimiter = '|', value = {
+        "--memory|1k|--memory",
+        "--memory|99g|--memory",
+        "--paging|pv|not supported yet",
+        "--paging|bogus|--paging bogus",
+        "--mode|postcopy|not supported yet",
+        "--mode|sideways|--mode sideways",
+        "--pattern|spiral|--pattern spiral",
+        "--bandwidth|fast|--bandwidth fast",
+        "--dirty-rate|-1m|--dirty-rate",
+        "--downtime-limit|300|--downtime-limit 300",
+        "--writers|0|--writers 0",
+        "--max-rounds|0|--max-rounds 0",
+        "--transport|tcp|--transport tcp",
+        "--wws|1g|--wws"})
+    void badFlagsAreOneLineNamingTheValueAndExitTwo(String option, String value, String named) {
+        assertEquals(2, cli.exec("migrate", option, value));
+        String message = err.toString().strip();
+        assertTrue(message.startsWith("vmpage: ") && message.contains(named) && !message.contains("\n"), message);
+    }
+}
