@@ -218,12 +218,15 @@ public final class Vm {
             if (!p2mWriter.compareAndSet(gfn, e, P2mEntry.notPresent(P2mEntry.FETCHING, payload))) {
                 continue;
             }
-            return fetchClaimed(gfn, e, kind, payload, f);
+            return fetchClaimed(gfn, e, kind, payload, f, null, 0);
         }
     }
 
-    /** {@link #bringIn} after this thread claimed the entry (it was {@code previous}). */
-    private long fetchClaimed(long gfn, long previous, int kind, long payload, FrameFetcher f) {
+    /**
+     * {@link #bringIn} after this thread claimed the entry (it was {@code previous}): fills a fresh frame
+     * through {@code f}, or from {@code arrived} when {@code f} is null, and installs it.
+     */
+    private long fetchClaimed(long gfn, long previous, int kind, long payload, FrameFetcher f, byte[] arrived, int arrivedOffset) {
         long claimed = P2mEntry.notPresent(P2mEntry.FETCHING, payload);
         long frame;
         int access = hostAccesses.enter();
@@ -239,7 +242,11 @@ public final class Vm {
                 + " of VM " + id);
         }
         try {
-            f.fetch(gfn, kind, payload, host.memory(), frame << MachineMemory.FRAME_SHIFT);
+            if (f != null) {
+                f.fetch(gfn, kind, payload, host.memory(), frame << MachineMemory.FRAME_SHIFT);
+            } else {
+                host.memory().putBytes(frame << MachineMemory.FRAME_SHIFT, arrived, arrivedOffset, MachineMemory.FRAME_SIZE);
+            }
         } catch (RuntimeException | Error failure) {
             host.allocator().free(frame);
             p2mWriter.compareAndSet(gfn, claimed, previous); // still not here: a later touch tries again
@@ -277,6 +284,27 @@ public final class Vm {
             throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id + " is "
                 + P2mEntry.describe(p2m.entry(gfn)) + ", not empty: it cannot be marked remote");
         }
+    }
+
+    /**
+     * Installs the contents of guest frame {@code gfn}, not here yet ({@link P2mEntry#REMOTE}), as they
+     * arrive without being asked for (a post-copy destination's background pages): {@code page} from
+     * {@code offset}, 4096 bytes. False, nothing changed, when the frame is no longer remote: a touch is
+     * bringing it in through the {@link FrameFetcher} (which then gets these bytes its own way), or it is here.
+     */
+    public boolean receiveFrame(long gfn, byte[] page, int offset) {
+        checkFrame(gfn);
+        java.util.Objects.checkFromIndexSize(offset, MachineMemory.FRAME_SIZE, page.length);
+        long e = p2m.entry(gfn);
+        if (P2mEntry.isPresent(e) || P2mEntry.kind(e) != P2mEntry.REMOTE) {
+            return false;
+        }
+        long payload = P2mEntry.payloadOf(e);
+        if (!p2mWriter.compareAndSet(gfn, e, P2mEntry.notPresent(P2mEntry.FETCHING, payload))) {
+            return false;
+        }
+        fetchClaimed(gfn, e, P2mEntry.REMOTE, payload, null, page, offset);
+        return true;
     }
 
     /** Sets the {@link FrameFetcher} that brings in frames that are not here (null: none). */
@@ -596,6 +624,30 @@ public final class Vm {
     /** Read by the vCPUs at each request they serve. */
     boolean pauseRequested() {
         return paused;
+    }
+
+    /**
+     * Retires every vCPU of this paused VM for good, keeping its memory: what a migration source does at
+     * the switch-over, when its guest runs on the destination while the source still serves pages (post-copy)
+     * or is about to be destroyed. Threads waiting in the vCPUs' accesses, and every later use of them, get
+     * the stale-handle {@link IllegalStateException} (and can carry on on the destination); host-side
+     * accesses to the memory still work until {@link Host#destroyVm}.
+     *
+     * @throws IllegalStateException when the VM is not paused
+     */
+    public void retireVcpus() {
+        synchronized (pauseControl) {
+            if (!paused) {
+                throw new IllegalStateException("VM " + id + " must be paused to retire its vCPUs");
+            }
+            long[] kicks = new long[vcpus.size()];
+            for (int i = 0; i < kicks.length; i++) {
+                kicks[i] = vcpus.get(i).retire();
+            }
+            for (int i = 0; i < kicks.length; i++) {
+                vcpus.get(i).awaitRetired(kicks[i]);
+            }
+        }
     }
 
     /**

@@ -24,16 +24,28 @@ public final class Destination {
     private Destination() {
     }
 
-    /** What a destination received. */
-    public record Received(Vm vm, long pages, long zeroPages, int rounds) {
+    /** What a destination received; {@code postCopy} null unless the stream switched over to post-copy. */
+    public record Received(Vm vm, long pages, long zeroPages, int rounds, MigrationReport.PostCopy postCopy) {
     }
 
     /**
-     * Reads one stream from {@code transport} into a new VM on {@code host}.
+     * Reads one stream from {@code transport} into a new VM on {@code host}; the VM comes back paused.
      *
      * @throws MigrationException for a lost connection or a bad stream (the partial VM is gone)
      */
     public static Received receive(Host host, Transport transport) {
+        return receive(host, transport, vm -> {
+            throw new MigrationException("the stream switches over to post-copy, which this destination does not take");
+        });
+    }
+
+    /**
+     * As {@link #receive(Host, Transport)}, taking post-copy too: at the stream's POSTCOPY record the
+     * vCPU state is loaded, a {@link PostCopyFetcher} serves the frames still on the source, and
+     * {@code switchOver} is called with the VM (it resumes it); the rest of the stream fills the
+     * remote frames while the VM runs. The VM comes back running then.
+     */
+    public static Received receive(Host host, Transport transport, java.util.function.Consumer<Vm> switchOver) {
         Vm vm = null;
         try {
             ByteBuffer chunk = next(transport, "the stream header");
@@ -51,6 +63,11 @@ public final class Destination {
             long zero = 0;
             int rounds = 0;
             VmState state = null;
+            long[] remote = null; // post-copy: frames still on the source
+            long[] delivered = null;
+            long remoteCount = 0;
+            long pushed = 0;
+            PostCopyFetcher fetcher = null;
             while (true) {
                 if (!chunk.hasRemaining()) {
                     crc.update(chunk.flip());
@@ -67,6 +84,27 @@ public final class Destination {
                         if (gfn < 0 || gfn >= frames) {
                             throw new MigrationException("stream is corrupted: it sends guest frame " + gfn + ", outside the VM's "
                                 + frames + " frames");
+                        }
+                        if (fetcher != null) { // post-copy: fill a remote frame, exactly once
+                            int w = (int) (gfn >>> 6);
+                            long bit = 1L << gfn;
+                            if ((remote[w] & bit) == 0 || (delivered[w] & bit) != 0) {
+                                throw new MigrationException("stream is corrupted: post-copy page " + gfn + " is not one the source"
+                                    + " still held, or came twice");
+                            }
+                            delivered[w] |= bit;
+                            if (flags == StreamFormat.PAGE_FULL) {
+                                chunk.get(page);
+                            } else {
+                                java.util.Arrays.fill(page, (byte) 0);
+                                zero++;
+                            }
+                            if (!vm.receiveFrame(gfn, page, 0)) {
+                                fetcher.deliver(gfn, page); // a touch claimed it: it waits for these bytes
+                            }
+                            pages++;
+                            pushed++;
+                            break;
                         }
                         if (flags == StreamFormat.PAGE_FULL) {
                             chunk.get(page);
@@ -89,6 +127,44 @@ public final class Destination {
                     case StreamFormat.STATE:
                         state = state(chunk, config);
                         break;
+                    case StreamFormat.REMOTE: {
+                        if (remote == null) {
+                            remote = new long[(int) ((frames + 63) >>> 6)];
+                            delivered = new long[remote.length];
+                        }
+                        int first = chunk.getInt();
+                        int words = chunk.getInt();
+                        if (first < 0 || words < 0 || (long) first + words > remote.length) {
+                            throw new MigrationException("stream is corrupted: remote frame bitmap words " + first + ".." + (first + words)
+                                + " outside the VM's " + remote.length);
+                        }
+                        for (int i = 0; i < words; i++) {
+                            long bits = chunk.getLong();
+                            remote[first + i] = bits;
+                            for (long b = bits; b != 0; b &= b - 1) {
+                                long gfn = ((long) (first + i) << 6) + Long.numberOfTrailingZeros(b);
+                                if (gfn >= frames) {
+                                    throw new MigrationException("stream is corrupted: remote guest frame " + gfn + " outside the VM");
+                                }
+                                vm.markRemote(gfn);
+                                remoteCount++;
+                            }
+                        }
+                        break;
+                    }
+                    case StreamFormat.POSTCOPY:
+                        if (state == null) {
+                            throw new MigrationException("stream switches over to post-copy before sending the vCPU state");
+                        }
+                        if (remote == null) {
+                            remote = new long[(int) ((frames + 63) >>> 6)];
+                            delivered = new long[remote.length];
+                        }
+                        vm.importState(state);
+                        fetcher = new PostCopyFetcher(transport, 10_000);
+                        vm.setFrameFetcher(fetcher);
+                        switchOver.accept(vm);
+                        break;
                     case StreamFormat.END: {
                         ByteBuffer covered = chunk.duplicate();
                         covered.position(0).limit(at);
@@ -105,12 +181,20 @@ public final class Destination {
                         if (state == null) {
                             throw new MigrationException("stream ended without the vCPU state");
                         }
+                        if (fetcher != null && pushed != remoteCount) {
+                            throw new MigrationException("stream ended with " + (remoteCount - pushed) + " post-copy pages never sent");
+                        }
                         transport.release(chunk);
                         if (transport.receive() != null) {
                             throw new MigrationException("stream continues after its END record");
                         }
-                        vm.importState(state);
-                        return new Received(vm, pages, zero, rounds);
+                        if (fetcher == null) {
+                            vm.importState(state);
+                            return new Received(vm, pages, zero, rounds, null);
+                        }
+                        vm.setFrameFetcher(null); // every frame is here
+                        return new Received(vm, pages, zero, rounds, new MigrationReport.PostCopy(fetcher.faults(),
+                            fetcher.latencyMicros(50), fetcher.latencyMicros(99), fetcher.maxLatencyMicros(), pushed));
                     }
                     default:
                         throw new MigrationException("stream is corrupted: record type " + type + " at chunk offset " + at);
@@ -129,7 +213,7 @@ public final class Destination {
     }
 
     private static void destroy(Host host, Vm vm) {
-        if (vm != null) {
+        if (vm != null && host.vms().contains(vm)) {
             host.destroyVm(vm);
         }
     }

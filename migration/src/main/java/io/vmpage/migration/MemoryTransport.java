@@ -3,6 +3,7 @@ package io.vmpage.migration;
 import java.nio.ByteBuffer;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
+import org.jctools.queues.MpscArrayQueue;
 import org.jctools.queues.SpscArrayQueue;
 
 /**
@@ -11,8 +12,9 @@ import org.jctools.queues.SpscArrayQueue;
  * direct buffers. A full queue holds the source back (the link's back-pressure); a side that waits
  * longer than the stall timeout fails the migration, as a dead TCP peer would.
  *
- * <p>Threads: one source thread ({@link #acquire}, {@link #send}, {@link #finish}) and one destination
- * thread ({@link #receive}, {@link #release}); {@link #fail} from any thread.
+ * <p>Threads: one source thread ({@link #acquire}, {@link #send}, {@link #finish}, {@link #pollRequest})
+ * and one destination thread ({@link #receive}, {@link #release}); {@link #request} from any destination
+ * thread (the vCPUs faulting on frames not here yet), {@link #fail} from any thread.
  */
 public final class MemoryTransport implements Transport {
     /** Default chunk: 256 KiB, 63 full pages with their record headers. */
@@ -21,6 +23,8 @@ public final class MemoryTransport implements Transport {
 
     private final SpscArrayQueue<ByteBuffer> filled;
     private final SpscArrayQueue<ByteBuffer> empty;
+    /** The return path: guest frames the destination's vCPUs wait for (several may ask at once). */
+    private final MpscArrayQueue<Long> requests = new MpscArrayQueue<>(1 << 16);
     private final long stallNanos;
     /** Why the connection broke, null while it works. Written once by {@link #fail}, read by both sides. */
     private volatile String failure;
@@ -80,6 +84,21 @@ public final class MemoryTransport implements Transport {
     @Override
     public void release(ByteBuffer buffer) {
         empty.offer(buffer);
+    }
+
+    @Override
+    public void request(long gfn) {
+        while (!requests.offer(gfn)) {
+            check();
+            Thread.onSpinWait();
+        }
+    }
+
+    @Override
+    public long pollRequest() {
+        check();
+        Long gfn = requests.relaxedPoll();
+        return gfn == null ? -1 : gfn;
     }
 
     @Override

@@ -54,22 +54,41 @@ public final class Migration {
     /** {@link #toHost}, calling {@code progress} on the source thread after each round. */
     public static Result toHost(Vm source, Host destinationHost, MigrationConfig config,
                                 java.util.function.Consumer<MigrationReport.Round> progress) {
+        return toHost(source, destinationHost, config, progress, vm -> { });
+    }
+
+    /**
+     * {@link #toHost}, also calling {@code switchOver} with the destination VM as soon as it runs (after
+     * the stop-and-copy, or at post-copy's switch-over while its pages still arrive): the moment to move
+     * the guest's drivers over, e.g. {@link Vm#retireVcpus} on the source so its vCPU threads follow.
+     */
+    public static Result toHost(Vm source, Host destinationHost, MigrationConfig config,
+                                java.util.function.Consumer<MigrationReport.Round> progress,
+                                java.util.function.Consumer<Vm> switchOver) {
         try (MemoryTransport transport = new MemoryTransport()) {
-            return over(source, destinationHost, transport, config, progress);
+            return over(source, destinationHost, transport, config, progress, switchOver);
         }
     }
 
     /** {@link #toHost} over a given transport (tests break it on purpose). */
     static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config) {
-        return over(source, destinationHost, transport, config, round -> { });
+        return over(source, destinationHost, transport, config, round -> { }, vm -> { });
     }
 
     private static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config,
-                               java.util.function.Consumer<MigrationReport.Round> progress) {
+                               java.util.function.Consumer<MigrationReport.Round> progress,
+                               java.util.function.Consumer<Vm> switchOver) {
         AtomicReference<Object> received = new AtomicReference<>();
+        java.util.concurrent.atomic.AtomicLong switchedAt = new java.util.concurrent.atomic.AtomicLong();
+        java.util.function.Consumer<Vm> postCopySwitch = vm -> {
+            vm.dirtyLog().enable(io.vmpage.engine.dirty.DirtyTracking.WRITE_PROTECT); // what it writes is left out of the check
+            vm.resume();
+            switchedAt.set(System.nanoTime());
+            switchOver.accept(vm);
+        };
         Thread receiver = new Thread(() -> {
             try {
-                received.set(Destination.receive(destinationHost, transport));
+                received.set(Destination.receive(destinationHost, transport, postCopySwitch));
             } catch (Throwable t) {
                 received.set(t);
                 transport.fail("the destination rejected the stream: " + t.getMessage());
@@ -92,15 +111,28 @@ public final class Migration {
             throw t instanceof MigrationException m ? m : new MigrationException("destination failed: " + t.getMessage(), t);
         }
         Destination.Received r = (Destination.Received) outcome;
-        long ready = System.nanoTime();
-        long mismatched = compare(source, r.vm()); // both paused: not part of the downtime
-        long verifying = System.nanoTime() - ready;
-        r.vm().resume();
-        long resumedAt = System.nanoTime() - verifying;
+        long mismatched;
+        long resumedAt;
+        if (r.postCopy() != null) { // running already: compare every frame it has not written since the switch-over
+            List<Long> differ = differing(source, r.vm());
+            DirtyLog log = r.vm().dirtyLog();
+            log.disable();
+            DirtySnapshot written = new DirtySnapshot(r.vm().physicalMap().frames());
+            log.harvest(written);
+            mismatched = differ.stream().filter(gfn -> !written.isDirty(gfn)).count();
+            resumedAt = switchedAt.get();
+        } else {
+            long ready = System.nanoTime();
+            mismatched = differing(source, r.vm()).size(); // both paused: not part of the downtime
+            long verifying = System.nanoTime() - ready;
+            r.vm().resume();
+            resumedAt = System.nanoTime() - verifying;
+            switchOver.accept(r.vm());
+        }
         MigrationReport report = new MigrationReport(config.mode(), source.pagingMode().name(), source.memorySize(),
             sent.rounds.size(), sent.stopReason, sent.pages, sent.zeroPages, sent.bytes, sent.setupNanos,
-            resumedAt - sent.startedAt, resumedAt - sent.pausedAt, sent.dirtyRate, sent.bandwidth, sent.rounds,
-            mismatched == 0, mismatched, sent.throttle);
+            (r.postCopy() != null ? System.nanoTime() : resumedAt) - sent.startedAt, resumedAt - sent.pausedAt, sent.dirtyRate, sent.bandwidth,
+            sent.rounds, mismatched == 0, mismatched, sent.throttle, r.postCopy());
         return new Result(r.vm(), report);
     }
 
@@ -119,19 +151,19 @@ public final class Migration {
         }
     }
 
-    /** Pages whose contents differ between the two VMs (both paused). */
-    static long compare(Vm a, Vm b) {
+    /** The guest frames whose contents differ between the two VMs. */
+    static List<Long> differing(Vm a, Vm b) {
         byte[] pa = new byte[PAGE];
         byte[] pb = new byte[PAGE];
-        long mismatched = 0;
+        List<Long> differ = new ArrayList<>();
         for (long gfn = 0; gfn < a.physicalMap().frames(); gfn++) {
             a.readPhysical(gfn * PAGE, pa, 0, PAGE);
             b.readPhysical(gfn * PAGE, pb, 0, PAGE);
             if (!Arrays.equals(pa, pb)) {
-                mismatched++;
+                differ.add(gfn);
             }
         }
-        return mismatched;
+        return differ;
     }
 
     /** What the source side did. */
@@ -148,6 +180,8 @@ public final class Migration {
         double bandwidth;
         /** The auto-converge throttle when the VM paused (0: none). */
         int throttle;
+        /** Post-copy: pages sent because the destination asked for them. */
+        long requested;
     }
 
     /**
@@ -169,7 +203,21 @@ public final class Migration {
             out.header(vm.config());
             byte[] page = new byte[PAGE];
             long frames = vm.physicalMap().frames();
-            if (config.mode() == MigrationConfig.Mode.STOPCOPY) {
+            if (config.mode() == MigrationConfig.Mode.POSTCOPY) {
+                s.setupNanos = System.nanoTime() - s.startedAt;
+                s.pausedAt = pause(vm);
+                out.round(0);
+                long start = System.nanoTime();
+                long n = postCopy(vm, out, transport, page, pacer, s);
+                s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
+                progress.accept(s.rounds.get(0));
+                s.stopReason = StopReason.POST_COPY;
+                s.pages = out.pages();
+                s.zeroPages = out.zeroPages();
+                s.bytes = out.bytes();
+                s.bandwidth = pacer.measured();
+                return s;
+            } else if (config.mode() == MigrationConfig.Mode.STOPCOPY) {
                 s.setupNanos = System.nanoTime() - s.startedAt;
                 s.pausedAt = pause(vm);
                 out.round(0);
@@ -272,6 +320,60 @@ public final class Migration {
         long at = System.nanoTime();
         vm.pause();
         return at;
+    }
+
+    /**
+     * Post-copy (Hines and Gopalan, VEE 2009; QEMU postcopy-ram), the VM paused: sends the vCPU state and
+     * the bitmap of populated frames, then the switch-over (the destination resumes at once), then every
+     * populated frame exactly once: those the destination asks for over the return path first, the
+     * others pushed in frame order in between. A request for a frame already sent flushes the chunk it
+     * may be waiting in. Ends with the END record. Returns the pages sent.
+     */
+    private static long postCopy(Vm vm, StreamWriter out, Transport transport, byte[] page, Pacer pacer, Sent s) {
+        long frames = vm.physicalMap().frames();
+        long[] remote = new long[(int) ((frames + 63) >>> 6)];
+        long left = 0;
+        for (long gfn = 0; gfn < frames; gfn++) {
+            if (vm.physicalMap().machineFrame(gfn) >= 0) {
+                remote[(int) (gfn >>> 6)] |= 1L << gfn;
+                left++;
+            }
+        }
+        long[] sent = new long[remote.length];
+        out.state(vm.exportState());
+        out.remote(remote);
+        out.postcopy();
+        long n = 0;
+        long cursor = 0;
+        while (left > 0) {
+            boolean urgent = false;
+            for (long req = transport.pollRequest(); req >= 0; req = transport.pollRequest()) {
+                urgent = true;
+                if (req < frames && (remote[(int) (req >>> 6)] & (1L << req)) != 0 && (sent[(int) (req >>> 6)] & (1L << req)) == 0) {
+                    sent[(int) (req >>> 6)] |= 1L << req;
+                    sendPage(vm, out, page, pacer, req);
+                    s.requested++;
+                    n++;
+                    left--;
+                }
+            }
+            if (urgent) {
+                out.flush();
+                continue;
+            }
+            while (cursor < frames && ((remote[(int) (cursor >>> 6)] & (1L << cursor)) == 0
+                || (sent[(int) (cursor >>> 6)] & (1L << cursor)) != 0)) {
+                cursor++;
+            }
+            if (cursor < frames) {
+                sent[(int) (cursor >>> 6)] |= 1L << cursor;
+                sendPage(vm, out, page, pacer, cursor);
+                n++;
+                left--;
+            }
+        }
+        out.end();
+        return n;
     }
 
     /** The first stop rule that holds after the harvest that ended round {@code roundsDone - 1}, or null. */

@@ -7,7 +7,7 @@ import java.util.Set;
 /**
  * How a migration runs. Immutable; {@code with*} returns a copy.
  *
- * @param mode pre-copy or stop-and-copy
+ * @param mode pre-copy, stop-and-copy or post-copy
  * @param bandwidthBytesPerSecond page payload per second on the link, 0 for unlimited
  * @param downtimeLimitNanos QEMU's downtime limit (default 300 ms)
  * @param maxRounds Xen's round cap (used when {@link StopRule#XEN_MAX_ROUNDS} is on; default 30)
@@ -19,7 +19,7 @@ import java.util.Set;
 public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long downtimeLimitNanos, int maxRounds,
                               Set<StopRule> stopRules, DirtyTracking tracking, boolean autoConverge) {
     /** The algorithm. */
-    public enum Mode { PRECOPY, STOPCOPY }
+    public enum Mode { PRECOPY, STOPCOPY, POSTCOPY }
 
     /** Pre-copy stop rules (selectable and combinable). */
     public enum StopRule {

@@ -10,7 +10,15 @@ import java.util.List;
 public record MigrationReport(MigrationConfig.Mode mode, String paging, long memoryBytes, int rounds, StopReason stopReason,
                               long pagesSent, long zeroPages, long bytesSent, long setupNanos, long totalNanos,
                               long downtimeNanos, double dirtyRateBytesPerSecond, double bandwidthBytesPerSecond,
-                              List<Round> perRound, boolean verified, long mismatchedPages, int throttlePercent) {
+                              List<Round> perRound, boolean verified, long mismatchedPages, int throttlePercent,
+                              PostCopy postCopy) {
+    /**
+     * What post-copy's demand paging did on the destination: frames a touch asked the source for, and the
+     * latency from touch to arrival (HdrHistogram percentiles, microseconds); null for the other modes.
+     */
+    public record PostCopy(long faults, long p50Micros, long p99Micros, long maxMicros, long pagesPushed) {
+    }
+
     /**
      * One round: pages sent, pages the guest dirtied while it ran (the harvest after it; for the
      * stop-and-copy, the writes the last harvest found), its time, and what the source measured then:

@@ -11,5 +11,7 @@ public enum StopReason {
     /** Xen: more than three times the VM's memory has been sent. */
     SENT_THREE_TIMES_MEMORY,
     /** Stop-and-copy alone: no pre-copy round. */
-    STOP_AND_COPY
+    STOP_AND_COPY,
+    /** Post-copy: the VM moved at once, its pages followed. */
+    POST_COPY
 }

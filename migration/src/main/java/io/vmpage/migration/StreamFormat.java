@@ -16,6 +16,10 @@ package io.vmpage.migration;
  *  STATE   | type u8 = 3 | vcpus u32 | per vCPU: cr0 u64, cr3 u64, cr4 u64, efer u64, flags u8       |
  *          |             |           |   (flags: bit 0 CR3 loaded, bit 1 user mode)                  |
  *  END     | type u8 = 4 | pages u64 (PAGE records sent) | crc32c u32 of every byte before this type |
+ *  REMOTE  | type u8 = 5 | first word u32 | words u32 | words x u64: bitmap of the guest frames the
+ *          |             | source still holds (post-copy: the destination marks them "not here yet")  |
+ *  POSTCOPY| type u8 = 6 | the switch-over of post-copy: the destination resumes the VM now; the PAGE |
+ *          |             | records after it fill its remote frames, each exactly once                 |
  * </pre>
  * A record never spans two transport chunks. A page may be sent several times (once per round it was
  * dirty); the last copy counts. A ZERO page is all zeros without its bytes on the wire; pages never
@@ -29,6 +33,10 @@ final class StreamFormat {
     static final byte ROUND = 2;
     static final byte STATE = 3;
     static final byte END = 4;
+    static final byte REMOTE = 5;
+    static final byte POSTCOPY = 6;
+    /** Bitmap words per REMOTE record (32 KiB, well inside a chunk). */
+    static final int REMOTE_WORDS = 4096;
 
     static final byte PAGE_ZERO = 1;
     static final byte PAGE_FULL = 2;

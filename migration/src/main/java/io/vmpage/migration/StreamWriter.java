@@ -58,6 +58,38 @@ final class StreamWriter {
         }
     }
 
+    /** REMOTE records for the guest frames set in {@code bitmap} (one bit per frame, 64 per word). */
+    void remote(long[] bitmap) {
+        for (int first = 0; first < bitmap.length; first += StreamFormat.REMOTE_WORDS) {
+            int words = Math.min(StreamFormat.REMOTE_WORDS, bitmap.length - first);
+            room(9 + words * 8);
+            chunk.put(StreamFormat.REMOTE).putInt(first).putInt(words);
+            for (int i = 0; i < words; i++) {
+                chunk.putLong(bitmap[first + i]);
+            }
+        }
+    }
+
+    /** The POSTCOPY record, sent at once: the destination resumes the VM when it reads it. */
+    void postcopy() {
+        room(1);
+        chunk.put(StreamFormat.POSTCOPY);
+        flush();
+    }
+
+    /** Sends what the chunk holds now (a page a destination vCPU waits for must not wait for a full chunk). */
+    void flush() {
+        if (chunk.position() == 0) {
+            return;
+        }
+        ByteBuffer covered = chunk.duplicate().flip();
+        crc.update(covered);
+        bytes += chunk.position();
+        chunk.flip();
+        transport.send(chunk);
+        chunk = transport.acquire();
+    }
+
     /** The END record, then the last chunk, then the end of the stream. */
     void end() {
         room(StreamFormat.END_BYTES);
@@ -86,15 +118,9 @@ final class StreamWriter {
 
     /** Sends the chunk when fewer than {@code need} bytes are left in it (records never span chunks). */
     private void room(int need) {
-        if (chunk.remaining() >= need) {
-            return;
+        if (chunk.remaining() < need) {
+            flush();
         }
-        ByteBuffer covered = chunk.duplicate().flip();
-        crc.update(covered);
-        bytes += chunk.position();
-        chunk.flip();
-        transport.send(chunk);
-        chunk = transport.acquire();
     }
 
     static PagingMode paging(int ordinal) {

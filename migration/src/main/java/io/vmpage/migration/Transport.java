@@ -25,6 +25,12 @@ public interface Transport extends AutoCloseable {
     /** Gives a received buffer back to the pool. */
     void release(ByteBuffer buffer);
 
+    /** Destination: asks the source to send guest frame {@code gfn} first (post-copy's return path). */
+    void request(long gfn);
+
+    /** Source: the next guest frame the destination asked for, -1 when none is waiting. */
+    long pollRequest();
+
     /** Breaks the connection (the other side's next call fails with {@code why}); tests inject failures with it. */
     void fail(String why);
 

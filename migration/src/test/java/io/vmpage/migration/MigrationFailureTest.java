@@ -80,6 +80,16 @@ class MigrationFailureTest {
         }
 
         @Override
+        public void request(long gfn) {
+            inner.request(gfn);
+        }
+
+        @Override
+        public long pollRequest() {
+            return inner.pollRequest();
+        }
+
+        @Override
         public void fail(String why) {
             inner.fail(why);
         }

@@ -238,4 +238,56 @@ class MigrationTest {
             }
         }
     }
+
+    /**
+     * Post-copy: the VM runs on the destination at once; the writers' first touches of pages not sent yet
+     * fault, are pulled over the return path, and every page crosses exactly once. What the destination
+     * did not write since equals the paused source, and every journaled write is there at the end.
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void postCopyMovesTheVmAtOnceAndEveryPageCrossesExactlyOnce(PagingMode mode) throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
+            Workload guest = new Workload(source, mode, WRITERS, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
+            try (guest) {
+                guest.start(true, 29);
+                guest.awaitWrites(200);
+                Migration.Result result = Migration.toHost(guest.vm(), destination,
+                    MigrationConfig.defaults().withMode(MigrationConfig.Mode.POSTCOPY).withBandwidth(16L << 20), round -> { },
+                    running -> {
+                        guest.follow(running);
+                        guest.vm().retireVcpus(); // the writers leave the paused source for the destination
+                    });
+                MigrationReport report = result.report();
+                assertEquals(StopReason.POST_COPY, report.stopReason());
+                assertTrue(report.verified(), report.mismatchedPages() + " pages differ");
+                MigrationReport.PostCopy pc = report.postCopy();
+                assertNotNull(pc);
+                assertEquals(guest.vm().populatedFrames(), pc.pagesPushed(), "every populated page, once");
+                assertEquals(pc.pagesPushed(), report.pagesSent());
+                assertTrue(pc.faults() > 0, "the writers pulled pages they touched first");
+                assertTrue(guest.writesOnFollowedVm() > 0, "the writers ran on the destination while pages arrived");
+                assertTrue(report.downtimeNanos() < 1_000_000_000L, "the switch-over carries no pages");
+                guest.awaitWrites(100);
+                guest.stop();
+                assertEquals(0, guest.journalMismatches(result.destination()));
+                source.destroyVm(guest.vm());
+            }
+        }
+    }
+
+    @Test
+    void retiredSourceVcpusFailButTheMemoryStaysReadable() throws Exception {
+        try (Host source = Host.create(96L << 20)) {
+            Workload guest = new Workload(source, PagingMode.NESTED, WRITERS, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
+            guest.vm().pause();
+            guest.vm().retireVcpus();
+            assertThrows(IllegalStateException.class, () -> guest.vm().vcpu(0).readLong(Workload.page(0)));
+            byte[] page = new byte[4096];
+            org.junit.jupiter.api.Assertions.assertDoesNotThrow(() -> guest.vm().readPhysical(0, page, 0, page.length),
+                "host reads of the memory still work");
+            source.destroyVm(guest.vm());
+        }
+    }
 }

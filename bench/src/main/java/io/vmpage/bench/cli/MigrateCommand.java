@@ -63,7 +63,7 @@ public final class MigrateCommand implements Callable<Integer> {
         description = "Page writes per second over all writers, in bytes (e.g. 32m); unlimited: as fast as they can. Default: ${DEFAULT-VALUE}.")
     String dirtyRate;
 
-    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "precopy", description = "precopy or stopcopy. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "precopy", description = "precopy, stopcopy or postcopy. Default: ${DEFAULT-VALUE}.")
     String mode;
 
     @Option(names = "--bandwidth", paramLabel = "RATE", defaultValue = "64m",
@@ -106,8 +106,9 @@ public final class MigrateCommand implements Callable<Integer> {
         MigrationConfig.Mode algorithm = switch (mode) {
             case "precopy" -> MigrationConfig.Mode.PRECOPY;
             case "stopcopy" -> MigrationConfig.Mode.STOPCOPY;
-            case "postcopy", "hybrid" -> throw new Cli.UsageException("--mode " + mode + " is not supported yet (precopy, stopcopy)");
-            default -> throw new Cli.UsageException("--mode " + mode + " must be precopy or stopcopy");
+            case "postcopy" -> MigrationConfig.Mode.POSTCOPY;
+            case "hybrid" -> throw new Cli.UsageException("--mode hybrid is not supported yet (precopy, stopcopy, postcopy)");
+            default -> throw new Cli.UsageException("--mode " + mode + " must be precopy, stopcopy or postcopy");
         };
         if (!transport.equals("memory")) {
             throw new Cli.UsageException("--transport " + transport + ": only memory (two hosts in this process) is supported yet");
@@ -171,8 +172,9 @@ public final class MigrateCommand implements Callable<Integer> {
                 progress.flush();
                 Migration.Result result = Migration.toHost(workload.vm(), destination, config, r -> {
                     if (r.stopAndCopy()) {
-                        progress.printf(Locale.ROOT, "round %d (stop-and-copy, paused): sent %d pages (%s) in %.0f ms%n",
-                            r.round(), r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);
+                        progress.printf(Locale.ROOT, "round %d (%s): sent %d pages (%s) in %.0f ms%n", r.round(),
+                            algorithm == MigrationConfig.Mode.POSTCOPY ? "post-copy, the destination running"
+                                : "stop-and-copy, paused", r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);
                     } else {
                         progress.printf(Locale.ROOT, "round %d: sent %d pages (%s) in %.0f ms; remaining %d pages (%s), dirty rate"
                                 + " %s/s, bandwidth %s/s, expected downtime %s%n", r.round(), r.pagesSent(), mib(r.pagesSent() * 4096.0),
@@ -181,16 +183,19 @@ public final class MigrateCommand implements Callable<Integer> {
                                 : String.format(Locale.ROOT, "%.0f ms", r.expectedDowntimeNanos() / 1e6));
                     }
                     progress.flush();
+                }, running -> {
+                    workload.follow(running); // the writers carry on on the destination...
+                    workload.vm().retireVcpus(); // ...as soon as their source vCPUs are gone
                 });
-                workload.follow(result.destination());
-                source.destroyVm(workload.vm()); // the writers carry on on the destination
+                source.destroyVm(workload.vm());
                 long before = workload.writesOnFollowedVm();
                 workload.awaitWrites(100);
                 workload.stop();
                 long missing = workload.journalMismatches(result.destination());
                 MigrationReport report = result.report();
-                boolean converged = report.stopReason() == io.vmpage.migration.StopReason.DOWNTIME_LIMIT
-                    || report.stopReason() == io.vmpage.migration.StopReason.STOP_AND_COPY;
+                boolean converged = report.stopReason() != io.vmpage.migration.StopReason.MAX_ROUNDS
+                    && report.stopReason() != io.vmpage.migration.StopReason.FEW_DIRTY_PAGES
+                    && report.stopReason() != io.vmpage.migration.StopReason.SENT_THREE_TIMES_MEMORY;
                 Cli.emit(out, json, () -> json(report, measured, predicted, converged, missing),
                     () -> text(report, measured, predicted, converged, missing, workload.writesOnFollowedVm() - before));
                 if (!report.verified() || missing != 0) {
@@ -247,6 +252,11 @@ public final class MigrateCommand implements Callable<Integer> {
             mib(r.dirtyRateBytesPerSecond()), mib(measured.bytesPerSecond()), mib(r.bandwidthBytesPerSecond())));
         b.append(String.format(Locale.ROOT, "  predicted to converge: %s; converged: %s%s%n", predicted, converged,
             r.throttlePercent() > 0 ? " (auto-converge throttled the vCPUs to " + r.throttlePercent() + "%)" : ""));
+        if (r.postCopy() != null) {
+            b.append(String.format(Locale.ROOT, "  post-copy: %d pages pulled by faults (latency p50 %d us, p99 %d us, max %d us),"
+                + " %d pushed in all%n", r.postCopy().faults(), r.postCopy().p50Micros(), r.postCopy().p99Micros(),
+                r.postCopy().maxMicros(), r.postCopy().pagesPushed()));
+        }
         b.append(String.format(Locale.ROOT, "  verified: %s (%d pages differ from the paused source); %d writes on the"
             + " destination after the switch-over, %d journaled writes missing%n", r.verified(), r.mismatchedPages(), writesAfter, missing));
         return b.toString();
@@ -280,6 +290,13 @@ public final class MigrateCommand implements Callable<Integer> {
             n.put("pages_sent", round.pagesSent());
             n.put("pages_dirtied", round.pagesDirtied());
             n.put("ms", round.nanos() / 1e6);
+        }
+        if (r.postCopy() != null) {
+            o.put("postcopy_faults", r.postCopy().faults());
+            ObjectNode latency = o.putObject("postcopy_fault_latency_us");
+            latency.put("p50", r.postCopy().p50Micros());
+            latency.put("p99", r.postCopy().p99Micros());
+            latency.put("max", r.postCopy().maxMicros());
         }
         o.put("verified", r.verified() && missing == 0);
         o.put("mismatched_pages", r.mismatchedPages());

@@ -114,15 +114,26 @@ public final class EptLeaf {
      * {@link #change}. Returns whether the leaf had any of the bits (they are clear now).
      */
     public static boolean clearBits(MachineMemory memory, long at, long bits, DirtyLog.Writer log, long gfn, boolean resetDirty) {
-        while (true) {
-            long e = memory.getLongVolatile(at);
-            if (!present(e) || (e & bits) == 0) {
-                return false;
-            }
-            if (change(memory, at, e, e & ~bits, log, -1, gfn, resetDirty) != RACED) {
+        return clearBits(memory, at, memory.getLongVolatile(at), bits, log, gfn, resetDirty);
+    }
+
+    /**
+     * {@link #clearBits} of a leaf the caller just read as {@code seen} (a sweep saves the second load).
+     * This is {@link #change}'s bit-clear case spelled out for the sweeps' hot loop: clearing bits never
+     * grants write access, the frame stays, and what it derives is the mark of a dropped D bit (unless
+     * {@code resetDirty}) and a flush, which every caller does after its sweep.
+     */
+    public static boolean clearBits(MachineMemory memory, long at, long seen, long bits, DirtyLog.Writer log, long gfn,
+                                    boolean resetDirty) {
+        for (long e = seen; present(e) && (e & bits) != 0; e = memory.getLongVolatile(at)) {
+            if (memory.compareAndSetLong(at, e, e & ~bits)) {
+                if (!resetDirty && (e & bits & Ept.D) != 0) {
+                    log.markDirtyBit(gfn);
+                }
                 return true;
             }
         }
+        return false;
     }
 
     /**
@@ -131,7 +142,12 @@ public final class EptLeaf {
      * before the clear (collected now) or sets it after (collected next time): never both lost.
      */
     public static void collectDirty(MachineMemory memory, long at, DirtyLog.Writer log, long gfn, DirtyBitmap into) {
-        if (clearBits(memory, at, Ept.D, log, gfn, true)) {
+        collectDirty(memory, at, memory.getLongVolatile(at), log, gfn, into);
+    }
+
+    /** {@link #collectDirty} of a leaf the caller just read as {@code seen}. */
+    public static void collectDirty(MachineMemory memory, long at, long seen, DirtyLog.Writer log, long gfn, DirtyBitmap into) {
+        if (clearBits(memory, at, seen, Ept.D, log, gfn, true)) {
             into.mark(gfn);
         }
     }

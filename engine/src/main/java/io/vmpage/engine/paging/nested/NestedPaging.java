@@ -384,9 +384,9 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
                 continue;
             }
             if (collect != null) {
-                EptLeaf.collectDirty(memory, at, log, gfn, collect);
+                EptLeaf.collectDirty(memory, at, e, log, gfn, collect);
             } else {
-                EptLeaf.clearBits(memory, at, bits, log, gfn, true);
+                EptLeaf.clearBits(memory, at, e, bits, log, gfn, true);
             }
         }
     }

@@ -1,0 +1,80 @@
+package io.vmpage.migration;
+
+import io.vmpage.engine.FrameFetcher;
+import io.vmpage.mmu.MachineMemory;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
+import org.HdrHistogram.ConcurrentHistogram;
+
+/**
+ * The destination's side of post-copy's demand paging (QEMU's postcopy-ram with userfaultfd): a vCPU,
+ * or a host access, touching a frame that is not here yet asks the source for it over the return path
+ * and waits until the stream delivers it; the first toucher asks, later ones wait for the same arrival.
+ * Fault latencies (touch to arrival) go into an HdrHistogram.
+ */
+final class PostCopyFetcher implements FrameFetcher {
+    private static final int PAGE = 4096;
+
+    /** One frame asked for or delivered: the bytes, once they are in. */
+    private static final class Arrival {
+        final AtomicBoolean requested = new AtomicBoolean();
+        /** Written once by the receiver thread, read by the waiting vCPU. */
+        volatile byte[] bytes;
+    }
+
+    private final Transport transport;
+    private final long stallNanos;
+    private final ConcurrentHashMap<Long, Arrival> arrivals = new ConcurrentHashMap<>();
+    private final ConcurrentHistogram latencyMicros = new ConcurrentHistogram(TimeUnit.SECONDS.toMicros(60), 3);
+    private final AtomicLong faults = new AtomicLong();
+
+    PostCopyFetcher(Transport transport, long stallMillis) {
+        this.transport = transport;
+        this.stallNanos = TimeUnit.MILLISECONDS.toNanos(stallMillis);
+    }
+
+    @Override
+    public void fetch(long gfn, int kind, long payload, MachineMemory memory, long frameAddress) {
+        long start = System.nanoTime();
+        faults.incrementAndGet();
+        Arrival a = arrivals.computeIfAbsent(gfn, g -> new Arrival());
+        if (a.requested.compareAndSet(false, true) && a.bytes == null) {
+            transport.request(gfn);
+        }
+        for (int spins = 1; a.bytes == null; spins++) {
+            if (System.nanoTime() - start > stallNanos) {
+                throw new MigrationException("post-copy: guest frame " + gfn + " did not arrive within "
+                    + TimeUnit.NANOSECONDS.toMillis(stallNanos) + " ms");
+            }
+            if (spins < 256) {
+                Thread.onSpinWait();
+            } else {
+                LockSupport.parkNanos(10_000);
+            }
+        }
+        memory.putBytes(frameAddress, a.bytes, 0, PAGE);
+        arrivals.remove(gfn);
+        latencyMicros.recordValue(Math.min(latencyMicros.getHighestTrackableValue(), (System.nanoTime() - start) / 1000));
+    }
+
+    /** The receiver has the bytes of a frame a vCPU claimed (or is about to claim): hand them over. */
+    void deliver(long gfn, byte[] page) {
+        arrivals.computeIfAbsent(gfn, g -> new Arrival()).bytes = page.clone();
+    }
+
+    long faults() {
+        return faults.get();
+    }
+
+    /** Fault latency percentile in microseconds (0 without faults). */
+    long latencyMicros(double percentile) {
+        return latencyMicros.getTotalCount() == 0 ? 0 : latencyMicros.getValueAtPercentile(percentile);
+    }
+
+    long maxLatencyMicros() {
+        return latencyMicros.getTotalCount() == 0 ? 0 : latencyMicros.getMaxValue();
+    }
+}
