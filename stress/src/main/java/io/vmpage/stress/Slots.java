@@ -2,7 +2,6 @@ package io.vmpage.stress;
 
 import io.vmpage.engine.dirty.DirtyBitmap;
 import io.vmpage.engine.dirty.DirtyLog;
-import io.vmpage.engine.dirty.DirtySnapshot;
 import io.vmpage.engine.dirty.DirtyTracking;
 import io.vmpage.mmu.Access;
 import io.vmpage.mmu.Ept;
@@ -34,8 +33,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  *     races an engine change.
  * </ul>
  *
- * <p>{@link #LOG} is the engine's own dirty log ({@code DirtyLog} and its engine-side {@code Writer}) on a
- * VM model that only counts frames: the fault and harvest sides under test are the production ones,
+ * <p>{@link #LOG} is the engine's own dirty log ({@code DirtyLog} and its engine-side {@code Writer}),
+ * detached from any VM ({@code Writer.detached}): the fault and harvest sides under test are the production ones,
  * and nothing else (no vCPU, no backend sweep) touches the entries.
  */
 final class Slots {
@@ -74,52 +73,7 @@ final class Slots {
     }
 
     private static DirtyLog.Writer logOn() {
-        DirtyLog.Writer log = DirtyLog.Writer.create(new DirtyLog.LoggedVm() {
-            @Override
-            public int id() {
-                return 1;
-            }
-
-            @Override
-            public String pagingMode() {
-                return "stress";
-            }
-
-            @Override
-            public int vcpus() {
-                return 1;
-            }
-
-            @Override
-            public long frames() {
-                return (long) COUNT * Long.SIZE;
-            }
-
-            @Override
-            public boolean supports(DirtyTracking method) {
-                return true;
-            }
-
-            @Override
-            public void startDirtyLog(DirtyTracking method) {
-            }
-
-            @Override
-            public void collectDirtyBits(DirtyBitmap bitmap) {
-            }
-
-            @Override
-            public void markUntracked(DirtyBitmap bitmap) {
-            }
-
-            @Override
-            public void writeProtect(DirtySnapshot harvested) {
-            }
-
-            @Override
-            public void flushRemoteTlbs() {
-            }
-        });
+        DirtyLog.Writer log = DirtyLog.Writer.detached((long) COUNT * Long.SIZE, 1);
         log.log().enable(DirtyTracking.WRITE_PROTECT);
         return log;
     }

@@ -319,6 +319,60 @@ public final class DirtyLog {
             return new Writer(new DirtyLog(vm));
         }
 
+        /**
+         * A log with no VM behind it: {@code frames} guest frames and {@code vcpus} rings, nothing to
+         * write-protect or flush. For exercising the log and the entry-change functions on their own
+         * (the jcstress tests, unit tests); the log and its marks are the production ones.
+         */
+        public static Writer detached(long frames, int vcpus) {
+            return create(new LoggedVm() {
+                @Override
+                public int id() {
+                    return 0;
+                }
+
+                @Override
+                public String pagingMode() {
+                    return "none (detached log)";
+                }
+
+                @Override
+                public int vcpus() {
+                    return vcpus;
+                }
+
+                @Override
+                public long frames() {
+                    return frames;
+                }
+
+                @Override
+                public boolean supports(DirtyTracking method) {
+                    return true;
+                }
+
+                @Override
+                public void startDirtyLog(DirtyTracking method) {
+                }
+
+                @Override
+                public void collectDirtyBits(DirtyBitmap bitmap) {
+                }
+
+                @Override
+                public void markUntracked(DirtyBitmap bitmap) {
+                }
+
+                @Override
+                public void writeProtect(DirtySnapshot harvested) {
+                }
+
+                @Override
+                public void flushRemoteTlbs() {
+                }
+            });
+        }
+
         /** The public log. */
         public DirtyLog log() {
             return log;

@@ -3,6 +3,7 @@ package io.vmpage.engine.paging.pv;
 import io.vmpage.engine.Hypercalls;
 import io.vmpage.engine.Internal;
 import io.vmpage.engine.dirty.DirtyLog;
+import io.vmpage.engine.paging.X86Leaf;
 import io.vmpage.engine.dirty.WriteProtection;
 import io.vmpage.engine.memory.BitFields;
 import io.vmpage.mmu.MachineMemory;
@@ -28,11 +29,11 @@ public final class PvL1Entry {
     public static final long LOG_DIRTY_WP = Hypercalls.LOG_DIRTY_WP;
 
     /** {@link #change} result: the entry no longer held the old value; nothing changed. */
-    public static final int RACED = -1;
+    public static final int RACED = X86Leaf.RACED;
     /** {@link #change} result: done; no cached translation lost anything. */
-    public static final int DONE = 0;
+    public static final int DONE = X86Leaf.DONE;
     /** {@link #change} result: done, and a translation vCPUs may cache lost its frame or a permission. */
-    public static final int FLUSH = 1;
+    public static final int FLUSH = X86Leaf.FLUSH;
 
     static {
         BitFields.requireDisjoint("paravirtual L1 entry", "P", Pte.P, "RW", Pte.RW, "US", Pte.US, "PWT", Pte.PWT,
@@ -77,21 +78,7 @@ public final class PvL1Entry {
      * the old value's dropped after the flush.
      */
     public static int change(MachineMemory memory, long at, long old, long updated, DirtyLog.Writer log, int vcpu, long gfn) {
-        boolean granted = writable(updated) && !(writable(old) && frame(old) == frame(updated));
-        if (granted) {
-            if (!WriteProtection.grant(memory, at, old, updated, log, vcpu, gfn)) {
-                return RACED;
-            }
-        } else if (!memory.compareAndSetLong(at, old, updated)) {
-            return RACED;
-        }
-        if (!present(old)) {
-            return DONE;
-        }
-        long permissions = Pte.P | Pte.RW | Pte.US;
-        boolean lost = !present(updated) || frame(old) != frame(updated) || (old & permissions & ~updated) != 0
-            || (updated & Pte.NX & ~old) != 0;
-        return lost ? FLUSH : DONE;
+        return X86Leaf.change(memory, at, old, updated, log, vcpu, gfn);
     }
 
     /**
