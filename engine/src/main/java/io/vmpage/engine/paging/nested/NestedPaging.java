@@ -371,6 +371,16 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
      * funnel does not log them). Visits tables in address order, each entry once.
      */
     private void sweep(long table, int level, long firstGfn, long bits, DirtyBitmap collect) {
+        sweep(memory, log, table, level, firstGfn, bits, collect);
+    }
+
+    /**
+     * The sweep proper, static with its memory and log as locals: after each volatile load of a leaf the
+     * JIT may not reuse an instance field it loaded before, so fields read in the loop cost a load per
+     * leaf (measured: ~20% of enabling write protection on 1 GiB).
+     */
+    private static void sweep(MachineMemory memory, DirtyLog.Writer log, long table, int level, long firstGfn, long bits,
+                              DirtyBitmap collect) {
         int childShift = 9 * (level - 1);
         for (int i = 0; i < 512; i++) {
             long at = table + ((long) i << 3);
@@ -380,7 +390,7 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
             }
             long gfn = firstGfn + ((long) i << childShift);
             if (level > Pte.LEVEL_PT) {
-                sweep(e & Ept.ADDRESS_MASK, level - 1, gfn, bits, collect);
+                sweep(memory, log, e & Ept.ADDRESS_MASK, level - 1, gfn, bits, collect);
                 continue;
             }
             if (collect != null) {
