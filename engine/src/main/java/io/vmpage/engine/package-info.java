@@ -25,6 +25,10 @@
  *     to let go (so no vCPU exit path takes it).
  * <li>{@code Host.sharing}: one merge at a time (KSM's single ksmd). Held while waiting for vCPU flushes
  *     and host accesses of the two VMs; takes each VM's EPT lock in turn, never both at once.
+ * <li>{@code Vm.pauseControl}: pause, resume, throttle changes, state transfer and vCPU retirement of one
+ *     VM. Held while waiting for its vCPUs to leave guest mode (a vCPU never takes it: it parks outside
+ *     it) and, by a state import, while the backend loads CR3 (its lock); a destroy takes it inside the
+ *     two locks above to stop the throttle.
  * <li>{@code DirtyLog.control}: enable, disable and harvest of one VM. Held while the backend
  *     write-protects (taking the backend's lock) and while waiting for a remote TLB flush.
  * <li>The backend's lock, one per VM: {@code ShadowPaging.lock} and {@code ParavirtualPaging.lock}

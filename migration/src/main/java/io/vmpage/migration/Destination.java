@@ -242,7 +242,7 @@ public final class Destination {
         b.getShort();
         long memory = b.getLong();
         int vcpus = b.getInt();
-        PagingMode paging = StreamWriter.paging(b.get());
+        PagingMode paging = StreamFormat.paging(b.get());
         int levels = b.get();
         MmuConfig mmu = MmuConfig.defaults().withTlbGeometry(b.getInt(), b.getInt(), b.getInt(), b.getInt())
             .withTlb(b.get() != 0).withPagingStructureCache(b.getInt()).withNestedCache(b.getInt()).withMaxPhysAddrBits(b.get());

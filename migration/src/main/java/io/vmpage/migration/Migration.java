@@ -180,8 +180,6 @@ public final class Migration {
         double bandwidth;
         /** The auto-converge throttle when the VM paused (0: none). */
         int throttle;
-        /** Post-copy: pages sent because the destination asked for them. */
-        long requested;
     }
 
     /**
@@ -352,7 +350,6 @@ public final class Migration {
                 if (req < frames && (remote[(int) (req >>> 6)] & (1L << req)) != 0 && (sent[(int) (req >>> 6)] & (1L << req)) == 0) {
                     sent[(int) (req >>> 6)] |= 1L << req;
                     sendPage(vm, out, page, pacer, req);
-                    s.requested++;
                     n++;
                     left--;
                 }

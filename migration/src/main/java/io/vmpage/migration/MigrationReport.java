@@ -22,10 +22,11 @@ public record MigrationReport(MigrationConfig.Mode mode, String paging, long mem
     /**
      * One round: pages sent, pages the guest dirtied while it ran (the harvest after it; for the
      * stop-and-copy, the writes the last harvest found), its time, and what the source measured then:
-     * the dirty rate, the bandwidth and the downtime the pages left would take (QEMU's {@code info migrate}).
+     * the dirty rate, the bandwidth and the downtime the pages left would take (QEMU's {@code info migrate});
+     * {@code sourcePaused} for the round sent with the source paused (stop-and-copy, or post-copy's push).
      */
     public record Round(int round, long pagesSent, long pagesDirtied, long nanos, double dirtyRateBytesPerSecond,
-                        double bandwidthBytesPerSecond, long expectedDowntimeNanos, boolean stopAndCopy) {
+                        double bandwidthBytesPerSecond, long expectedDowntimeNanos, boolean sourcePaused) {
     }
 
     public MigrationReport {

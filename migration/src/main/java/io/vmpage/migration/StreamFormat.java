@@ -53,4 +53,13 @@ final class StreamFormat {
 
     private StreamFormat() {
     }
+
+    /** The paging mode a header names by its ordinal. */
+    static io.vmpage.engine.PagingMode paging(int ordinal) {
+        io.vmpage.engine.PagingMode[] all = io.vmpage.engine.PagingMode.values();
+        if (ordinal < 0 || ordinal >= all.length) {
+            throw new MigrationException("stream names paging mode " + ordinal + ", which does not exist");
+        }
+        return all[ordinal];
+    }
 }

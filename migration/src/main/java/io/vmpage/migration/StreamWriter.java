@@ -1,6 +1,5 @@
 package io.vmpage.migration;
 
-import io.vmpage.engine.PagingMode;
 import io.vmpage.engine.VcpuState;
 import io.vmpage.engine.VmConfig;
 import io.vmpage.engine.VmState;
@@ -121,13 +120,5 @@ final class StreamWriter {
         if (chunk.remaining() < need) {
             flush();
         }
-    }
-
-    static PagingMode paging(int ordinal) {
-        PagingMode[] all = PagingMode.values();
-        if (ordinal < 0 || ordinal >= all.length) {
-            throw new MigrationException("stream names paging mode " + ordinal + ", which does not exist");
-        }
-        return all[ordinal];
     }
 }

@@ -92,6 +92,30 @@ public final class Cli {
         }
     }
 
+    /** The {@code --paging} option's value: nested, shadow or pv. */
+    static io.vmpage.engine.PagingMode pagingMode(String paging) {
+        return switch (paging) {
+            case "nested" -> io.vmpage.engine.PagingMode.NESTED;
+            case "shadow" -> io.vmpage.engine.PagingMode.SHADOW;
+            case "pv" -> io.vmpage.engine.PagingMode.PARAVIRTUAL;
+            default -> throw new UsageException("--paging " + paging + " must be nested, shadow or pv");
+        };
+    }
+
+    /** The {@code --method} option's value for paging mode {@code mode} (dirty bits need nested paging). */
+    static io.vmpage.engine.dirty.DirtyTracking tracking(String method, io.vmpage.engine.PagingMode mode) {
+        io.vmpage.engine.dirty.DirtyTracking how = switch (method) {
+            case "write-protect" -> io.vmpage.engine.dirty.DirtyTracking.WRITE_PROTECT;
+            case "dirty-bits" -> io.vmpage.engine.dirty.DirtyTracking.DIRTY_BITS;
+            case "dirty-ring" -> io.vmpage.engine.dirty.DirtyTracking.DIRTY_RING;
+            default -> throw new UsageException("--method " + method + " must be write-protect, dirty-bits or dirty-ring");
+        };
+        if (how == io.vmpage.engine.dirty.DirtyTracking.DIRTY_BITS && mode != io.vmpage.engine.PagingMode.NESTED) {
+            throw new UsageException("--method dirty-bits needs --paging nested (EPT A/D bits)");
+        }
+        return how;
+    }
+
     /** Thrown by a subcommand for bad user input found after parsing (a malformed file, say): exit 2. */
     public static final class UsageException extends RuntimeException {
         private static final long serialVersionUID = 1L;

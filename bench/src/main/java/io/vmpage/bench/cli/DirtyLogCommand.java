@@ -98,21 +98,8 @@ public final class DirtyLogCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        PagingMode mode = switch (paging) {
-            case "nested" -> PagingMode.NESTED;
-            case "shadow" -> PagingMode.SHADOW;
-            case "pv" -> PagingMode.PARAVIRTUAL;
-            default -> throw new Cli.UsageException("--paging " + paging + " must be nested, shadow or pv");
-        };
-        DirtyTracking how = switch (method) {
-            case "write-protect" -> DirtyTracking.WRITE_PROTECT;
-            case "dirty-bits" -> DirtyTracking.DIRTY_BITS;
-            case "dirty-ring" -> DirtyTracking.DIRTY_RING;
-            default -> throw new Cli.UsageException("--method " + method + " must be write-protect, dirty-bits or dirty-ring");
-        };
-        if (how == DirtyTracking.DIRTY_BITS && mode != PagingMode.NESTED) {
-            throw new Cli.UsageException("--method dirty-bits needs --paging nested (EPT A/D bits)");
-        }
+        PagingMode mode = Cli.pagingMode(paging);
+        DirtyTracking how = Cli.tracking(method, mode);
         if (vcpus < 1 || vcpus > MAX_VCPUS) {
             throw new Cli.UsageException("--vcpus " + vcpus + " must be between 1 and " + MAX_VCPUS);
         }

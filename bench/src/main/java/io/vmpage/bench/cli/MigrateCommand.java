@@ -96,13 +96,11 @@ public final class MigrateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        PagingMode pagingMode = switch (paging) {
-            case "nested" -> PagingMode.NESTED;
-            case "shadow" -> PagingMode.SHADOW;
-            case "pv" -> throw new Cli.UsageException("--paging pv: migrating a paravirtual VM (its page tables hold machine"
-                + " frames, canonicalized by Xen's save/restore) is not supported yet");
-            default -> throw new Cli.UsageException("--paging " + paging + " must be nested or shadow");
-        };
+        PagingMode pagingMode = Cli.pagingMode(paging);
+        if (pagingMode == PagingMode.PARAVIRTUAL) {
+            throw new Cli.UsageException("--paging pv: migrating a paravirtual VM (its page tables hold machine frames,"
+                + " canonicalized by Xen's save/restore) is not supported yet");
+        }
         MigrationConfig.Mode algorithm = switch (mode) {
             case "precopy" -> MigrationConfig.Mode.PRECOPY;
             case "stopcopy" -> MigrationConfig.Mode.STOPCOPY;
@@ -120,15 +118,7 @@ public final class MigrateCommand implements Callable<Integer> {
             case "sequential" -> Workload.Pattern.SEQUENTIAL;
             default -> throw new Cli.UsageException("--pattern " + pattern + " must be uniform, hotset, zipf or sequential");
         };
-        DirtyTracking how = switch (method) {
-            case "write-protect" -> DirtyTracking.WRITE_PROTECT;
-            case "dirty-bits" -> DirtyTracking.DIRTY_BITS;
-            case "dirty-ring" -> DirtyTracking.DIRTY_RING;
-            default -> throw new Cli.UsageException("--method " + method + " must be write-protect, dirty-bits or dirty-ring");
-        };
-        if (how == DirtyTracking.DIRTY_BITS && pagingMode != PagingMode.NESTED) {
-            throw new Cli.UsageException("--method dirty-bits needs --paging nested (EPT A/D bits)");
-        }
+        DirtyTracking how = Cli.tracking(method, pagingMode);
         if (writers < 1 || writers > 16) {
             throw new Cli.UsageException("--writers " + writers + " must be between 1 and 16");
         }
@@ -171,7 +161,7 @@ public final class MigrateCommand implements Callable<Integer> {
                         : mib(link) + "/s", limit / 1e6);
                 progress.flush();
                 Migration.Result result = Migration.toHost(workload.vm(), destination, config, r -> {
-                    if (r.stopAndCopy()) {
+                    if (r.sourcePaused()) {
                         progress.printf(Locale.ROOT, "round %d (%s): sent %d pages (%s) in %.0f ms%n", r.round(),
                             algorithm == MigrationConfig.Mode.POSTCOPY ? "post-copy, the destination running"
                                 : "stop-and-copy, paused", r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);

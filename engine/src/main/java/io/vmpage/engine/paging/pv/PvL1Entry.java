@@ -45,17 +45,17 @@ public final class PvL1Entry {
     }
 
     public static boolean present(long entry) {
-        return (entry & Pte.P) != 0;
+        return X86Leaf.present(entry);
     }
 
     /** Writable by the hardware now. */
     public static boolean writable(long entry) {
-        return (entry & (Pte.P | Pte.RW)) == (Pte.P | Pte.RW);
+        return X86Leaf.writable(entry);
     }
 
     /** The machine frame of a present entry. */
     public static long frame(long entry) {
-        return (entry & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT;
+        return X86Leaf.frame(entry);
     }
 
     /** {@code entry} made writable by the guest, with RW held back for the log. */

@@ -34,16 +34,16 @@ public final class ShadowLeaf {
     }
 
     public static boolean present(long leaf) {
-        return (leaf & Pte.P) != 0;
+        return X86Leaf.present(leaf);
     }
 
     public static boolean writable(long leaf) {
-        return (leaf & (Pte.P | Pte.RW)) == (Pte.P | Pte.RW);
+        return X86Leaf.writable(leaf);
     }
 
     /** The machine frame of a present leaf. */
     public static long frame(long leaf) {
-        return (leaf & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT;
+        return X86Leaf.frame(leaf);
     }
 
     /**
