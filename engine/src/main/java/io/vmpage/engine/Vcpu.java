@@ -68,6 +68,12 @@ public final class Vcpu {
     /** OUTSIDE, IN_GUEST or IN_EXIT. Written by the owner, read by requesters (flushes wait for IN_GUEST only, a destroy for IN_EXIT too). */
     private volatile int mode;
     /**
+     * The thread that runs this vCPU, null when none. Written by the owner when it enters and leaves
+     * (volatile); read by waiters, which stop waiting for a vCPU whose thread died while it ran it (it
+     * can make no access any more), as a KVM vCPU whose thread exited is no longer running.
+     */
+    private volatile Thread owner;
+    /**
      * The VM was destroyed: every later access or privileged operation fails. Written once by the
      * destroying thread before its kick; read by the owner in {@link #serviceRequests} and on entry.
      */
@@ -181,12 +187,13 @@ public final class Vcpu {
                 throw new IllegalStateException("thread already runs vCPU " + other.index + " of VM " + other.vm.id());
             }
             CURRENT.set(this);
-            mode = IN_GUEST;
+            owner = Thread.currentThread();
             try {
-                serviceRequests();
+                reenterGuest();
             } catch (RuntimeException | Error e) { // retired: this thread does not run the vCPU after all
                 depth = 0;
                 mode = OUTSIDE;
+                owner = null;
                 CURRENT.remove();
                 throw e;
             }
@@ -196,6 +203,7 @@ public final class Vcpu {
     private void leave() {
         if (--depth == 0) {
             mode = OUTSIDE;
+            owner = null;
             CURRENT.remove();
         }
     }
@@ -465,6 +473,19 @@ public final class Vcpu {
         }
     }
 
+    /**
+     * After a privileged operation: a thread that runs this vCPU on goes outside guest mode now if its
+     * VM paused or throttled it meanwhile (the operation may have served that kick while it waited in
+     * the engine, where it could not hold); a one-off caller leaves, and its next entry holds.
+     */
+    private void leaveAfterPrivileged(boolean entered) {
+        if (entered) {
+            leave();
+        } else if (mode == IN_GUEST && holdRequested()) { // not from an IPI handler run inside an exit
+            holdOutsideGuest();
+        }
+    }
+
     private long translateInGuest(long gva, int access) {
         if (kicks.get() != served) {
             serviceRequests();
@@ -525,8 +546,12 @@ public final class Vcpu {
         }
     }
 
-    /** Leaves guest mode while the engine handles the fault, then re-enters (serving what came meanwhile). */
+    /**
+     * Leaves guest mode while the engine handles the fault, then re-enters (serving what came meanwhile).
+     * A fault taken by an IPI handler that runs while this vCPU waits inside an exit returns to that exit.
+     */
     private int exitTo(Translation t) {
+        int outer = mode;
         mode = IN_EXIT;
         try {
             return vm.backend().handleFault(context, t);
@@ -535,8 +560,11 @@ public final class Vcpu {
                 countExit(ExitReason.DIRTY_RING_FULL);
                 vm.dirtyLog().reap();
             }
-            mode = IN_GUEST;
-            serviceRequests();
+            if (outer == IN_EXIT) {
+                mode = IN_EXIT;
+            } else {
+                reenterGuest();
+            }
         }
     }
 
@@ -564,7 +592,7 @@ public final class Vcpu {
         try {
             vm.backend().loadCr3(context, cr3);
         } finally {
-            leaveAfterAccess(entered);
+            leaveAfterPrivileged(entered);
         }
     }
 
@@ -574,7 +602,7 @@ public final class Vcpu {
         try {
             vm.backend().invlpg(context, va);
         } finally {
-            leaveAfterAccess(entered);
+            leaveAfterPrivileged(entered);
         }
     }
 
@@ -584,7 +612,7 @@ public final class Vcpu {
         try {
             vm.backend().setCr4(context, cr4);
         } finally {
-            leaveAfterAccess(entered);
+            leaveAfterPrivileged(entered);
         }
     }
 
@@ -594,7 +622,7 @@ public final class Vcpu {
         try {
             vm.backend().setCr0(context, cr0);
         } finally {
-            leaveAfterAccess(entered);
+            leaveAfterPrivileged(entered);
         }
     }
 
@@ -604,7 +632,7 @@ public final class Vcpu {
         try {
             vm.backend().setEfer(context, efer);
         } finally {
-            leaveAfterAccess(entered);
+            leaveAfterPrivileged(entered);
         }
     }
 
@@ -638,11 +666,11 @@ public final class Vcpu {
         if (self == this) {
             return;
         }
-        for (int spins = 1; mode != OUTSIDE && served < target; spins++) {
+        for (int spins = 1; mode != OUTSIDE && served < target && !ownerDied(spins); spins++) {
             if (self != null && self.retired) {
                 self.served = Long.MAX_VALUE; // retired too: nobody waits for it any more; its next access fails
             } else if (self != null) {
-                self.serviceRequests();
+                self.serviceRequestsWhileWaiting();
             }
             pause(spins);
         }
@@ -680,9 +708,9 @@ public final class Vcpu {
      * two vCPUs waiting on each other make progress (as IPIs taken while spinning do).
      */
     void awaitFlush(long target, Vcpu waiter) {
-        for (int spins = 1; mode == IN_GUEST && served < target; spins++) {
+        for (int spins = 1; mode == IN_GUEST && served < target && !ownerDied(spins); spins++) {
             if (waiter != null) {
-                waiter.serviceRequests();
+                waiter.serviceRequestsWhileWaiting();
             }
             pause(spins);
         }
@@ -699,10 +727,22 @@ public final class Vcpu {
         Vcpu self = current();
         for (int spins = 1; !lock.tryLock(); spins++) {
             if (self != null) {
-                self.serviceRequests();
+                self.serviceRequestsWhileWaiting();
             }
             pause(spins);
         }
+    }
+
+    /**
+     * For a waiter's loop, checked every 1024 spins: the thread that ran this vCPU ended without
+     * leaving it (it died inside an access or while attached), so it is outside guest mode in effect.
+     */
+    private boolean ownerDied(int spins) {
+        if ((spins & 1023) != 0) {
+            return false;
+        }
+        Thread t = owner;
+        return t != null && !t.isAlive();
     }
 
     /**
@@ -724,9 +764,9 @@ public final class Vcpu {
      */
     public void awaitIpi(long target) {
         Vcpu waiter = current();
-        for (int spins = 1; mode == IN_GUEST && served < target; spins++) {
+        for (int spins = 1; mode == IN_GUEST && served < target && !ownerDied(spins); spins++) {
             if (waiter != null) {
-                waiter.serviceRequests();
+                waiter.serviceRequestsWhileWaiting();
             }
             pause(spins);
         }
@@ -742,11 +782,33 @@ public final class Vcpu {
         Thread.onSpinWait();
     }
 
-    /** Serves pending flushes and IPIs. Owner thread only. */
+    /**
+     * Serves pending flushes and IPIs, then holds this vCPU outside guest mode if its VM is paused or
+     * throttled. Owner thread only, and only where it holds no engine lock: at the start of an access,
+     * in guest code's spin-waits ({@link #relax}), on (re-)entry to guest mode.
+     */
     void serviceRequests() {
+        if (serveFlushesAndIpis() && mode == IN_GUEST && holdRequested()) {
+            holdOutsideGuest();
+        }
+    }
+
+    /**
+     * Serves pending flushes and IPIs while the owner waits inside the engine (for a lock, a remote
+     * flush, a frame another thread brings in), so that nobody waiting on this vCPU waits forever, but
+     * never holds it there: it may hold engine locks or be inside a host access. A pause or throttle
+     * request served here is taken when the vCPU re-enters guest mode ({@link #reenterGuest},
+     * {@link #leaveAfterPrivileged}), and a pauser still waiting kicks again ({@link #awaitOutside}).
+     */
+    void serviceRequestsWhileWaiting() {
+        serveFlushesAndIpis();
+    }
+
+    /** Serves what the kicks since the last call posted; false when there was none. Owner thread only. */
+    private boolean serveFlushesAndIpis() {
         long k = kicks.get();
         if (k == served) {
-            return;
+            return false;
         }
         if (retired) {
             retiredFault();
@@ -762,7 +824,23 @@ public final class Vcpu {
         if (k > served) { // an IPI handler's own accesses may have served a later kick already
             served = k;
         }
-        if (mode == IN_GUEST && (vm.pauseRequested() || throttle.get() != 0)) {
+        return true;
+    }
+
+    /** Whether the VM asks this vCPU to stay outside guest mode now (paused, or a throttle sleep due). */
+    private boolean holdRequested() {
+        return vm.pauseRequested() || throttle.get() != 0;
+    }
+
+    /**
+     * Enters guest mode (from outside, or back from an exit): serves what was posted meanwhile, and
+     * holds the vCPU outside if its VM is paused or throttled, even when a wait inside the exit served
+     * that kick already (the kick alone would then be lost, and a pauser would wait forever).
+     */
+    private void reenterGuest() {
+        mode = IN_GUEST;
+        serviceRequests();
+        if (holdRequested()) {
             holdOutsideGuest();
         }
     }
@@ -819,13 +897,18 @@ public final class Vcpu {
 
     /**
      * Waits until this vCPU is outside guest mode and outside any exit (paused, or not run by any
-     * thread): it then touches neither guest memory nor the engine until its VM resumes.
+     * thread): it then touches neither guest memory nor the engine until its VM resumes. A vCPU in guest
+     * mode that served every kick without holding (it served the pause's kick where it could not hold,
+     * e.g. waiting for a flush from guest code) is kicked again, so its next access holds it.
      */
     void awaitOutside() {
         Vcpu self = current();
-        for (int spins = 1; mode != OUTSIDE && !retired; spins++) {
+        for (int spins = 1; mode != OUTSIDE && !retired && !ownerDied(spins); spins++) {
             if (self != null) {
-                self.serviceRequests();
+                self.serviceRequestsWhileWaiting();
+            }
+            if ((spins & 255) == 0 && mode == IN_GUEST && served == kicks.get()) {
+                kicks.incrementAndGet();
             }
             pause(spins);
         }

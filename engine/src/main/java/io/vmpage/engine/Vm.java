@@ -197,7 +197,7 @@ public final class Vm {
             if (kind == P2mEntry.FETCHING) { // another thread brings it in
                 Vcpu self = Vcpu.current();
                 if (self != null) {
-                    self.serviceRequests();
+                    self.serviceRequestsWhileWaiting(); // maybe inside a host access or an exit: never held here
                 }
                 Thread.onSpinWait();
                 if ((spins & 63) == 0) {
@@ -562,7 +562,7 @@ public final class Vm {
         for (int i = 0; i < targets.length; i++) {
             Vcpu v = vcpus.get(i);
             if (v == self) {
-                v.serviceRequests();
+                v.serviceRequestsWhileWaiting(); // the caller may hold engine locks: a pause holds it later
             } else {
                 v.awaitFlush(targets[i], self);
             }

@@ -41,6 +41,12 @@
  * <li>{@code HostAccesses} monitor: one synchronize at a time; it waits for host accesses only, and is
  *     never taken inside a host access.
  * </ol>
+ * Where a vCPU parks: a vCPU waiting inside the engine (for a lock, a remote flush, a frame another
+ * thread brings in) serves flushes and IPIs but is never held out for a pause or a throttle there,
+ * since it may hold one of the locks above or be inside a host access; it parks when it next starts an
+ * access, enters guest mode, or returns from an exit or a privileged operation, which check the pause
+ * themselves (a kick served while waiting is not lost). A pauser that still waits for a vCPU in guest
+ * mode kicks it again; no waiter waits for a vCPU whose thread died while running it.
  * Lock-free state and who orders it: the frame table's descriptors and free list (CAS), the p2m
  * entries (CAS), EPT and shadow leaves written by the hardware's A/D updates and by write grants and
  * revokes (CAS, each format's change function: {@code EptLeaf.change}, {@code ShadowLeaf.change},

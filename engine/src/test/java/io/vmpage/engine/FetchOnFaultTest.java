@@ -27,21 +27,11 @@ class FetchOnFaultTest {
 
     /** A destination of {@code source}: every frame copied except the heap pages, which are remote. */
     private static Vm destinationOf(LoggedGuest source, Host host) {
-        Vm destination = host.createVm(source.vm.config());
         Set<Long> heap = new HashSet<>();
         for (long gfn : source.gfnOfPage) {
             heap.add(gfn);
         }
-        byte[] page = new byte[MachineMemory.FRAME_SIZE];
-        for (long gfn = 0; gfn < source.vm.physicalMap().frames(); gfn++) {
-            if (heap.contains(gfn)) {
-                destination.markRemote(gfn);
-            } else if (source.vm.physicalMap().machineFrame(gfn) >= 0) {
-                source.vm.readPhysical(gfn << MachineMemory.FRAME_SHIFT, page, 0, page.length);
-                destination.writePhysical(gfn << MachineMemory.FRAME_SHIFT, page, 0, page.length);
-            }
-        }
-        return destination;
+        return source.copyTo(host, heap::contains);
     }
 
     /** Fetches from the paused source, counting fetches per frame and taking its time, so touches overlap. */

@@ -49,6 +49,25 @@ public final class LoggedGuest implements AutoCloseable {
         });
     }
 
+    /**
+     * A VM on {@code host} with this guest's configuration and memory: every populated frame copied,
+     * except the frames {@code remote} names, which are marked not here yet ({@link Vm#markRemote}), as a
+     * post-copy destination holds them. This guest should be paused; the vCPU state is not moved.
+     */
+    public Vm copyTo(Host host, java.util.function.LongPredicate remote) {
+        Vm copy = host.createVm(vm.config());
+        byte[] page = new byte[MachineMemory.FRAME_SIZE];
+        for (long gfn = 0; gfn < vm.physicalMap().frames(); gfn++) {
+            if (remote.test(gfn)) {
+                copy.markRemote(gfn);
+            } else if (vm.physicalMap().machineFrame(gfn) >= 0) {
+                vm.readPhysical(gfn << MachineMemory.FRAME_SHIFT, page, 0, page.length);
+                copy.writePhysical(gfn << MachineMemory.FRAME_SHIFT, page, 0, page.length);
+            }
+        }
+        return copy;
+    }
+
     public static long page(int p) {
         return HEAP + p * 4096L;
     }

@@ -92,6 +92,102 @@ class VmPauseTest {
         }
     }
 
+    /**
+     * A pause whose kick reaches a vCPU while it waits inside an exit (here for a frame another vCPU is
+     * bringing in, which serves requests as it spins) still holds that vCPU once the exit ends: the
+     * pause returns and the writer completes nothing until resume. Before the fix the kick was served
+     * inside the exit and lost: an attached writer ran on and the pause waited forever; a one-off writer
+     * went on writing into the paused VM.
+     */
+    @ParameterizedTest
+    @MethodSource("modesAndDrivings")
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void aPauseServedWhileAVcpuWaitsInsideAnExitHoldsItWhenTheExitEnds(PagingMode mode, Driving driving) throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(mode != PagingMode.PARAVIRTUAL, "no fetch on fault in PV guests yet");
+        try (LoggedGuest source = new LoggedGuest(mode, WRITERS, PAGES); Host host = Host.create(64L << 20)) {
+            source.vm.pause();
+            long remote = source.gfnOfPage[0];
+            Vm vm = source.copyTo(host, gfn -> gfn == remote);
+            vm.pause();
+            vm.importState(source.vm.exportState());
+            vm.resume();
+            java.util.concurrent.CountDownLatch fetching = new java.util.concurrent.CountDownLatch(1);
+            java.util.concurrent.CountDownLatch arrive = new java.util.concurrent.CountDownLatch(1);
+            vm.setFrameFetcher((gfn, kind, payload, memory, frameAddress) -> {
+                fetching.countDown();
+                try {
+                    assertTrue(arrive.await(30, TimeUnit.SECONDS));
+                } catch (InterruptedException e) {
+                    throw new IllegalStateException(e);
+                }
+                memory.putBytes(frameAddress, new byte[MachineMemory.FRAME_SIZE], 0, MachineMemory.FRAME_SIZE);
+            });
+            AtomicLongArray progress = new AtomicLongArray(WRITERS);
+            try (VcpuWriters w = VcpuWriters.start(vm, WRITERS, driving, (cpu, n) -> {
+                if (n == 0) { // vCPU 0 fetches the remote frame; vCPU 1 waits in its exit for the same frame
+                    if (cpu.index() == 1) {
+                        try {
+                            assertTrue(fetching.await(30, TimeUnit.SECONDS));
+                        } catch (InterruptedException e) {
+                            throw new IllegalStateException(e);
+                        }
+                    }
+                    cpu.writeLong(LoggedGuest.page(0) + 8 * cpu.index(), -1);
+                } else {
+                    cpu.writeLong(LoggedGuest.page(1 + cpu.index()), n);
+                }
+                progress.set(cpu.index(), n + 1);
+            })) {
+                assertTrue(fetching.await(30, TimeUnit.SECONDS));
+                Thread.sleep(50); // vCPU 1 spins in its exit now
+                Thread pauser = new Thread(vm::pause, "pauser");
+                pauser.start();
+                Thread.sleep(100); // both kicks posted; vCPU 1 served its own while it waited
+                arrive.countDown();
+                pauser.join(TimeUnit.SECONDS.toMillis(10));
+                if (pauser.isAlive()) {
+                    vm.flushRemoteTlbs(); // a fresh kick lets the pause complete, so the test can end
+                    pauser.join();
+                    vm.resume();
+                    org.junit.jupiter.api.Assertions.fail("the pause did not return: a vCPU served its kick inside an exit and ran on");
+                }
+                long[] before = snapshot(progress);
+                Thread.sleep(20);
+                long[] after = snapshot(progress);
+                for (int i = 0; i < WRITERS; i++) {
+                    assertTrue(after[i] - before[i] <= 1, "writer " + i + " completed writes while paused: " + before[i] + " -> " + after[i]);
+                }
+                vm.resume();
+                awaitProgress(progress, after);
+            }
+        }
+    }
+
+    /**
+     * A thread that ends while it still runs a vCPU (attached, never detached) leaves it in guest mode,
+     * but it can make no access any more: a remote flush, a pause and a destroy do not wait for it.
+     */
+    @ParameterizedTest
+    @EnumSource(PagingMode.class)
+    @Timeout(value = 30, unit = TimeUnit.SECONDS)
+    void aVcpuWhoseThreadDiedWhileRunningItHoldsUpNeitherAFlushNorAPauseNorADestroy(PagingMode mode) throws Exception {
+        try (LoggedGuest g = new LoggedGuest(mode, WRITERS, PAGES)) {
+            Vcpu cpu = g.vm.vcpu(1);
+            Thread dies = new Thread(() -> {
+                cpu.attachThread();
+                cpu.writeLong(LoggedGuest.page(1), 7);
+            }, "dies-attached");
+            dies.start();
+            dies.join();
+            g.vm.flushRemoteTlbs();
+            g.vm.pause();
+            assertTrue(g.vm.paused());
+            g.vm.resume();
+            g.host.destroyVm(g.vm);
+            assertFalse(g.host.vms().contains(g.vm));
+        }
+    }
+
     @Test
     void pausingTwiceResumingARunningVmAndPausingFromItsOwnVcpuAreErrors() {
         try (Host host = Host.create(64L << 20)) {

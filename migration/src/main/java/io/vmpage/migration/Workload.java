@@ -26,6 +26,8 @@ public final class Workload implements AutoCloseable {
     /** Guest-virtual base of the heap. */
     public static final long HEAP = 0x0000_6000_0000_0000L;
     private static final int PAGE = 4096;
+    /** How long a writer whose VM failed under it waits for {@link #follow} before it fails. */
+    private static final long FOLLOW_TIMEOUT_NANOS = 30_000_000_000L;
 
     /** How a writer picks the next page among its own. */
     public enum Pattern {
@@ -148,6 +150,9 @@ public final class Workload implements AutoCloseable {
         try {
             while (!stop) {
                 if (current.get() != on) {
+                    if (attached && cpu != null && Vcpu.current() == cpu) {
+                        cpu.detachThread(); // followed while the old VM still runs: leave its vCPU first
+                    }
                     on = current.get();
                     cpu = on.vcpu(w);
                     if (attached) {
@@ -177,7 +182,12 @@ public final class Workload implements AutoCloseable {
                         cpu.detachThread();
                     }
                     Vm gone = on;
+                    long giveUp = System.nanoTime() + FOLLOW_TIMEOUT_NANOS;
                     while (current.get() == gone && !stop) {
+                        if (System.nanoTime() - giveUp > 0) {
+                            throw new IllegalStateException("writer " + w + ": the VM failed under it and no VM to follow"
+                                + " was named within 30 s", destroyed);
+                        }
                         Thread.onSpinWait();
                     }
                     on = null;
@@ -195,8 +205,9 @@ public final class Workload implements AutoCloseable {
         } catch (Throwable t) {
             failures.set(w, t);
         } finally {
-            if (attached && cpu != null && Vcpu.current() == cpu) {
-                cpu.detachThread();
+            Vcpu running = Vcpu.current(); // whichever vCPU this thread still runs, so none is left in guest mode
+            if (running != null) {
+                running.detachThread();
             }
         }
     }
@@ -265,15 +276,26 @@ public final class Workload implements AutoCloseable {
         }
     }
 
-    /** Stops and joins the writers; fails when one failed. A source left paused is resumed so they can stop. */
+    /**
+     * Stops and joins the writers (at most 30 s); fails when one failed, or names the writer that did not
+     * stop and where it is stuck. A source left paused is resumed so they can stop.
+     */
     public void stop() throws InterruptedException {
         stop = true;
         if (vm.paused()) {
             vm.resume();
         }
+        long deadline = System.nanoTime() + 30_000_000_000L;
         for (Thread t : threads) {
             if (t != null) {
-                t.join();
+                t.join(Math.max(1, (deadline - System.nanoTime()) / 1_000_000));
+                if (t.isAlive()) {
+                    StringBuilder at = new StringBuilder();
+                    for (StackTraceElement e : t.getStackTrace()) {
+                        at.append("\n\tat ").append(e);
+                    }
+                    throw new IllegalStateException(t.getName() + " did not stop within 30 s; it is at:" + at);
+                }
             }
         }
         checkFailures();
