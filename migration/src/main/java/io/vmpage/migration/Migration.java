@@ -70,6 +70,16 @@ public final class Migration {
         }
     }
 
+    /**
+     * {@link #toHost} over {@code transport} (for example {@link TcpTransport#loopback}), whose two ends
+     * this process drives on two threads; the caller closes it.
+     */
+    public static Result toHost(Vm source, Host destinationHost, Transport transport, MigrationConfig config,
+                                java.util.function.Consumer<MigrationReport.Round> progress,
+                                java.util.function.Consumer<Vm> switchOver) {
+        return over(source, destinationHost, transport, config, progress, switchOver);
+    }
+
     /** {@link #toHost} over a given transport (tests break it on purpose). */
     static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config) {
         return over(source, destinationHost, transport, config, round -> { }, vm -> { });

@@ -9,7 +9,10 @@ import io.vmpage.engine.dirty.DirtyTracking;
 import io.vmpage.migration.DirtyRate;
 import io.vmpage.migration.Migration;
 import io.vmpage.migration.MigrationConfig;
+import io.vmpage.migration.MemoryTransport;
 import io.vmpage.migration.MigrationReport;
+import io.vmpage.migration.TcpTransport;
+import io.vmpage.migration.Transport;
 import io.vmpage.migration.Workload;
 import java.io.PrintWriter;
 import java.util.EnumSet;
@@ -84,7 +87,9 @@ public final class MigrateCommand implements Callable<Integer> {
         description = "Dirty log: write-protect, dirty-bits (nested only) or dirty-ring. Default: ${DEFAULT-VALUE}.")
     String method;
 
-    @Option(names = "--transport", paramLabel = "KIND", defaultValue = "memory", description = "memory. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--transport", paramLabel = "KIND", defaultValue = "memory",
+        description = "memory (a queue between the two hosts) or tcp (a TCP connection over loopback, as QEMU's tcp: migration)."
+            + " Default: ${DEFAULT-VALUE}.")
     String transport;
 
     @Option(names = "--seed", paramLabel = "N", defaultValue = "1", description = "Seed of the writers. Default: ${DEFAULT-VALUE}.")
@@ -108,8 +113,8 @@ public final class MigrateCommand implements Callable<Integer> {
             case "hybrid" -> throw new Cli.UsageException("--mode hybrid is not supported yet (precopy, stopcopy, postcopy)");
             default -> throw new Cli.UsageException("--mode " + mode + " must be precopy, stopcopy or postcopy");
         };
-        if (!transport.equals("memory")) {
-            throw new Cli.UsageException("--transport " + transport + ": only memory (two hosts in this process) is supported yet");
+        if (!transport.equals("memory") && !transport.equals("tcp")) {
+            throw new Cli.UsageException("--transport " + transport + " must be memory or tcp");
         }
         Workload.Pattern writePattern = switch (pattern) {
             case "uniform" -> Workload.Pattern.UNIFORM;
@@ -160,23 +165,28 @@ public final class MigrateCommand implements Callable<Integer> {
                     measured.nanos() / 1e6, predicted ? "should" : "should not", link == 0 ? "unlimited bandwidth"
                         : mib(link) + "/s", limit / 1e6);
                 progress.flush();
-                Migration.Result result = Migration.toHost(workload.vm(), destination, config, r -> {
-                    if (r.sourcePaused()) {
-                        progress.printf(Locale.ROOT, "round %d (%s): sent %d pages (%s) in %.0f ms%n", r.round(),
-                            algorithm == MigrationConfig.Mode.POSTCOPY ? "post-copy, the destination running"
-                                : "stop-and-copy, paused", r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);
-                    } else {
-                        progress.printf(Locale.ROOT, "round %d: sent %d pages (%s) in %.0f ms; remaining %d pages (%s), dirty rate"
-                                + " %s/s, bandwidth %s/s, expected downtime %s%n", r.round(), r.pagesSent(), mib(r.pagesSent() * 4096.0),
-                            r.nanos() / 1e6, r.pagesDirtied(), mib(r.pagesDirtied() * 4096.0), mib(r.dirtyRateBytesPerSecond()),
-                            mib(r.bandwidthBytesPerSecond()), r.expectedDowntimeNanos() == Long.MAX_VALUE ? "-"
-                                : String.format(Locale.ROOT, "%.0f ms", r.expectedDowntimeNanos() / 1e6));
-                    }
-                    progress.flush();
-                }, running -> {
-                    workload.follow(running); // the writers carry on on the destination...
-                    workload.vm().retireVcpus(); // ...as soon as their source vCPUs are gone
-                });
+                Transport connection = transport.equals("tcp") ? TcpTransport.loopback(MemoryTransport.DEFAULT_CHUNK, 10_000)
+                    : new MemoryTransport();
+                Migration.Result result;
+                try (connection) {
+                    result = Migration.toHost(workload.vm(), destination, connection, config, r -> {
+                        if (r.sourcePaused()) {
+                            progress.printf(Locale.ROOT, "round %d (%s): sent %d pages (%s) in %.0f ms%n", r.round(),
+                                algorithm == MigrationConfig.Mode.POSTCOPY ? "post-copy, the destination running"
+                                    : "stop-and-copy, paused", r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);
+                        } else {
+                            progress.printf(Locale.ROOT, "round %d: sent %d pages (%s) in %.0f ms; remaining %d pages (%s), dirty rate"
+                                    + " %s/s, bandwidth %s/s, expected downtime %s%n", r.round(), r.pagesSent(), mib(r.pagesSent() * 4096.0),
+                                r.nanos() / 1e6, r.pagesDirtied(), mib(r.pagesDirtied() * 4096.0), mib(r.dirtyRateBytesPerSecond()),
+                                mib(r.bandwidthBytesPerSecond()), r.expectedDowntimeNanos() == Long.MAX_VALUE ? "-"
+                                    : String.format(Locale.ROOT, "%.0f ms", r.expectedDowntimeNanos() / 1e6));
+                        }
+                        progress.flush();
+                    }, running -> {
+                        workload.follow(running); // the writers carry on on the destination...
+                        workload.vm().retireVcpus(); // ...as soon as their source vCPUs are gone
+                    });
+                }
                 source.destroyVm(workload.vm());
                 long before = workload.writesOnFollowedVm();
                 workload.awaitWrites(100);
@@ -259,6 +269,7 @@ public final class MigrateCommand implements Callable<Integer> {
         o.put("memory_bytes", r.memoryBytes());
         o.put("writers", writers);
         o.put("pattern", pattern);
+        o.put("transport", transport);
         o.put("downtime_ms", r.downtimeNanos() / 1e6);
         o.put("total_ms", r.totalNanos() / 1e6);
         o.put("setup_ms", r.setupNanos() / 1e6);

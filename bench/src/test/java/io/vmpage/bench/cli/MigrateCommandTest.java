@@ -37,6 +37,17 @@ class MigrateCommandTest {
         assertTrue(err.toString().contains("round 0"), "progress lines go to stderr with --json: " + err);
     }
 
+    @ParameterizedTest
+    @CsvSource({"precopy", "postcopy"})
+    void aMigrationOverTcpOnLoopbackIsVerified(String mode) throws Exception {
+        assertEquals(0, cli.exec("migrate", "--memory", "64m", "--mode", mode, "--transport", "tcp", "--wws", "4m",
+            "--dirty-rate", "8m", "--bandwidth", "256m", "--json"), err.toString());
+        JsonNode root = new ObjectMapper().readTree(out.toString());
+        assertEquals("tcp", root.get("transport").asText());
+        assertTrue(root.get("verified").asBoolean(), root.toString());
+        assertEquals(0, root.get("mismatched_pages").asLong());
+    }
+
     @Test
     void theHumanReportShowsEachRoundAndTheVerdict() {
         assertEquals(0, cli.exec("migrate", "--memory", "64m", "--wws", "4m", "--bandwidth", "128m"), err.toString());
@@ -61,7 +72,7 @@ class MigrateCommandTest {
         "--downtime-limit|300|--downtime-limit 300",
         "--writers|0|--writers 0",
         "--max-rounds|0|--max-rounds 0",
-        "--transport|tcp|--transport tcp",
+        "--transport|udp|--transport udp",
         "--wws|1g|--wws"})
     void badFlagsAreOneLineNamingTheValueAndExitTwo(String option, String value, String named) {
         assertEquals(2, cli.exec("migrate", option, value));
