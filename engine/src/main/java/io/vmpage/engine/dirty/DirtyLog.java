@@ -402,8 +402,18 @@ public final class DirtyLog {
             }
         }
 
-        /** A store the engine or the host made to guest frame {@code gfn} without a tracked mapping. */
+        /**
+         * A store the engine or the host made to guest frame {@code gfn} without a tracked mapping; call it
+         * after the store landed. No vCPU flush orders such a store before a harvest's copy, so a full fence
+         * comes first: without it the loads below (the method, the bit) may pass the store, which is still
+         * in this CPU's store buffer (x86 lets a load pass an earlier store to another address). A bit seen
+         * set that way may be one a harvest is taking at that moment: the harvest then copies the page
+         * without the store, and the store is in no later harvest either. Likewise a log being enabled: a
+         * store that becomes visible after {@link DirtyLog#enable} returned must be logged. (KVM's
+         * {@code mark_page_dirty} sets the bit with a LOCK-prefixed {@code bts}, a full barrier on x86.)
+         */
         public void markHost(long gfn) {
+            java.lang.invoke.VarHandle.fullFence();
             if (log.method != null) {
                 log.bitmap.mark(gfn);
             }

@@ -279,9 +279,11 @@ class DirtyLogTest {
      * Guest page tables built from the host side ({@link Vm#guestPageTables}) while the log is on and a
      * harvester runs back to back: every entry store that completed before a harvest started is in the
      * copy built from it. Two builders on tables of their own, values increasing per entry; bounded
-     * (1 s) and seeded.
+     * (1 s) and seeded. Repeated: in a warm JVM about half the runs lost a store before the host-store
+     * mark was fenced (its bit check passed the store still in the store buffer, see
+     * {@code DirtyLog.Writer.markHost}).
      */
-    @Test
+    @org.junit.jupiter.api.RepeatedTest(5)
     @org.junit.jupiter.api.Timeout(60)
     void everyGuestPageTableStoreIsInTheCopyOfTheNextHarvest() throws Exception {
         try (Host host = Host.create(64L << 20)) {
