@@ -131,6 +131,39 @@ class MigrationFailureTest {
         }
     }
 
+    /**
+     * The connection dropped after the source paused for its last round (pre-copy's stop-and-copy, or
+     * stop-and-copy alone), before the destination has everything: the source resumes, unthrottled and
+     * logging off, its writers go on, and every value they wrote is in its memory.
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.EnumSource(value = MigrationConfig.Mode.class, names = {"PRECOPY", "STOPCOPY"})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void aConnectionDroppedWhileTheSourceIsPausedResumesItWithNothingLost(MigrationConfig.Mode mode) throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
+            Workload guest = new Workload(source, PagingMode.NESTED, 2, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
+            try (guest) {
+                guest.start(true, 13);
+                guest.awaitWrites(100);
+                boolean[] pausedWhenDropped = new boolean[1];
+                MigrationException lost = assertThrows(MigrationException.class, () -> Migration.over(guest.vm(), destination,
+                    new Faulty(n -> {
+                        pausedWhenDropped[0] = guest.vm().paused();
+                        return pausedWhenDropped[0];
+                    }, false, false), MigrationConfig.defaults().withMode(mode).withBandwidth(256L << 20)));
+                assertTrue(pausedWhenDropped[0], "the link dropped during the stop-and-copy");
+                assertTrue(lost.getMessage().contains("lost"), lost.getMessage());
+                assertFalse(guest.vm().paused(), "the source runs again");
+                assertEquals(0, guest.vm().throttlePercent());
+                assertFalse(guest.vm().dirtyLog().enabled(), "with dirty logging off");
+                guest.awaitWrites(100); // the writers go on where they were
+                assertEquals(0, destination.vms().size(), "the destination kept nothing");
+                guest.stop();
+                assertEquals(0, guest.journalMismatches(guest.vm()), "every write the writers completed is there");
+            }
+        }
+    }
+
     /** A corrupted chunk or a stream cut before its END: rejected, the partial VM discarded, the source resumed. */
     @ParameterizedTest
     @ValueSource(booleans = {true, false})
