@@ -839,7 +839,7 @@ public final class Vcpu {
      */
     private void reenterGuest() {
         mode = IN_GUEST;
-        serviceRequests();
+        serveFlushesAndIpis();
         if (holdRequested()) {
             holdOutsideGuest();
         }

@@ -6,11 +6,14 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.vmpage.mmu.MachineMemory;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLongArray;
 import org.junit.jupiter.api.Test;
@@ -103,7 +106,7 @@ class VmPauseTest {
     @MethodSource("modesAndDrivings")
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
     void aPauseServedWhileAVcpuWaitsInsideAnExitHoldsItWhenTheExitEnds(PagingMode mode, Driving driving) throws Exception {
-        org.junit.jupiter.api.Assumptions.assumeTrue(mode != PagingMode.PARAVIRTUAL, "no fetch on fault in PV guests yet");
+        assumeTrue(mode != PagingMode.PARAVIRTUAL, "no fetch on fault in PV guests yet");
         try (LoggedGuest source = new LoggedGuest(mode, WRITERS, PAGES); Host host = Host.create(64L << 20)) {
             source.vm.pause();
             long remote = source.gfnOfPage[0];
@@ -111,8 +114,8 @@ class VmPauseTest {
             vm.pause();
             vm.importState(source.vm.exportState());
             vm.resume();
-            java.util.concurrent.CountDownLatch fetching = new java.util.concurrent.CountDownLatch(1);
-            java.util.concurrent.CountDownLatch arrive = new java.util.concurrent.CountDownLatch(1);
+            CountDownLatch fetching = new CountDownLatch(1);
+            CountDownLatch arrive = new CountDownLatch(1);
             vm.setFrameFetcher((gfn, kind, payload, memory, frameAddress) -> {
                 fetching.countDown();
                 try {
@@ -149,7 +152,7 @@ class VmPauseTest {
                     vm.flushRemoteTlbs(); // a fresh kick lets the pause complete, so the test can end
                     pauser.join();
                     vm.resume();
-                    org.junit.jupiter.api.Assertions.fail("the pause did not return: a vCPU served its kick inside an exit and ran on");
+                    fail("the pause did not return: a vCPU served its kick inside an exit and ran on");
                 }
                 long[] before = snapshot(progress);
                 Thread.sleep(20);

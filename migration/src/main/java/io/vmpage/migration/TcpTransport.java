@@ -5,7 +5,6 @@ import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.EOFException;
 import java.io.IOException;
-import java.io.InputStream;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
@@ -13,7 +12,6 @@ import java.net.Socket;
 import java.net.SocketTimeoutException;
 import java.nio.ByteBuffer;
 import java.util.concurrent.ArrayBlockingQueue;
-import java.util.concurrent.TimeUnit;
 import org.jctools.queues.MpscArrayQueue;
 
 /**
@@ -172,7 +170,7 @@ public final class TcpTransport implements Transport {
                 fail("stream is corrupted: a chunk of " + length + " bytes (at most " + chunkBytes + ")");
                 check();
             }
-            ByteBuffer b = pool.poll(stallNanosLeft(), TimeUnit.NANOSECONDS);
+            ByteBuffer b = pool.poll(); // the destination thread releases each buffer before it receives the next
             if (b == null) {
                 throw new IllegalStateException("every buffer of the TCP transport is held: receive without release");
             }
@@ -188,9 +186,6 @@ public final class TcpTransport implements Transport {
             throw lost("receiving", e);
         } catch (IOException e) {
             throw lost("receiving from the source", e);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new MigrationException("interrupted while receiving", e);
         }
     }
 
@@ -224,12 +219,10 @@ public final class TcpTransport implements Transport {
     /** Source end: reads the return path until the socket closes. */
     private void readRequests() {
         try {
-            InputStream raw = socket.getInputStream();
-            DataInputStream r = new DataInputStream(raw);
             while (true) {
                 long gfn;
                 try {
-                    gfn = r.readLong();
+                    gfn = in.readLong(); // the source end reads nothing else
                 } catch (SocketTimeoutException idle) {
                     continue; // a destination that asks for nothing is not a stalled one
                 }
@@ -281,10 +274,6 @@ public final class TcpTransport implements Transport {
         } catch (IOException e) {
             return 0;
         }
-    }
-
-    private long stallNanosLeft() {
-        return TimeUnit.MILLISECONDS.toNanos(Math.max(1, stallMillis()));
     }
 
     private void requireSide(boolean sourceSide, String call) {

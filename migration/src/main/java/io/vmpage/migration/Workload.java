@@ -26,8 +26,8 @@ public final class Workload implements AutoCloseable {
     /** Guest-virtual base of the heap. */
     public static final long HEAP = 0x0000_6000_0000_0000L;
     private static final int PAGE = 4096;
-    /** How long a writer whose VM failed under it waits for {@link #follow} before it fails. */
-    private static final long FOLLOW_TIMEOUT_NANOS = 30_000_000_000L;
+    /** The longest wait: for the writers to progress, to stop, and for a writer whose VM failed under it to see {@link #follow}. */
+    private static final long WAIT_NANOS = 30_000_000_000L;
 
     /** How a writer picks the next page among its own. */
     public enum Pattern {
@@ -182,7 +182,7 @@ public final class Workload implements AutoCloseable {
                         cpu.detachThread();
                     }
                     Vm gone = on;
-                    long giveUp = System.nanoTime() + FOLLOW_TIMEOUT_NANOS;
+                    long giveUp = System.nanoTime() + WAIT_NANOS;
                     while (current.get() == gone && !stop) {
                         if (System.nanoTime() - giveUp > 0) {
                             throw new IllegalStateException("writer " + w + ": the VM failed under it and no VM to follow"
@@ -223,7 +223,7 @@ public final class Workload implements AutoCloseable {
         for (int w = 0; w < writes.length; w++) {
             from[w] = writes[w].get();
         }
-        long deadline = System.nanoTime() + 30_000_000_000L;
+        long deadline = System.nanoTime() + WAIT_NANOS;
         for (int w = 0; w < writes.length; w++) {
             while (writes[w].get() < from[w] + n) {
                 checkFailures();
@@ -285,7 +285,7 @@ public final class Workload implements AutoCloseable {
         if (vm.paused()) {
             vm.resume();
         }
-        long deadline = System.nanoTime() + 30_000_000_000L;
+        long deadline = System.nanoTime() + WAIT_NANOS;
         for (Thread t : threads) {
             if (t != null) {
                 t.join(Math.max(1, (deadline - System.nanoTime()) / 1_000_000));

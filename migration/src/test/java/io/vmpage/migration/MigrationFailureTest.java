@@ -9,7 +9,6 @@ import io.vmpage.engine.Host;
 import io.vmpage.engine.PagingMode;
 import java.nio.ByteBuffer;
 import java.util.concurrent.TimeUnit;
-import java.util.function.IntPredicate;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -23,82 +22,6 @@ import org.junit.jupiter.params.provider.ValueSource;
 class MigrationFailureTest {
     private static final long MEMORY = 32L << 20;
     private static final int PAGES = 256;
-
-    /** A memory transport that breaks, or tampers with a chunk, at the {@code n}-th send. */
-    private static final class Faulty implements Transport {
-        private final MemoryTransport inner = new MemoryTransport(16, MemoryTransport.DEFAULT_CHUNK, 5_000);
-        private final IntPredicate breakAt;
-        private final boolean corrupt;
-        private final boolean dropEnd;
-        private int sends;
-        /** With {@code dropEnd}: the chunk held back, so the last one (with the END record) never goes. */
-        private ByteBuffer held;
-
-        Faulty(IntPredicate breakAt, boolean corrupt, boolean dropEnd) {
-            this.breakAt = breakAt;
-            this.corrupt = corrupt;
-            this.dropEnd = dropEnd;
-        }
-
-        @Override
-        public ByteBuffer acquire() {
-            return inner.acquire();
-        }
-
-        @Override
-        public void send(ByteBuffer filled) {
-            if (breakAt.test(++sends)) {
-                if (corrupt) {
-                    filled.put(filled.limit() / 2, (byte) (filled.get(filled.limit() / 2) ^ 0x5A)); // one bit pattern flipped
-                } else {
-                    inner.fail("link dropped at chunk " + sends);
-                }
-            }
-            if (dropEnd) {
-                if (held != null) {
-                    inner.send(held);
-                }
-                held = filled;
-                return;
-            }
-            inner.send(filled);
-        }
-
-        @Override
-        public void finish() {
-            inner.finish(); // with dropEnd the held chunk, the one with the END record, is never sent
-        }
-
-        @Override
-        public ByteBuffer receive() {
-            return inner.receive();
-        }
-
-        @Override
-        public void release(ByteBuffer buffer) {
-            inner.release(buffer);
-        }
-
-        @Override
-        public void request(long gfn) {
-            inner.request(gfn);
-        }
-
-        @Override
-        public long pollRequest() {
-            return inner.pollRequest();
-        }
-
-        @Override
-        public void fail(String why) {
-            inner.fail(why);
-        }
-
-        @Override
-        public void close() {
-            inner.close();
-        }
-    }
 
     /**
      * The connection dropped at setup (the first chunk, with the header), in round 0 (chunk 4), and in
@@ -115,7 +38,7 @@ class MigrationFailureTest {
                 guest.start(true, 5);
                 guest.awaitWrites(100);
                 MigrationException lost = assertThrows(MigrationException.class, () -> Migration.over(guest.vm(), destination,
-                    new Faulty(n -> n == chunk, false, false), MigrationConfig.defaults()
+                    new FaultyTransport(n -> n == chunk, false, false), MigrationConfig.defaults()
                         .withStopRules(java.util.EnumSet.of(MigrationConfig.StopRule.XEN_MAX_ROUNDS)).withMaxRounds(6)));
                 assertTrue(lost.getMessage().contains("lost"), lost.getMessage());
                 assertFalse(guest.vm().paused(), "the source runs on");
@@ -147,7 +70,7 @@ class MigrationFailureTest {
                 guest.awaitWrites(100);
                 boolean[] pausedWhenDropped = new boolean[1];
                 MigrationException lost = assertThrows(MigrationException.class, () -> Migration.over(guest.vm(), destination,
-                    new Faulty(n -> {
+                    new FaultyTransport(n -> {
                         pausedWhenDropped[0] = guest.vm().paused();
                         return pausedWhenDropped[0];
                     }, false, false), MigrationConfig.defaults().withMode(mode).withBandwidth(256L << 20)));
@@ -175,7 +98,7 @@ class MigrationFailureTest {
             try (guest) {
                 guest.start(false, 9);
                 guest.awaitWrites(100);
-                Transport faulty = corrupt ? new Faulty(n -> n == 3, true, false) : new Faulty(n -> false, false, true);
+                Transport faulty = corrupt ? new FaultyTransport(n -> n == 3, true, false) : new FaultyTransport(n -> false, false, true);
                 MigrationException rejected = assertThrows(MigrationException.class,
                     () -> Migration.over(guest.vm(), destination, faulty, MigrationConfig.defaults()));
                 assertTrue(rejected.getMessage().contains(corrupt ? "corrupt" : "truncated"), rejected.getMessage());

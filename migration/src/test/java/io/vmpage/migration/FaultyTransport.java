@@ -1,0 +1,85 @@
+package io.vmpage.migration;
+
+import java.nio.ByteBuffer;
+import java.util.function.IntPredicate;
+
+/** A transport that breaks, or tampers with a chunk, at the {@code n}-th send (a memory transport unless given one). */
+final class FaultyTransport implements Transport {
+    private final Transport inner;
+    private final IntPredicate breakAt;
+    private final boolean corrupt;
+    private final boolean dropEnd;
+    private int sends;
+    /** With {@code dropEnd}: the chunk held back, so the last one (with the END record) never goes. */
+    private ByteBuffer held;
+
+    FaultyTransport(IntPredicate breakAt, boolean corrupt, boolean dropEnd) {
+        this(new MemoryTransport(16, MemoryTransport.DEFAULT_CHUNK, 5_000), breakAt, corrupt, dropEnd);
+    }
+
+    FaultyTransport(Transport inner, IntPredicate breakAt, boolean corrupt, boolean dropEnd) {
+        this.inner = inner;
+        this.breakAt = breakAt;
+        this.corrupt = corrupt;
+        this.dropEnd = dropEnd;
+    }
+
+    @Override
+    public ByteBuffer acquire() {
+        return inner.acquire();
+    }
+
+    @Override
+    public void send(ByteBuffer filled) {
+        if (breakAt.test(++sends)) {
+            if (corrupt) {
+                filled.put(filled.limit() / 2, (byte) (filled.get(filled.limit() / 2) ^ 0x5A)); // one bit pattern flipped
+            } else {
+                inner.fail("link dropped at chunk " + sends);
+            }
+        }
+        if (dropEnd) {
+            if (held != null) {
+                inner.send(held);
+            }
+            held = filled;
+            return;
+        }
+        inner.send(filled);
+    }
+
+    @Override
+    public void finish() {
+        inner.finish(); // with dropEnd the held chunk, the one with the END record, is never sent
+    }
+
+    @Override
+    public ByteBuffer receive() {
+        return inner.receive();
+    }
+
+    @Override
+    public void release(ByteBuffer buffer) {
+        inner.release(buffer);
+    }
+
+    @Override
+    public void request(long gfn) {
+        inner.request(gfn);
+    }
+
+    @Override
+    public long pollRequest() {
+        return inner.pollRequest();
+    }
+
+    @Override
+    public void fail(String why) {
+        inner.fail(why);
+    }
+
+    @Override
+    public void close() {
+        inner.close();
+    }
+}
