@@ -24,8 +24,8 @@ public final class Destination {
     private Destination() {
     }
 
-    /** What a destination received; {@code postCopy} null unless the stream switched over to post-copy. */
-    public record Received(Vm vm, long pages, long zeroPages, int rounds, MigrationReport.PostCopy postCopy) {
+    /** What a destination received (pages: PAGE records, of them zero and XBZRLE deltas); {@code postCopy} null unless the stream switched over to post-copy. */
+    public record Received(Vm vm, long pages, long zeroPages, long deltaPages, int rounds, MigrationReport.PostCopy postCopy) {
     }
 
     /**
@@ -61,6 +61,7 @@ public final class Destination {
             long frames = vm.physicalMap().frames();
             long pages = 0;
             long zero = 0;
+            long deltas = 0;
             int rounds = 0;
             VmState state = null;
             long[] remote = null; // post-copy: frames still on the source
@@ -95,6 +96,9 @@ public final class Destination {
                             delivered[w] |= bit;
                             if (flags == StreamFormat.PAGE_FULL) {
                                 chunk.get(page);
+                            } else if (flags != StreamFormat.PAGE_ZERO) {
+                                throw new MigrationException("stream is corrupted: post-copy page " + gfn + " has flags " + flags
+                                    + " (a post-copy page goes whole or as zero, never as a delta)");
                             } else {
                                 java.util.Arrays.fill(page, (byte) 0);
                                 zero++;
@@ -109,6 +113,17 @@ public final class Destination {
                         if (flags == StreamFormat.PAGE_FULL) {
                             chunk.get(page);
                             vm.writePhysical(gfn << 12, page, 0, page.length);
+                        } else if (flags == StreamFormat.PAGE_DELTA) { // XBZRLE: changes the copy this VM holds
+                            int length = chunk.getShort() & 0xffff;
+                            vm.readPhysical(gfn << 12, page, 0, page.length);
+                            try {
+                                Xbzrle.decode(chunk, length, page);
+                            } catch (IllegalArgumentException e) {
+                                throw new MigrationException("stream is corrupted: the XBZRLE delta of guest frame " + gfn + " has "
+                                    + e.getMessage(), e);
+                            }
+                            vm.writePhysical(gfn << 12, page, 0, page.length);
+                            deltas++;
                         } else if (flags == StreamFormat.PAGE_ZERO) {
                             zero++;
                             if (vm.physicalMap().machineFrame(gfn) >= 0) { // it was sent with contents before
@@ -190,10 +205,10 @@ public final class Destination {
                         }
                         if (fetcher == null) {
                             vm.importState(state);
-                            return new Received(vm, pages, zero, rounds, null);
+                            return new Received(vm, pages, zero, deltas, rounds, null);
                         }
                         vm.setFrameFetcher(null); // every frame is here
-                        return new Received(vm, pages, zero, rounds, new MigrationReport.PostCopy(fetcher.faults(),
+                        return new Received(vm, pages, zero, deltas, rounds, new MigrationReport.PostCopy(fetcher.faults(),
                             fetcher.latencyMicros(50), fetcher.latencyMicros(99), fetcher.maxLatencyMicros(), pushed));
                     }
                     default:

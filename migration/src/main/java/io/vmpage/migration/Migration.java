@@ -23,6 +23,9 @@ import java.util.concurrent.atomic.AtomicReference;
  * every write not yet sent, those pages and the vCPU state go out, and the destination resumes the VM.
  * <b>Stop-and-copy</b> alone pauses first and sends every populated page once.
  *
+ * <p><b>XBZRLE</b> (QEMU, {@link MigrationConfig#xbzrleCacheBytes}): after round 0, a page sent again
+ * goes as a delta against its copy in a bounded cache when the delta is smaller ({@link PageSender}).
+ *
  * <p><b>Failure.</b> If the connection is lost before the switch-over, the source VM keeps running
  * with nothing lost and dirty logging off (it is resumed if the migration paused it), and the
  * destination discards its partial VM ({@link Destination}).
@@ -142,7 +145,7 @@ public final class Migration {
         MigrationReport report = new MigrationReport(config.mode(), source.pagingMode().name(), source.memorySize(),
             sent.rounds.size(), sent.stopReason, sent.pages, sent.zeroPages, sent.bytes, sent.setupNanos,
             (r.postCopy() != null ? System.nanoTime() : resumedAt) - sent.startedAt, resumedAt - sent.pausedAt, sent.dirtyRate, sent.bandwidth,
-            sent.rounds, mismatched == 0, mismatched, sent.throttle, r.postCopy());
+            sent.rounds, mismatched == 0, mismatched, sent.throttle, r.postCopy(), sent.xbzrle);
         return new Result(r.vm(), report);
     }
 
@@ -190,6 +193,8 @@ public final class Migration {
         double bandwidth;
         /** The auto-converge throttle when the VM paused (0: none). */
         int throttle;
+        /** What XBZRLE did, null when it was off. */
+        MigrationReport.Xbzrle xbzrle;
     }
 
     /**
@@ -209,14 +214,14 @@ public final class Migration {
             StreamWriter out = new StreamWriter(transport);
             Pacer pacer = new Pacer(config.bandwidthBytesPerSecond());
             out.header(vm.config());
-            byte[] page = new byte[PAGE];
+            PageSender pages = new PageSender(vm, out, pacer, config.xbzrleCacheBytes());
             long frames = vm.physicalMap().frames();
             if (config.mode() == MigrationConfig.Mode.POSTCOPY) {
                 s.setupNanos = System.nanoTime() - s.startedAt;
                 s.pausedAt = pause(vm);
                 out.round(0);
                 long start = System.nanoTime();
-                long n = postCopy(vm, out, transport, page, pacer, s);
+                long n = postCopy(vm, out, transport, pages, s);
                 s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
                 progress.accept(s.rounds.get(0));
                 s.stopReason = StopReason.POST_COPY;
@@ -230,7 +235,7 @@ public final class Migration {
                 s.pausedAt = pause(vm);
                 out.round(0);
                 long start = System.nanoTime();
-                long n = sendPopulated(vm, out, page, pacer);
+                long n = pages.sendPopulated();
                 s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
                 progress.accept(s.rounds.get(0));
                 s.stopReason = StopReason.STOP_AND_COPY;
@@ -244,7 +249,8 @@ public final class Migration {
                 int round = 0;
                 out.round(round);
                 long roundStart = System.nanoTime();
-                long n = sendPopulated(vm, out, page, pacer);
+                long n = pages.sendPopulated();
+                pages.bulkDone();
                 while (true) {
                     long dirtied = log.harvest(dirty);
                     long now = System.nanoTime();
@@ -266,7 +272,7 @@ public final class Migration {
                     round++;
                     out.round(round);
                     roundStart = System.nanoTime();
-                    n = sendDirty(vm, out, page, pacer, dirty, null);
+                    n = pages.sendDirty(dirty, null);
                 }
                 // Stop-and-copy: what the last harvest reported, and every write since.
                 s.pausedAt = pause(vm);
@@ -279,7 +285,8 @@ public final class Migration {
                 round++;
                 out.round(round);
                 long start = System.nanoTime();
-                n = sendDirty(vm, out, page, pacer, dirty, null) + sendDirty(vm, out, page, pacer, last, dirty);
+                pages.lastStage();
+                n = pages.sendDirty(dirty, null) + pages.sendDirty(last, dirty);
                 MigrationReport.Round stopAndCopy = new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start,
                     s.dirtyRate, pacer.measured(), 0, true);
                 s.rounds.add(stopAndCopy);
@@ -290,6 +297,7 @@ public final class Migration {
             s.pages = out.pages();
             s.zeroPages = out.zeroPages();
             s.bytes = out.bytes();
+            s.xbzrle = pages.xbzrle();
             if (s.bandwidth == 0) {
                 s.bandwidth = pacer.measured();
             }
@@ -337,7 +345,7 @@ public final class Migration {
      * others pushed in frame order in between. A request for a frame already sent flushes the chunk it
      * may be waiting in. Ends with the END record. Returns the pages sent.
      */
-    private static long postCopy(Vm vm, StreamWriter out, Transport transport, byte[] page, Pacer pacer, Sent s) {
+    private static long postCopy(Vm vm, StreamWriter out, Transport transport, PageSender pages, Sent s) {
         long frames = vm.physicalMap().frames();
         long[] remote = new long[(int) ((frames + 63) >>> 6)];
         long left = 0;
@@ -359,7 +367,7 @@ public final class Migration {
                 urgent = true;
                 if (req < frames && (remote[(int) (req >>> 6)] & (1L << req)) != 0 && (sent[(int) (req >>> 6)] & (1L << req)) == 0) {
                     sent[(int) (req >>> 6)] |= 1L << req;
-                    sendPage(vm, out, page, pacer, req);
+                    pages.send(req);
                     n++;
                     left--;
                 }
@@ -374,7 +382,7 @@ public final class Migration {
             }
             if (cursor < frames) {
                 sent[(int) (cursor >>> 6)] |= 1L << cursor;
-                sendPage(vm, out, page, pacer, cursor);
+                pages.send(cursor);
                 n++;
                 left--;
             }
@@ -423,35 +431,112 @@ public final class Migration {
         return bandwidth > 0 ? (long) (pages * (double) PAGE / bandwidth * 1e9) : Long.MAX_VALUE;
     }
 
-    /** Round 0 and stop-and-copy alone: every populated page. */
-    private static long sendPopulated(Vm vm, StreamWriter out, byte[] page, Pacer pacer) {
-        long n = 0;
-        for (long gfn = 0; gfn < vm.physicalMap().frames(); gfn++) {
-            if (vm.physicalMap().machineFrame(gfn) >= 0) {
-                sendPage(vm, out, page, pacer, gfn);
-                n++;
-            }
-        }
-        return n;
-    }
+    /**
+     * Sends pages of one VM into one stream: each is read once into a reusable buffer, a zero page goes
+     * as a flag, and with XBZRLE on, a page re-sent after round 0 goes as a delta against the cached
+     * copy sent before when that is smaller (QEMU's {@code save_xbzrle_page}: a page not cached goes
+     * whole and is cached, except in the last stage; an unchanged page is not sent at all). Source
+     * thread only.
+     */
+    static final class PageSender {
+        private final Vm vm;
+        private final StreamWriter out;
+        private final Pacer pacer;
+        private final byte[] page = new byte[PAGE];
+        private final XbzrleCache cache;
+        private final byte[] delta;
+        /** Round 0 is done: XBZRLE applies (QEMU's {@code xbzrle_started}). */
+        private boolean xbzrleStarted;
+        /** Stop-and-copy: a page not cached is not cached any more (nothing will be re-sent). */
+        private boolean lastStage;
+        private long deltaPages;
+        private long deltaBytes;
+        private long cacheMisses;
+        private long overflows;
+        private long unchanged;
 
-    /** The pages {@code dirty} reports, except those {@code skip} reports (sent already). */
-    private static long sendDirty(Vm vm, StreamWriter out, byte[] page, Pacer pacer, DirtySnapshot dirty, DirtySnapshot skip) {
-        long n = 0;
-        for (long gfn = dirty.next(0); gfn >= 0; gfn = dirty.next(gfn + 1)) {
-            if (skip == null || !skip.isDirty(gfn)) {
-                sendPage(vm, out, page, pacer, gfn);
-                n++;
-            }
+        PageSender(Vm vm, StreamWriter out, Pacer pacer, long xbzrleCacheBytes) {
+            this.vm = vm;
+            this.out = out;
+            this.pacer = pacer;
+            this.cache = xbzrleCacheBytes > 0 ? new XbzrleCache(xbzrleCacheBytes) : null;
+            this.delta = cache != null ? new byte[PAGE] : null;
         }
-        return n;
-    }
 
-    private static void sendPage(Vm vm, StreamWriter out, byte[] page, Pacer pacer, long gfn) {
-        vm.readPhysical(gfn * PAGE, page, 0, PAGE);
-        boolean zero = isZero(page);
-        out.page(gfn, page, zero);
-        pacer.sent(zero ? 0 : PAGE);
+        /** Round 0 ended: re-sent pages may go as deltas from now on. */
+        void bulkDone() {
+            xbzrleStarted = cache != null;
+        }
+
+        void lastStage() {
+            lastStage = true;
+        }
+
+        /** Round 0 and stop-and-copy alone: every populated page. */
+        long sendPopulated() {
+            long n = 0;
+            for (long gfn = 0; gfn < vm.physicalMap().frames(); gfn++) {
+                if (vm.physicalMap().machineFrame(gfn) >= 0 && send(gfn)) {
+                    n++;
+                }
+            }
+            return n;
+        }
+
+        /** The pages {@code dirty} reports, except those {@code skip} reports (sent already). */
+        long sendDirty(DirtySnapshot dirty, DirtySnapshot skip) {
+            long n = 0;
+            for (long gfn = dirty.next(0); gfn >= 0; gfn = dirty.next(gfn + 1)) {
+                if ((skip == null || !skip.isDirty(gfn)) && send(gfn)) {
+                    n++;
+                }
+            }
+            return n;
+        }
+
+        /** Sends {@code gfn} as it is now; false when XBZRLE found it unchanged since its last copy. */
+        boolean send(long gfn) {
+            vm.readPhysical(gfn * PAGE, page, 0, PAGE);
+            boolean zero = isZero(page);
+            if (xbzrleStarted) {
+                if (zero) {
+                    cache.zero(gfn);
+                } else {
+                    int cached = cache.lookup(gfn);
+                    if (cached < 0) {
+                        cacheMisses++;
+                        if (!lastStage) {
+                            cache.put(gfn, page);
+                        }
+                    } else {
+                        // A delta pays 2 bytes of length: it must be smaller than the page by more.
+                        int length = Xbzrle.encode(cache.pages, cached, page, 0, delta, PAGE - 3);
+                        if (length == 0) {
+                            unchanged++;
+                            return false;
+                        }
+                        cache.put(gfn, page);
+                        if (length > 0) {
+                            out.delta(gfn, delta, length);
+                            pacer.sent(length);
+                            deltaPages++;
+                            deltaBytes += length;
+                            return true;
+                        }
+                        overflows++;
+                    }
+                }
+            }
+            out.page(gfn, page, zero);
+            pacer.sent(zero ? 0 : PAGE);
+            return true;
+        }
+
+        /** What XBZRLE did, or null when it was off. */
+        MigrationReport.Xbzrle xbzrle() {
+            return cache == null ? null
+                : new MigrationReport.Xbzrle(cache.pages.length, deltaPages, deltaBytes, cacheMisses, overflows, unchanged);
+        }
     }
 
     static boolean isZero(byte[] page) {

@@ -15,9 +15,14 @@ import java.util.Set;
  * @param tracking the dirty-log method
  * @param autoConverge QEMU's auto-converge: throttle the vCPUs when the guest dirties more than half of
  *     what was sent in two rounds, 20% first, 10% more each time, up to 99%
+ * @param xbzrleCacheBytes QEMU's XBZRLE: pages re-sent after round 0 go as deltas against a cache of
+ *     this many bytes of what was sent before (QEMU's default {@link #XBZRLE_DEFAULT_CACHE}); 0 = off
  */
 public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long downtimeLimitNanos, int maxRounds,
-                              Set<StopRule> stopRules, DirtyTracking tracking, boolean autoConverge) {
+                              Set<StopRule> stopRules, DirtyTracking tracking, boolean autoConverge, long xbzrleCacheBytes) {
+    /** QEMU's {@code xbzrle-cache-size} default: 64 MiB. */
+    public static final long XBZRLE_DEFAULT_CACHE = 64L << 20;
+
     /** The algorithm. */
     public enum Mode { PRECOPY, STOPCOPY, POSTCOPY }
 
@@ -49,40 +54,48 @@ public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long down
         if (mode == Mode.PRECOPY && stopRules.isEmpty()) {
             throw new IllegalArgumentException("pre-copy needs at least one stop rule");
         }
+        if (xbzrleCacheBytes != 0 && (xbzrleCacheBytes < 4096 || xbzrleCacheBytes > 1L << 30)) {
+            throw new IllegalArgumentException("XBZRLE cache of " + xbzrleCacheBytes + " bytes: 4 KiB to 1 GiB, or 0 for off");
+        }
         stopRules = Set.copyOf(stopRules);
     }
 
     /** Pre-copy, unlimited bandwidth, 300 ms downtime limit, QEMU's rule plus Xen's 30-round cap, write protection. */
     public static MigrationConfig defaults() {
         return new MigrationConfig(Mode.PRECOPY, 0, 300_000_000L, 30,
-            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false);
+            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false, 0);
     }
 
     public MigrationConfig withMode(Mode m) {
-        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge);
+        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes);
     }
 
     public MigrationConfig withBandwidth(long bytesPerSecond) {
-        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge);
+        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes);
     }
 
     public MigrationConfig withDowntimeLimit(long nanos) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes);
     }
 
     public MigrationConfig withMaxRounds(int rounds) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge, xbzrleCacheBytes);
     }
 
     public MigrationConfig withStopRules(Set<StopRule> rules) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge, xbzrleCacheBytes);
     }
 
     public MigrationConfig withTracking(DirtyTracking method) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge, xbzrleCacheBytes);
     }
 
     public MigrationConfig withAutoConverge(boolean on) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on, xbzrleCacheBytes);
+    }
+
+    /** XBZRLE with a cache of {@code cacheBytes} (0: off). */
+    public MigrationConfig withXbzrle(long cacheBytes) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, cacheBytes);
     }
 }

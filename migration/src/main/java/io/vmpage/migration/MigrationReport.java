@@ -11,12 +11,24 @@ public record MigrationReport(MigrationConfig.Mode mode, String paging, long mem
                               long pagesSent, long zeroPages, long bytesSent, long setupNanos, long totalNanos,
                               long downtimeNanos, double dirtyRateBytesPerSecond, double bandwidthBytesPerSecond,
                               List<Round> perRound, boolean verified, long mismatchedPages, int throttlePercent,
-                              PostCopy postCopy) {
+                              PostCopy postCopy, Xbzrle xbzrle) {
     /**
      * What post-copy's demand paging did on the destination: frames a touch asked the source for, and the
      * latency from touch to arrival (HdrHistogram percentiles, microseconds); null for the other modes.
      */
     public record PostCopy(long faults, long p50Micros, long p99Micros, long maxMicros, long pagesPushed) {
+    }
+
+    /**
+     * What XBZRLE did (QEMU's {@code info migrate} xbzrle lines): its cache size, the pages sent as deltas
+     * and the delta bytes, re-sent pages not in the cache (sent whole), deltas that would not have been
+     * smaller than the page (sent whole), and dirtied pages found unchanged (not sent); null when off.
+     */
+    public record Xbzrle(long cacheBytes, long pages, long bytes, long cacheMisses, long overflows, long unchanged) {
+        /** Page bytes the deltas stood for, over the bytes they took (QEMU's encoding rate). */
+        public double encodingRate() {
+            return bytes == 0 ? 0 : pages * 4096.0 / bytes;
+        }
     }
 
     /**

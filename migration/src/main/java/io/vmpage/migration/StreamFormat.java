@@ -1,17 +1,18 @@
 package io.vmpage.migration;
 
 /**
- * The migration stream, version 1: what the source writes and the destination checks, all big-endian.
+ * The migration stream, version 2 (version 1 had no DELTA pages): what the source writes and the destination checks, all big-endian.
  *
  * <pre>
  *  stream  = HEADER record* END
  *
  *  HEADER  +------------+---------+----------+------------------------------------------------------+
  *          | magic u32  | ver u16 | rsvd u16 | config: memory u64, vcpus u32, paging u8, levels u8,  |
- *          | 'VMPG'     | 1       | 0        | mmu: tlb sets/ways/large sets/large ways 4 x u32,    |
+ *          | 'VMPG'     | 2       | 0        | mmu: tlb sets/ways/large sets/large ways 4 x u32,    |
  *          |            |         |          | tlb on u8, psc u32, nested u32, MAXPHYADDR u8        |
  *          +------------+---------+----------+------------------------------------------------------+
- *  PAGE    | type u8 = 1 | flags u8 (ZERO 1, FULL 2) | gfn u64 | FULL: 4096 bytes                   |
+ *  PAGE    | type u8 = 1 | flags u8 (ZERO 1, FULL 2, DELTA 3) | gfn u64 | FULL: 4096 bytes          |
+ *          |             |   DELTA: length u16, then an {@link Xbzrle} delta against the page's last copy |
  *  ROUND   | type u8 = 2 | round u32  (0 = the bulk copy, then one per harvest, STOP_AND_COPY last) |
  *  STATE   | type u8 = 3 | vcpus u32 | per vCPU: cr0 u64, cr3 u64, cr4 u64, efer u64, flags u8       |
  *          |             |           |   (flags: bit 0 CR3 loaded, bit 1 user mode)                  |
@@ -23,11 +24,12 @@ package io.vmpage.migration;
  * </pre>
  * A record never spans two transport chunks. A page may be sent several times (once per round it was
  * dirty); the last copy counts. A ZERO page is all zeros without its bytes on the wire; pages never
- * populated are not sent at all (the destination reads them as zeros too).
+ * populated are not sent at all (the destination reads them as zeros too). A DELTA page changes the copy
+ * of that page the destination already holds (an earlier record of the same stream).
  */
 final class StreamFormat {
     static final int MAGIC = 0x564D_5047; // "VMPG"
-    static final short VERSION = 1;
+    static final short VERSION = 2;
 
     static final byte PAGE = 1;
     static final byte ROUND = 2;
@@ -40,6 +42,7 @@ final class StreamFormat {
 
     static final byte PAGE_ZERO = 1;
     static final byte PAGE_FULL = 2;
+    static final byte PAGE_DELTA = 3;
 
     static final int PAGE_BYTES = 4096;
     /** Bytes of a PAGE record without its payload. */

@@ -43,6 +43,13 @@ final class StreamWriter {
         pages++;
     }
 
+    /** A page as an XBZRLE delta of {@code length} bytes (less than a page) against its last copy sent. */
+    void delta(long gfn, byte[] delta, int length) {
+        room(StreamFormat.PAGE_HEADER + 2 + length);
+        chunk.put(StreamFormat.PAGE).put(StreamFormat.PAGE_DELTA).putLong(gfn).putShort((short) length).put(delta, 0, length);
+        pages++;
+    }
+
     void round(int round) {
         room(5);
         chunk.put(StreamFormat.ROUND).putInt(round);

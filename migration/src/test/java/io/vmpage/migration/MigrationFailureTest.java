@@ -126,8 +126,8 @@ class MigrationFailureTest {
     @Test
     void wrongMagicWrongVersionAndPagesOutsideTheVmAreRejectedByName() {
         assertTrue(receiveHandMade(b -> b.putInt(0x1234_5678).putLong(0)).getMessage().contains("not a vmpage migration stream"));
-        assertTrue(receiveHandMade(b -> b.putInt(StreamFormat.MAGIC).putShort((short) 2).putShort((short) 0))
-            .getMessage().contains("version 2 is not supported"));
+        assertTrue(receiveHandMade(b -> b.putInt(StreamFormat.MAGIC).putShort((short) 3).putShort((short) 0))
+            .getMessage().contains("version 3 is not supported"));
         MigrationException outside = receiveHandMade(b -> {
             header(b, 16L << 20);
             b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_ZERO).putLong(1L << 30);
@@ -140,6 +140,17 @@ class MigrationFailureTest {
             b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_FULL).putLong(3).put(new byte[100]);
         });
         assertTrue(cut.getMessage().contains("truncated"), cut.getMessage());
+        MigrationException pastThePage = receiveHandMade(b -> {
+            header(b, 16L << 20);
+            b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_DELTA).putLong(3).putShort((short) 5)
+                .put(new byte[] {(byte) 0xff, 0x1f, 2, 9, 9}); // 4095 unchanged, then 2 changed bytes: past the end
+        });
+        assertTrue(pastThePage.getMessage().contains("XBZRLE delta of guest frame 3"), pastThePage.getMessage());
+        MigrationException deltaCut = receiveHandMade(b -> {
+            header(b, 16L << 20);
+            b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_DELTA).putLong(3).putShort((short) 400).put(new byte[] {0, 4, 1, 2, 3, 4});
+        });
+        assertTrue(deltaCut.getMessage().contains("XBZRLE delta of guest frame 3"), deltaCut.getMessage());
     }
 
     private static void header(ByteBuffer b, long memory) {

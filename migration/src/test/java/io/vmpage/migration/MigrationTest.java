@@ -20,6 +20,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /** Live migration between two hosts in one JVM while writer vCPUs keep writing. */
@@ -95,6 +96,80 @@ class MigrationTest {
                 guest.follow(result.destination());
                 source.destroyVm(guest.vm());
                 guest.awaitWrites(100);
+            }
+        }
+    }
+
+    /**
+     * XBZRLE as QEMU runs it, page by page: round 0 caches nothing; a page re-sent the first time is a
+     * cache miss and goes whole; re-sent again, it goes as a delta of its changed bytes; dirtied but
+     * unchanged, it is not sent. The writes come from the progress callback, which runs between rounds:
+     * a write after round r's harvest is found by the next one and sent in round r + 2, reading the
+     * page as round r + 1's write left it. So round 2 reads the second value (a miss), round 3 the third
+     * (a delta against the second), and the stop-and-copy the third again (unchanged).
+     */
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void xbzrleSendsAReSentPageWholeOnceThenAsADeltaAndSkipsAnUnchangedOne(PagingMode mode) {
+        try (Host source = Host.create(64L << 20); Host destination = Host.create(64L << 20)) {
+            Vm vm = source.createVm(VmConfig.of(16L << 20).withPaging(mode));
+            int pages = 10;
+            for (int p = 0; p < 64; p++) {
+                vm.writePhysicalLong(p * 4096L + 8, p + 1);
+            }
+            java.util.function.Consumer<MigrationReport.Round> writes = round -> {
+                if (round.round() <= 2) {
+                    long value = 0x1111L * (round.round() + 1);
+                    for (int p = 0; p < pages; p++) {
+                        vm.writePhysicalLong(p * 4096L + 512, value);
+                    }
+                }
+            };
+            Migration.Result result = Migration.toHost(vm, destination, MigrationConfig.defaults()
+                .withStopRules(EnumSet.of(MigrationConfig.StopRule.XEN_MAX_ROUNDS)).withMaxRounds(4)
+                .withXbzrle(MigrationConfig.XBZRLE_DEFAULT_CACHE), writes);
+            MigrationReport report = result.report();
+            assertTrue(report.verified(), report.mismatchedPages() + " pages differ");
+            MigrationReport.Xbzrle x = report.xbzrle();
+            assertNotNull(x);
+            assertEquals(pages, x.cacheMisses(), "round 2: first re-send, not cached by round 0");
+            assertEquals(pages, x.pages(), "round 3: sent as deltas");
+            assertEquals(pages, x.unchanged(), "stop-and-copy: dirtied, unchanged, not sent");
+            assertEquals(0, x.overflows());
+            assertTrue(x.bytes() <= pages * 12L, x.bytes() + " bytes for " + pages + " eight-byte changes");
+            List<Long> perRound = report.perRound().stream().map(MigrationReport.Round::pagesSent).toList();
+            assertEquals(List.of(64L, 0L, (long) pages, (long) pages, 0L), perRound);
+            assertEquals(0x3333, result.destination().readPhysicalLong(512));
+            source.destroyVm(vm);
+        }
+    }
+
+    /** XBZRLE under writers that never pause: every mode and method, nothing lost, deltas far smaller than pages. */
+    @ParameterizedTest
+    @MethodSource("combinations")
+    @Timeout(value = 120, unit = TimeUnit.SECONDS)
+    void xbzrleUnderRunningWritersLosesNothing(PagingMode mode, DirtyTracking how, boolean attached) throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
+            // About 1,000 writes per second over 64 hot pages, an 8 MiB/s link: a page re-sent has a few new words.
+            Workload guest = new Workload(source, mode, WRITERS, MEMORY, PAGES, Workload.Pattern.HOTSET, 64, 4L << 20);
+            try (guest) {
+                guest.start(attached, 11);
+                guest.awaitWrites(50);
+                Migration.Result result = Migration.toHost(guest.vm(), destination, MigrationConfig.defaults().withTracking(how)
+                    .withBandwidth(8L << 20)
+                    .withStopRules(EnumSet.of(MigrationConfig.StopRule.XEN_MAX_ROUNDS)).withMaxRounds(6)
+                    .withXbzrle(1L << 20));
+                MigrationReport report = result.report();
+                assertTrue(report.verified(), report.mismatchedPages() + " pages differ from the paused source");
+                MigrationReport.Xbzrle x = report.xbzrle();
+                assertTrue(x.pages() > 0, "hot pages re-sent more than once go as deltas: " + x);
+                assertTrue(x.encodingRate() > 8, "a few changed words per page: " + x.encodingRate());
+                guest.follow(result.destination());
+                source.destroyVm(guest.vm());
+                guest.awaitWrites(50);
+                guest.stop();
+                assertEquals(0, guest.journalMismatches(result.destination()), "journaled writes missing on the destination");
             }
         }
     }

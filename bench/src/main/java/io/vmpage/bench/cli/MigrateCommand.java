@@ -83,6 +83,13 @@ public final class MigrateCommand implements Callable<Integer> {
     @Option(names = "--auto-converge", description = "QEMU's auto-converge: throttle the vCPUs while they dirty faster than the link carries.")
     boolean autoConverge;
 
+    @Option(names = "--xbzrle", description = "QEMU's XBZRLE: pages re-sent after round 0 go as deltas against a cache of what was sent.")
+    boolean xbzrle;
+
+    @Option(names = "--xbzrle-cache", paramLabel = "SIZE", defaultValue = "64m",
+        description = "XBZRLE's cache, 4k to 1g (QEMU's xbzrle-cache-size). Default: ${DEFAULT-VALUE}.")
+    String xbzrleCache;
+
     @Option(names = "--method", paramLabel = "METHOD", defaultValue = "write-protect",
         description = "Dirty log: write-protect, dirty-bits (nested only) or dirty-ring. Default: ${DEFAULT-VALUE}.")
     String method;
@@ -147,8 +154,13 @@ public final class MigrateCommand implements Callable<Integer> {
         if (refusal != null) {
             throw new Cli.UsageException(refusal);
         }
+        long cacheBytes = Units.parseSize("--xbzrle-cache", xbzrleCache, 4096, 1L << 30);
+        if (xbzrle && algorithm != MigrationConfig.Mode.PRECOPY) {
+            throw new Cli.UsageException("--xbzrle: deltas are for pages pre-copy sends again; --mode " + mode + " sends each page once");
+        }
         MigrationConfig config = new MigrationConfig(algorithm, link, limit, maxRounds,
-            EnumSet.of(MigrationConfig.StopRule.QEMU_DOWNTIME, MigrationConfig.StopRule.XEN_MAX_ROUNDS), how, autoConverge);
+            EnumSet.of(MigrationConfig.StopRule.QEMU_DOWNTIME, MigrationConfig.StopRule.XEN_MAX_ROUNDS), how, autoConverge,
+            xbzrle ? cacheBytes : 0);
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter progress = json != null && json.equals("-") ? spec.commandLine().getErr() : out;
         long hostBytes = memoryBytes + memoryBytes / 8 + (64L << 20);
@@ -257,6 +269,12 @@ public final class MigrateCommand implements Callable<Integer> {
                 + " %d pushed in all%n", r.postCopy().faults(), r.postCopy().p50Micros(), r.postCopy().p99Micros(),
                 r.postCopy().maxMicros(), r.postCopy().pagesPushed()));
         }
+        if (r.xbzrle() != null) {
+            MigrationReport.Xbzrle x = r.xbzrle();
+            b.append(String.format(Locale.ROOT, "  xbzrle: %d pages as deltas (%s, encoding rate %.1f), %d cache misses,"
+                + " %d overflows, %d unchanged pages not sent (cache %s)%n", x.pages(), mib(x.bytes()), x.encodingRate(),
+                x.cacheMisses(), x.overflows(), x.unchanged(), Units.formatSize(x.cacheBytes())));
+        }
         b.append(String.format(Locale.ROOT, "  verified: %s (%d pages differ from the paused source); %d writes on the"
             + " destination after the switch-over, %d journaled writes missing%n", r.verified(), r.mismatchedPages(), writesAfter, missing));
         return b.toString();
@@ -298,6 +316,17 @@ public final class MigrateCommand implements Callable<Integer> {
             latency.put("p50", r.postCopy().p50Micros());
             latency.put("p99", r.postCopy().p99Micros());
             latency.put("max", r.postCopy().maxMicros());
+        }
+        if (r.xbzrle() != null) {
+            MigrationReport.Xbzrle x = r.xbzrle();
+            ObjectNode n = o.putObject("xbzrle");
+            n.put("cache_bytes", x.cacheBytes());
+            n.put("pages", x.pages());
+            n.put("bytes", x.bytes());
+            n.put("cache_misses", x.cacheMisses());
+            n.put("overflows", x.overflows());
+            n.put("unchanged_pages", x.unchanged());
+            n.put("encoding_rate", x.encodingRate());
         }
         o.put("verified", r.verified() && missing == 0);
         o.put("mismatched_pages", r.mismatchedPages());

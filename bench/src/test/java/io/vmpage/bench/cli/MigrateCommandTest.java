@@ -49,6 +49,18 @@ class MigrateCommandTest {
     }
 
     @Test
+    void xbzrleSendsReSentPagesAsDeltasAndSaysSo() throws Exception {
+        assertEquals(0, cli.exec("migrate", "--memory", "64m", "--wws", "4m", "--dirty-rate", "8m", "--bandwidth", "64m", "--downtime-limit", "1ms", "--max-rounds", "5",
+            "--xbzrle", "--xbzrle-cache", "8m", "--json"), err.toString());
+        JsonNode root = new ObjectMapper().readTree(out.toString());
+        assertTrue(root.get("verified").asBoolean(), root.toString());
+        JsonNode x = root.get("xbzrle");
+        assertEquals(8L << 20, x.get("cache_bytes").asLong());
+        assertTrue(x.get("pages").asLong() > 0 && x.get("encoding_rate").asDouble() > 1, root.toString());
+        assertTrue(x.has("cache_misses") && x.has("overflows") && x.has("unchanged_pages"), root.toString());
+    }
+
+    @Test
     void theHumanReportShowsEachRoundAndTheVerdict() {
         assertEquals(0, cli.exec("migrate", "--memory", "64m", "--wws", "4m", "--bandwidth", "128m"), err.toString());
         String report = out.toString();
@@ -73,10 +85,17 @@ class MigrateCommandTest {
         "--writers|0|--writers 0",
         "--max-rounds|0|--max-rounds 0",
         "--transport|udp|--transport udp",
-        "--wws|1g|--wws"})
+        "--wws|1g|--wws",
+        "--xbzrle-cache|2g|--xbzrle-cache 2g"})
     void badFlagsAreOneLineNamingTheValueAndExitTwo(String option, String value, String named) {
         assertEquals(2, cli.exec("migrate", option, value));
         String message = err.toString().strip();
         assertTrue(message.startsWith("vmpage: ") && message.contains(named) && !message.contains("\n"), message);
+    }
+
+    @Test
+    void xbzrleWithAModeThatSendsEachPageOnceIsRefused() {
+        assertEquals(2, cli.exec("migrate", "--mode", "postcopy", "--xbzrle"));
+        assertTrue(err.toString().contains("--xbzrle") && err.toString().contains("--mode postcopy"), err.toString());
     }
 }
