@@ -843,6 +843,7 @@ public final class Vcpu {
         if (holdRequested()) {
             holdOutsideGuest();
         }
+        vm.noteEntered(); // before the access: a pause that waits for this vCPU sees it
     }
 
     /**

@@ -44,6 +44,12 @@ public final class Vm {
     private final Object pauseControl = new Object();
     /** Set by {@link #pause} before it kicks the vCPUs; read by each vCPU when it serves a request. */
     private volatile boolean paused;
+    /**
+     * Set once, by the first vCPU to enter guest mode; never cleared. Until then no TLB, EPT entry or
+     * shadow page can hold a translation of any frame, so a paused VM's frames may be dropped outright
+     * ({@link #markRemote}). Read and written plainly after the first time (a volatile read per entry).
+     */
+    private volatile boolean entered;
     /** Brings in frames that are not here; read by whoever touches one. */
     private volatile FrameFetcher fetcher;
     /** Throttle in percent, written under {@link #pauseControl}, read by the throttle thread. */
@@ -271,18 +277,46 @@ public final class Vm {
     }
 
     /**
-     * Marks guest frame {@code gfn}, not populated, as not here yet ({@link P2mEntry#REMOTE}): a
-     * post-copy destination marks every frame the source still has, and the first touch of one calls
-     * the {@link FrameFetcher}.
+     * Marks guest frame {@code gfn} as not here yet ({@link P2mEntry#REMOTE}): a post-copy destination
+     * marks every frame the source still has, and the first touch of one calls the {@link FrameFetcher}.
+     * A populated frame is dropped first, when the VM is paused and no vCPU ever entered guest mode (so
+     * nothing holds a translation of it): what a hybrid migration's destination does to the pages
+     * pre-copy sent that the guest wrote again (QEMU's postcopy discard, {@code MIG_CMD_POSTCOPY_RAM_DISCARD},
+     * applied before the destination VM first runs).
      *
-     * @throws IllegalStateException when the frame is populated already or in another state
+     * @throws IllegalStateException when the frame is populated and the VM ran or is not paused, or the
+     *     frame is shared or in another state
      */
     public void markRemote(long gfn) {
         checkFrame(gfn);
         checkAlive();
+        long e = p2m.entry(gfn);
+        if (e != P2mEntry.EMPTY && P2mEntry.isPresent(e) && P2mEntry.kind(e) == P2mEntry.PRIVATE) {
+            synchronized (pauseControl) { // no resume meanwhile
+                if (!paused || entered) {
+                    throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id + " is populated:"
+                        + " its copy can be dropped for a remote one only while the VM is paused and has never run");
+                }
+                long mfn = P2mEntry.frame(e);
+                if (!p2mWriter.compareAndSet(gfn, e, P2mEntry.notPresent(P2mEntry.REMOTE, 0))) {
+                    throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id
+                        + " changed while it was marked remote");
+                }
+                dirty.markHost(gfn);
+                releaseFrame(mfn); // a host access may still read the old copy: it finishes first
+            }
+            return;
+        }
         if (!p2mWriter.compareAndSet(gfn, P2mEntry.EMPTY, P2mEntry.notPresent(P2mEntry.REMOTE, 0))) {
             throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id + " is "
                 + P2mEntry.describe(p2m.entry(gfn)) + ", not empty: it cannot be marked remote");
+        }
+    }
+
+    /** A vCPU enters guest mode (see {@link #entered}). */
+    void noteEntered() {
+        if (!entered) {
+            entered = true;
         }
     }
 

@@ -141,11 +141,46 @@ class FetchOnFaultTest {
         try (Host host = Host.create(64L << 20)) {
             Vm vm = host.createVm(VmConfig.of(16L << 20));
             vm.writePhysicalLong(0, 1);
-            assertThrows(IllegalStateException.class, () -> vm.markRemote(0), "populated");
+            assertThrows(IllegalStateException.class, () -> vm.markRemote(0), "populated, not paused");
             assertThrows(IllegalArgumentException.class, () -> vm.markRemote(1L << 40));
             vm.markRemote(5);
             IllegalStateException none = assertThrows(IllegalStateException.class, () -> vm.readPhysicalLong(5L << 12));
             assertTrue(none.getMessage().contains("no frame fetcher"), none.getMessage());
+        }
+    }
+
+    /**
+     * Hybrid migration's destination: a paused VM that never ran drops the stale copy of a frame it
+     * holds when the frame is marked remote (QEMU's postcopy discard), and the next touch fetches the
+     * new contents. Once a vCPU ran, a populated frame is refused: a TLB or EPT entry may still map it.
+     */
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    void aPausedVmThatNeverRanDropsAStaleCopyForARemoteOne(PagingMode mode) {
+        try (LoggedGuest source = new LoggedGuest(mode, 1, PAGES); Host host = Host.create(64L << 20)) {
+            source.vm.pause();
+            Vm destination = source.copyTo(host, gfn -> false); // everything here
+            destination.pause(); // and never ran
+            long gfn = source.gfnOfPage[4];
+            long free = host.frames().freeFrames();
+            long populated = destination.populatedFrames();
+            source.vm.writePhysicalLong(gfn << MachineMemory.FRAME_SHIFT, 444); // written again after it was copied
+            destination.markRemote(gfn);
+            assertEquals(P2mEntry.REMOTE, P2mEntry.kind(destination.physicalMap().entry(gfn)));
+            assertEquals(free + 1, host.frames().freeFrames(), "the stale copy's frame went back to the host");
+            assertEquals(populated - 1, destination.populatedFrames());
+            ConcurrentHashMap<Long, AtomicInteger> fetches = new ConcurrentHashMap<>();
+            destination.setFrameFetcher(fromSource(source.vm, fetches));
+            assertEquals(444, destination.readPhysicalLong(gfn << MachineMemory.FRAME_SHIFT), "the new contents, fetched");
+            assertEquals(1, fetches.size());
+
+            destination.importState(source.vm.exportState());
+            destination.resume();
+            destination.vcpu(0).writeLong(LoggedGuest.page(6), 1); // a vCPU ran: its translations may map any frame now
+            destination.pause();
+            long other = source.gfnOfPage[5];
+            IllegalStateException refused = assertThrows(IllegalStateException.class, () -> destination.markRemote(other));
+            assertTrue(refused.getMessage().contains("never run"), refused.getMessage());
         }
     }
 }

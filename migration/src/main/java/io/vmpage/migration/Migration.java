@@ -23,6 +23,9 @@ import java.util.concurrent.atomic.AtomicReference;
  * every write not yet sent, those pages and the vCPU state go out, and the destination resumes the VM.
  * <b>Stop-and-copy</b> alone pauses first and sends every populated page once.
  *
+ * <p><b>Hybrid</b>: pre-copy until a stop rule holds, then, paused, the frames written since they were
+ * sent go by post-copy instead of a stop-and-copy ({@link #postCopy}).
+ *
  * <p><b>XBZRLE</b> (QEMU, {@link MigrationConfig#xbzrleCacheBytes}): after round 0, a page sent again
  * goes as a delta against its copy in a bounded cache when the delta is smaller ({@link PageSender}).
  *
@@ -221,7 +224,7 @@ public final class Migration {
                 s.pausedAt = pause(vm);
                 out.round(0);
                 long start = System.nanoTime();
-                long n = postCopy(vm, out, transport, pages, s);
+                long n = postCopy(vm, out, transport, pages, null, null);
                 s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
                 progress.accept(s.rounds.get(0));
                 s.stopReason = StopReason.POST_COPY;
@@ -285,6 +288,18 @@ public final class Migration {
                 round++;
                 out.round(round);
                 long start = System.nanoTime();
+                if (config.mode() == MigrationConfig.Mode.HYBRID) { // what is left goes after the switch-over
+                    n = postCopy(vm, out, transport, pages, dirty, last);
+                    MigrationReport.Round push = new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start,
+                        s.dirtyRate, pacer.measured(), 0, true);
+                    s.rounds.add(push);
+                    progress.accept(push);
+                    s.pages = out.pages();
+                    s.zeroPages = out.zeroPages();
+                    s.bytes = out.bytes();
+                    s.xbzrle = pages.xbzrle();
+                    return s;
+                }
                 pages.lastStage();
                 n = pages.sendDirty(dirty, null) + pages.sendDirty(last, dirty);
                 MigrationReport.Round stopAndCopy = new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start,
@@ -340,26 +355,39 @@ public final class Migration {
 
     /**
      * Post-copy (Hines and Gopalan, VEE 2009; QEMU postcopy-ram), the VM paused: sends the vCPU state and
-     * the bitmap of populated frames, then the switch-over (the destination resumes at once), then every
-     * populated frame exactly once: those the destination asks for over the return path first, the
-     * others pushed in frame order in between. A request for a frame already sent flushes the chunk it
-     * may be waiting in. Ends with the END record. Returns the pages sent.
+     * the bitmap of frames the destination does not hold yet, then the switch-over (the destination
+     * resumes at once), then every one of those frames exactly once: those the destination asks for
+     * over the return path first, the others pushed in frame order in between. A request for a frame
+     * already sent flushes the chunk it may be waiting in. Ends with the END record. Returns the pages
+     * sent. Pure post-copy ({@code dirty} null): every populated frame. Hybrid: the frames pre-copy's
+     * last harvests ({@code dirty}, {@code last}) found written since they were sent; the destination
+     * drops its stale copies of those (QEMU's postcopy discard), and a frame the guest discarded since
+     * goes before the switch-over as a zero page.
      */
-    private static long postCopy(Vm vm, StreamWriter out, Transport transport, PageSender pages, Sent s) {
+    private static long postCopy(Vm vm, StreamWriter out, Transport transport, PageSender pages, DirtySnapshot dirty,
+                                 DirtySnapshot last) {
+        pages.postCopy();
         long frames = vm.physicalMap().frames();
         long[] remote = new long[(int) ((frames + 63) >>> 6)];
         long left = 0;
+        long n = 0;
         for (long gfn = 0; gfn < frames; gfn++) {
+            boolean wanted = dirty == null || dirty.isDirty(gfn) || last.isDirty(gfn);
+            if (!wanted) {
+                continue;
+            }
             if (vm.physicalMap().machineFrame(gfn) >= 0) {
                 remote[(int) (gfn >>> 6)] |= 1L << gfn;
                 left++;
+            } else if (dirty != null) {
+                pages.send(gfn); // not populated any more: the destination's copy becomes zeros
+                n++;
             }
         }
         long[] sent = new long[remote.length];
         out.state(vm.exportState());
         out.remote(remote);
         out.postcopy();
-        long n = 0;
         long cursor = 0;
         while (left > 0) {
             boolean urgent = false;
@@ -461,6 +489,11 @@ public final class Migration {
             this.pacer = pacer;
             this.cache = xbzrleCacheBytes > 0 ? new XbzrleCache(xbzrleCacheBytes) : null;
             this.delta = cache != null ? new byte[PAGE] : null;
+        }
+
+        /** Post-copy: each page crosses once, whole (QEMU uses no XBZRLE in post-copy). */
+        void postCopy() {
+            xbzrleStarted = false;
         }
 
         /** Round 0 ended: re-sent pages may go as deltas from now on. */

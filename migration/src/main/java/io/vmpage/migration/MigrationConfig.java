@@ -7,7 +7,7 @@ import java.util.Set;
 /**
  * How a migration runs. Immutable; {@code with*} returns a copy.
  *
- * @param mode pre-copy, stop-and-copy or post-copy
+ * @param mode pre-copy, stop-and-copy, post-copy or hybrid
  * @param bandwidthBytesPerSecond page payload per second on the link, 0 for unlimited
  * @param downtimeLimitNanos QEMU's downtime limit (default 300 ms)
  * @param maxRounds Xen's round cap (used when {@link StopRule#XEN_MAX_ROUNDS} is on; default 30)
@@ -23,8 +23,11 @@ public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long down
     /** QEMU's {@code xbzrle-cache-size} default: 64 MiB. */
     public static final long XBZRLE_DEFAULT_CACHE = 64L << 20;
 
-    /** The algorithm. */
-    public enum Mode { PRECOPY, STOPCOPY, POSTCOPY }
+    /**
+     * The algorithm. {@code HYBRID}: pre-copy rounds until a stop rule holds, then post-copy for what
+     * the guest dirtied since it was sent (QEMU's {@code migrate_start_postcopy} after some pre-copy).
+     */
+    public enum Mode { PRECOPY, STOPCOPY, POSTCOPY, HYBRID }
 
     /** Pre-copy stop rules (selectable and combinable). */
     public enum StopRule {
@@ -51,8 +54,8 @@ public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long down
         if (maxRounds < 1) {
             throw new IllegalArgumentException("max rounds " + maxRounds + " must be at least 1");
         }
-        if (mode == Mode.PRECOPY && stopRules.isEmpty()) {
-            throw new IllegalArgumentException("pre-copy needs at least one stop rule");
+        if ((mode == Mode.PRECOPY || mode == Mode.HYBRID) && stopRules.isEmpty()) {
+            throw new IllegalArgumentException(mode + " needs at least one stop rule to end its pre-copy");
         }
         if (xbzrleCacheBytes != 0 && (xbzrleCacheBytes < 4096 || xbzrleCacheBytes > 1L << 30)) {
             throw new IllegalArgumentException("XBZRLE cache of " + xbzrleCacheBytes + " bytes: 4 KiB to 1 GiB, or 0 for off");

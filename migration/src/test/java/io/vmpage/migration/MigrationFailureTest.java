@@ -55,12 +55,12 @@ class MigrationFailureTest {
     }
 
     /**
-     * The connection dropped after the source paused for its last round (pre-copy's stop-and-copy, or
-     * stop-and-copy alone), before the destination has everything: the source resumes, unthrottled and
+     * The connection dropped after the source paused for its last round (pre-copy's stop-and-copy,
+     * stop-and-copy alone, or hybrid's switch to post-copy), before the destination has everything: the source resumes, unthrottled and
      * logging off, its writers go on, and every value they wrote is in its memory.
      */
     @ParameterizedTest
-    @org.junit.jupiter.params.provider.EnumSource(value = MigrationConfig.Mode.class, names = {"PRECOPY", "STOPCOPY"})
+    @org.junit.jupiter.params.provider.EnumSource(value = MigrationConfig.Mode.class, names = {"PRECOPY", "STOPCOPY", "HYBRID"})
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
     void aConnectionDroppedWhileTheSourceIsPausedResumesItWithNothingLost(MigrationConfig.Mode mode) throws Exception {
         try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {

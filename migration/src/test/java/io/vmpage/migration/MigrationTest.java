@@ -352,6 +352,53 @@ class MigrationTest {
         }
     }
 
+    /**
+     * Hybrid: pre-copy rounds, then post-copy for what the guest wrote since it was sent. The
+     * destination drops its stale copies of those pages before it first runs, each of them crosses once
+     * more after the switch-over (pulled by a writer's touch or pushed), and nothing a writer wrote is
+     * lost, in both paging modes and both ways of driving a vCPU.
+     */
+    @ParameterizedTest
+    @MethodSource("combinations")
+    @Timeout(value = 120, unit = TimeUnit.SECONDS)
+    void hybridPreCopiesThenPullsOnlyWhatWasWrittenAgain(PagingMode mode, DirtyTracking how, boolean attached) throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
+            Workload guest = new Workload(source, mode, WRITERS, MEMORY, PAGES, Workload.Pattern.HOTSET, 64, 0);
+            try (guest) {
+                guest.start(attached, 31);
+                guest.awaitWrites(200);
+                long destinationFree = destination.frames().freeFrames();
+                Migration.Result result = Migration.toHost(guest.vm(), destination, MigrationConfig.defaults()
+                        .withMode(MigrationConfig.Mode.HYBRID).withTracking(how).withBandwidth(8L << 20)
+                        .withStopRules(EnumSet.of(MigrationConfig.StopRule.XEN_MAX_ROUNDS)).withMaxRounds(3), round -> { },
+                    running -> {
+                        guest.follow(running);
+                        guest.vm().retireVcpus();
+                    });
+                MigrationReport report = result.report();
+                assertEquals(MigrationConfig.Mode.HYBRID, report.mode());
+                assertEquals(StopReason.MAX_ROUNDS, report.stopReason(), "the pre-copy rule that started the post-copy");
+                assertEquals(4, report.rounds(), "three pre-copy rounds and the post-copy push");
+                assertTrue(report.verified(), report.mismatchedPages() + " pages differ");
+                MigrationReport.PostCopy pc = report.postCopy();
+                assertNotNull(pc);
+                MigrationReport.Round push = report.perRound().get(3);
+                assertTrue(push.sourcePaused());
+                assertEquals(push.pagesSent(), pc.pagesPushed(), "the pages left, each once after the switch-over");
+                assertTrue(pc.pagesPushed() > 0 && pc.pagesPushed() <= 64 + 16, "the hot set and what the kernel wrote, not all "
+                    + guest.vm().populatedFrames() + " populated pages: " + pc.pagesPushed());
+                guest.awaitWrites(100);
+                guest.stop();
+                assertEquals(0, guest.journalMismatches(result.destination()));
+                assertEquals(guest.vm().populatedFrames(), result.destination().populatedFrames(),
+                    "one frame per populated page: each stale copy was dropped, its replacement fetched");
+                source.destroyVm(guest.vm());
+                destination.destroyVm(result.destination());
+                assertEquals(destinationFree, destination.frames().freeFrames(), "no frame leaked on the destination");
+            }
+        }
+    }
+
     @Test
     void retiredSourceVcpusFailButTheMemoryStaysReadable() throws Exception {
         try (Host source = Host.create(96L << 20)) {

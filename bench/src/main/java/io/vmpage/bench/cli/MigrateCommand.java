@@ -33,7 +33,7 @@ import picocli.CommandLine.Spec;
  * every value they wrote. Exit 0 when verified, 1 when a page differs or a write is missing.
  */
 @Command(name = "migrate", mixinStandardHelpOptions = true,
-    description = "Live-migrates a VM while its vCPUs keep writing (pre-copy or stop-and-copy) and verifies the copy.")
+    description = "Live-migrates a VM while its vCPUs keep writing (pre-copy, stop-and-copy, post-copy or hybrid) and verifies the copy.")
 public final class MigrateCommand implements Callable<Integer> {
     private static final ObjectMapper JSON = new ObjectMapper();
     /** Guest memory the guest kernel keeps besides the heap (its tables and direct-map bookkeeping). */
@@ -66,7 +66,8 @@ public final class MigrateCommand implements Callable<Integer> {
         description = "Page writes per second over all writers, in bytes (e.g. 32m); unlimited: as fast as they can. Default: ${DEFAULT-VALUE}.")
     String dirtyRate;
 
-    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "precopy", description = "precopy, stopcopy or postcopy. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "precopy",
+        description = "precopy, stopcopy, postcopy or hybrid (pre-copy rounds, then post-copy). Default: ${DEFAULT-VALUE}.")
     String mode;
 
     @Option(names = "--bandwidth", paramLabel = "RATE", defaultValue = "64m",
@@ -117,8 +118,8 @@ public final class MigrateCommand implements Callable<Integer> {
             case "precopy" -> MigrationConfig.Mode.PRECOPY;
             case "stopcopy" -> MigrationConfig.Mode.STOPCOPY;
             case "postcopy" -> MigrationConfig.Mode.POSTCOPY;
-            case "hybrid" -> throw new Cli.UsageException("--mode hybrid is not supported yet (precopy, stopcopy, postcopy)");
-            default -> throw new Cli.UsageException("--mode " + mode + " must be precopy, stopcopy or postcopy");
+            case "hybrid" -> MigrationConfig.Mode.HYBRID;
+            default -> throw new Cli.UsageException("--mode " + mode + " must be precopy, stopcopy, postcopy or hybrid");
         };
         if (!transport.equals("memory") && !transport.equals("tcp")) {
             throw new Cli.UsageException("--transport " + transport + " must be memory or tcp");
@@ -155,7 +156,7 @@ public final class MigrateCommand implements Callable<Integer> {
             throw new Cli.UsageException(refusal);
         }
         long cacheBytes = Units.parseSize("--xbzrle-cache", xbzrleCache, 4096, 1L << 30);
-        if (xbzrle && algorithm != MigrationConfig.Mode.PRECOPY) {
+        if (xbzrle && algorithm != MigrationConfig.Mode.PRECOPY && algorithm != MigrationConfig.Mode.HYBRID) {
             throw new Cli.UsageException("--xbzrle: deltas are for pages pre-copy sends again; --mode " + mode + " sends each page once");
         }
         MigrationConfig config = new MigrationConfig(algorithm, link, limit, maxRounds,
@@ -184,7 +185,8 @@ public final class MigrateCommand implements Callable<Integer> {
                     result = Migration.toHost(workload.vm(), destination, connection, config, r -> {
                         if (r.sourcePaused()) {
                             progress.printf(Locale.ROOT, "round %d (%s): sent %d pages (%s) in %.0f ms%n", r.round(),
-                                algorithm == MigrationConfig.Mode.POSTCOPY ? "post-copy, the destination running"
+                                algorithm == MigrationConfig.Mode.POSTCOPY || algorithm == MigrationConfig.Mode.HYBRID
+                                    ? "post-copy, the destination running"
                                     : "stop-and-copy, paused", r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);
                         } else {
                             progress.printf(Locale.ROOT, "round %d: sent %d pages (%s) in %.0f ms; remaining %d pages (%s), dirty rate"

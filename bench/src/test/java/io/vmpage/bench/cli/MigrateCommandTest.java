@@ -18,7 +18,7 @@ class MigrateCommandTest {
     @ParameterizedTest
     @CsvSource({"nested, precopy, hotset, write-protect", "nested, precopy, zipf, dirty-bits", "shadow, precopy, uniform, dirty-ring",
         "nested, stopcopy, sequential, write-protect",
-        "shadow, postcopy, uniform, write-protect"})
+        "shadow, postcopy, uniform, write-protect", "shadow, hybrid, hotset, dirty-ring", "nested, hybrid, uniform, write-protect"})
     void aMigrationUnderWritersIsVerifiedAndReportedAsJson(String paging, String mode, String pattern, String method) throws Exception {
         assertEquals(0, cli.exec("migrate", "--memory", "64m", "--paging", paging, "--mode", mode, "--pattern", pattern,
             "--method", method, "--wws", "4m", "--dirty-rate", "8m", "--bandwidth", "256m", "--json"), err.toString());
@@ -76,7 +76,6 @@ class MigrateCommandTest {
         "--memory|99g|--memory",
         "--paging|pv|not supported yet",
         "--paging|bogus|--paging bogus",
-        "--mode|hybrid|not supported yet",
         "--mode|sideways|--mode sideways",
         "--pattern|spiral|--pattern spiral",
         "--bandwidth|fast|--bandwidth fast",
