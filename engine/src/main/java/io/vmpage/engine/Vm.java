@@ -517,6 +517,56 @@ public final class Vm {
         }
     }
 
+    /**
+     * As {@link #readPhysical(long, byte[], int, int)}, into {@code dst} at its position, advancing it:
+     * a migration copies guest pages straight into its transport's (direct) buffers.
+     */
+    public void readPhysical(long gpa, java.nio.ByteBuffer dst, int length) {
+        if (length < 0 || length > dst.remaining()) {
+            throw new java.nio.BufferOverflowException();
+        }
+        while (length > 0) {
+            int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
+            checkPhysical(gpa, 1);
+            bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
+            int access = hostAccesses.enter();
+            try {
+                long hpa = readAddress(gpa, 1);
+                if (hpa < 0) {
+                    for (int i = 0; i < chunk; i++) {
+                        dst.put((byte) 0);
+                    }
+                } else {
+                    host.memory().getBytes(hpa, dst, chunk);
+                }
+            } finally {
+                hostAccesses.exit(access);
+            }
+            gpa += chunk;
+            length -= chunk;
+        }
+    }
+
+    /** As {@link #writePhysical(long, byte[], int, int)}, from {@code src} at its position, advancing it. */
+    public void writePhysical(long gpa, java.nio.ByteBuffer src, int length) {
+        if (length < 0 || length > src.remaining()) {
+            throw new java.nio.BufferUnderflowException();
+        }
+        while (length > 0) {
+            int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
+            checkPhysical(gpa, 1);
+            long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
+            long store = beginStore(gfn);
+            try {
+                host.memory().putBytes(hostAddress(storeFrame(store), gpa), src, chunk);
+            } finally {
+                endStore(store, gfn);
+            }
+            gpa += chunk;
+            length -= chunk;
+        }
+    }
+
     /** Copies {@code length} bytes to guest-physical {@code gpa} (may cross frames), logging each page after its bytes. */
     public void writePhysical(long gpa, byte[] src, int offset, int length) {
         java.util.Objects.checkFromIndexSize(offset, length, src.length);

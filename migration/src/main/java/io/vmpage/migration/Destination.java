@@ -111,8 +111,7 @@ public final class Destination {
                             break;
                         }
                         if (flags == StreamFormat.PAGE_FULL) {
-                            chunk.get(page);
-                            vm.writePhysical(gfn << 12, page, 0, page.length);
+                            vm.writePhysical(gfn << 12, chunk, StreamFormat.PAGE_BYTES); // straight from the chunk
                         } else if (flags == StreamFormat.PAGE_DELTA) { // XBZRLE: changes the copy this VM holds
                             int length = chunk.getShort() & 0xffff;
                             vm.readPhysical(gfn << 12, page, 0, page.length);

@@ -130,7 +130,7 @@ public final class Migration {
         long mismatched;
         long resumedAt;
         if (r.postCopy() != null) { // running already: compare every frame it has not written since the switch-over
-            List<Long> differ = differing(source, r.vm());
+            List<Long> differ = config.verify() ? differing(source, r.vm()) : List.of();
             DirtyLog log = r.vm().dirtyLog();
             log.disable();
             DirtySnapshot written = new DirtySnapshot(r.vm().physicalMap().frames());
@@ -139,7 +139,7 @@ public final class Migration {
             resumedAt = switchedAt.get();
         } else {
             long ready = System.nanoTime();
-            mismatched = differing(source, r.vm()).size(); // both paused: not part of the downtime
+            mismatched = config.verify() ? differing(source, r.vm()).size() : 0; // both paused: not part of the downtime
             long verifying = System.nanoTime() - ready;
             r.vm().resume();
             resumedAt = System.nanoTime() - verifying;
@@ -148,7 +148,7 @@ public final class Migration {
         MigrationReport report = new MigrationReport(config.mode(), source.pagingMode().name(), source.memorySize(),
             sent.rounds.size(), sent.stopReason, sent.pages, sent.zeroPages, sent.bytes, sent.setupNanos,
             (r.postCopy() != null ? System.nanoTime() : resumedAt) - sent.startedAt, resumedAt - sent.pausedAt, sent.dirtyRate, sent.bandwidth,
-            sent.rounds, mismatched == 0, mismatched, sent.throttle, r.postCopy(), sent.xbzrle);
+            sent.rounds, config.verify() && mismatched == 0, mismatched, sent.throttle, r.postCopy(), sent.xbzrle);
         return new Result(r.vm(), report);
     }
 
@@ -529,35 +529,38 @@ public final class Migration {
 
         /** Sends {@code gfn} as it is now; false when XBZRLE found it unchanged since its last copy. */
         boolean send(long gfn) {
+            if (!xbzrleStarted) { // straight from guest memory into the chunk
+                boolean zero = out.page(vm, gfn);
+                pacer.sent(zero ? 0 : PAGE);
+                return true;
+            }
             vm.readPhysical(gfn * PAGE, page, 0, PAGE);
             boolean zero = isZero(page);
-            if (xbzrleStarted) {
-                if (zero) {
-                    cache.zero(gfn);
-                } else {
-                    int cached = cache.lookup(gfn);
-                    if (cached < 0) {
-                        cacheMisses++;
-                        if (!lastStage) {
-                            cache.put(gfn, page);
-                        }
-                    } else {
-                        // A delta pays 2 bytes of length: it must be smaller than the page by more.
-                        int length = Xbzrle.encode(cache.pages, cached, page, 0, delta, PAGE - 3);
-                        if (length == 0) {
-                            unchanged++;
-                            return false;
-                        }
+            if (zero) {
+                cache.zero(gfn);
+            } else {
+                int cached = cache.lookup(gfn);
+                if (cached < 0) {
+                    cacheMisses++;
+                    if (!lastStage) {
                         cache.put(gfn, page);
-                        if (length > 0) {
-                            out.delta(gfn, delta, length);
-                            pacer.sent(length);
-                            deltaPages++;
-                            deltaBytes += length;
-                            return true;
-                        }
-                        overflows++;
                     }
+                } else {
+                    // A delta pays 2 bytes of length: it must be smaller than the page by more.
+                    int length = Xbzrle.encode(cache.pages, cached, page, 0, delta, PAGE - 3);
+                    if (length == 0) {
+                        unchanged++;
+                        return false;
+                    }
+                    cache.put(gfn, page);
+                    if (length > 0) {
+                        out.delta(gfn, delta, length);
+                        pacer.sent(length);
+                        deltaPages++;
+                        deltaBytes += length;
+                        return true;
+                    }
+                    overflows++;
                 }
             }
             out.page(gfn, page, zero);

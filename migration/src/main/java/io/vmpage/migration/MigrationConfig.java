@@ -17,9 +17,13 @@ import java.util.Set;
  *     what was sent in two rounds, 20% first, 10% more each time, up to 99%
  * @param xbzrleCacheBytes QEMU's XBZRLE: pages re-sent after round 0 go as deltas against a cache of
  *     this many bytes of what was sent before (QEMU's default {@link #XBZRLE_DEFAULT_CACHE}); 0 = off
+ * @param verify an in-process migration compares the destination with the paused source page by page
+ *     before the switch-over (outside the downtime); off, the report says it was not verified (a
+ *     benchmark of the copy itself turns it off)
  */
 public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long downtimeLimitNanos, int maxRounds,
-                              Set<StopRule> stopRules, DirtyTracking tracking, boolean autoConverge, long xbzrleCacheBytes) {
+                              Set<StopRule> stopRules, DirtyTracking tracking, boolean autoConverge, long xbzrleCacheBytes,
+                              boolean verify) {
     /** QEMU's {@code xbzrle-cache-size} default: 64 MiB. */
     public static final long XBZRLE_DEFAULT_CACHE = 64L << 20;
 
@@ -66,39 +70,45 @@ public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long down
     /** Pre-copy, unlimited bandwidth, 300 ms downtime limit, QEMU's rule plus Xen's 30-round cap, write protection. */
     public static MigrationConfig defaults() {
         return new MigrationConfig(Mode.PRECOPY, 0, 300_000_000L, 30,
-            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false, 0);
+            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false, 0, true);
     }
 
     public MigrationConfig withMode(Mode m) {
-        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes);
+        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify);
     }
 
     public MigrationConfig withBandwidth(long bytesPerSecond) {
-        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes);
+        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify);
     }
 
     public MigrationConfig withDowntimeLimit(long nanos) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify);
     }
 
     public MigrationConfig withMaxRounds(int rounds) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge, xbzrleCacheBytes);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify);
     }
 
     public MigrationConfig withStopRules(Set<StopRule> rules) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge, xbzrleCacheBytes);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge, xbzrleCacheBytes, verify);
     }
 
     public MigrationConfig withTracking(DirtyTracking method) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge, xbzrleCacheBytes);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge, xbzrleCacheBytes, verify);
     }
 
     public MigrationConfig withAutoConverge(boolean on) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on, xbzrleCacheBytes);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on, xbzrleCacheBytes, verify);
     }
 
     /** XBZRLE with a cache of {@code cacheBytes} (0: off). */
     public MigrationConfig withXbzrle(long cacheBytes) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, cacheBytes);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, cacheBytes, verify);
+    }
+
+    /** Whether an in-process migration compares every page before the switch-over. */
+    public MigrationConfig withVerify(boolean on) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge,
+            xbzrleCacheBytes, on);
     }
 }

@@ -30,6 +30,36 @@ final class StreamWriter {
             .put((byte) (m.tlbEnabled() ? 1 : 0)).putInt(m.pscEntries()).putInt(m.nestedEntries()).put((byte) m.maxPhysAddrBits());
     }
 
+    /**
+     * Guest frame {@code gfn} of {@code vm} as it is now, copied from guest memory straight into the chunk
+     * (one copy, no allocation), and sent as ZERO instead when it is all zeros. Returns whether it was.
+     */
+    boolean page(io.vmpage.engine.Vm vm, long gfn) {
+        room(StreamFormat.MAX_RECORD);
+        int at = chunk.position();
+        chunk.put(StreamFormat.PAGE).put(StreamFormat.PAGE_FULL).putLong(gfn);
+        int payload = chunk.position();
+        vm.readPhysical(gfn << 12, chunk, StreamFormat.PAGE_BYTES);
+        pages++;
+        if (!isZero(chunk, payload)) {
+            return false;
+        }
+        chunk.position(at);
+        chunk.put(StreamFormat.PAGE).put(StreamFormat.PAGE_ZERO).putLong(gfn);
+        zeroPages++;
+        return true;
+    }
+
+    /** Whether the 4096 bytes of {@code b} from index {@code from} are all zero. */
+    static boolean isZero(ByteBuffer b, int from) {
+        for (int i = from; i < from + StreamFormat.PAGE_BYTES; i += 32) {
+            if ((b.getLong(i) | b.getLong(i + 8) | b.getLong(i + 16) | b.getLong(i + 24)) != 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     /** A page whose contents are in {@code page} (4096 bytes); sent as ZERO when all zero. */
     void page(long gfn, byte[] page, boolean zero) {
         room(StreamFormat.MAX_RECORD);

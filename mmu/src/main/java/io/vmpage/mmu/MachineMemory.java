@@ -213,6 +213,44 @@ public final class MachineMemory implements AutoCloseable {
         UnsafeApi.copyMemory(src, UnsafeApi.arrayBaseOffset(byte[].class) + offset, null, address, length);
     }
 
+    /**
+     * Copies {@code length} bytes at {@code pa} into {@code dst} at its position, advancing it (a heap or a
+     * direct buffer: one copy either way, no allocation).
+     */
+    public void getBytes(long pa, java.nio.ByteBuffer dst, int length) {
+        if (dst.isReadOnly()) {
+            throw new java.nio.ReadOnlyBufferException();
+        }
+        if (length < 0 || length > dst.remaining()) {
+            throw new java.nio.BufferOverflowException();
+        }
+        long address = checkRange(pa, length);
+        int at = dst.position();
+        if (dst.isDirect()) {
+            UnsafeApi.copyMemory(null, address, null, org.agrona.BufferUtil.address(dst) + at, length);
+        } else {
+            UnsafeApi.copyMemory(null, address, dst.array(), UnsafeApi.arrayBaseOffset(byte[].class) + dst.arrayOffset() + at, length);
+        }
+        dst.position(at + length);
+    }
+
+    /** Copies {@code length} bytes of {@code src} from its position to {@code pa}, advancing it. */
+    public void putBytes(long pa, java.nio.ByteBuffer src, int length) {
+        if (length < 0 || length > src.remaining()) {
+            throw new java.nio.BufferUnderflowException();
+        }
+        long address = checkRange(pa, length);
+        int at = src.position();
+        if (src.isDirect()) {
+            UnsafeApi.copyMemory(null, org.agrona.BufferUtil.address(src) + at, null, address, length);
+        } else if (src.hasArray()) {
+            UnsafeApi.copyMemory(src.array(), UnsafeApi.arrayBaseOffset(byte[].class) + src.arrayOffset() + at, null, address, length);
+        } else {
+            throw new IllegalArgumentException("a read-only heap buffer has no array to copy from");
+        }
+        src.position(at + length);
+    }
+
     // ------------------------------------------------------------------ frame operations (checked)
 
     /** Copies frame {@code src} to frame {@code dst} of this memory. */
