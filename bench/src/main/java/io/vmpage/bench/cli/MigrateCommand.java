@@ -14,7 +14,14 @@ import io.vmpage.migration.MigrationReport;
 import io.vmpage.migration.TcpTransport;
 import io.vmpage.migration.Transport;
 import io.vmpage.migration.Workload;
+import java.io.IOException;
 import java.io.PrintWriter;
+import java.nio.file.AccessDeniedException;
+import java.nio.file.FileSystemException;
+import java.nio.file.Files;
+import java.nio.file.InvalidPathException;
+import java.nio.file.NoSuchFileException;
+import java.nio.file.Path;
 import java.util.EnumSet;
 import java.util.Locale;
 import java.util.concurrent.Callable;
@@ -30,7 +37,9 @@ import picocli.CommandLine.Spec;
  * and predicts whether pre-copy converges under the bandwidth and downtime limit, then migrates with
  * one progress line per round (as QEMU's {@code info migrate}), verifies the destination against the
  * paused source page by page, switches over, lets the writers carry on on the destination, and checks
- * every value they wrote. Exit 0 when verified, 1 when a page differs or a write is missing.
+ * every value they wrote. Exit 0 when verified, 1 when a page differs or a write is missing. With
+ * {@code --plot FILE.png} it also draws the pages sent and dirtied per round and the downtime
+ * ({@link MigrationPlot}).
  */
 @Command(name = "migrate", mixinStandardHelpOptions = true,
     description = "Live-migrates a VM while its vCPUs keep writing (pre-copy, stop-and-copy, post-copy or hybrid) and verifies the copy.")
@@ -107,6 +116,10 @@ public final class MigrateCommand implements Callable<Integer> {
         description = "Write the result as one JSON object to FILE, or to stdout when FILE is omitted or '-'.")
     String json;
 
+    @Option(names = "--plot", paramLabel = "FILE.png",
+        description = "Write a PNG chart of the pages sent and dirtied per round and the downtime to FILE.png.")
+    String plot;
+
     @Override
     public Integer call() throws Exception {
         PagingMode pagingMode = Cli.pagingMode(paging);
@@ -150,6 +163,7 @@ public final class MigrateCommand implements Callable<Integer> {
         if (limit < 1_000_000L || limit > 60_000_000_000L) {
             throw new Cli.UsageException("--downtime-limit " + downtimeLimit + " must be between 1ms and 60s");
         }
+        Path plotFile = plot == null ? null : plotFile(plot);
         String refusal = HostRam.shortfall(asked(), 2 * memoryBytes + (512L << 20), HostRam.available(),
             "the source and the destination guest, both populated");
         if (refusal != null) {
@@ -210,6 +224,13 @@ public final class MigrateCommand implements Callable<Integer> {
                 boolean converged = report.stopReason() != io.vmpage.migration.StopReason.MAX_ROUNDS
                     && report.stopReason() != io.vmpage.migration.StopReason.FEW_DIRTY_PAGES
                     && report.stopReason() != io.vmpage.migration.StopReason.SENT_THREE_TIMES_MEMORY;
+                if (plotFile != null) {
+                    try {
+                        MigrationPlot.write(report, plotFile);
+                    } catch (IOException | RuntimeException e) { // as Cli.emit for an unwritable --json FILE
+                        throw new Cli.UsageException("cannot write " + plot + ": " + why(e));
+                    }
+                }
                 Cli.emit(out, json, () -> json(report, measured, predicted, converged, missing),
                     () -> text(report, measured, predicted, converged, missing, workload.writesOnFollowedVm() - before));
                 if (!report.verified() || missing != 0) {
@@ -220,6 +241,45 @@ public final class MigrateCommand implements Callable<Integer> {
                 return Cli.OK;
             }
         }
+    }
+
+    /**
+     * The {@code --plot} file, checked before the migration runs: a name ending in .png in a directory
+     * that exists and can be written to (the current directory for a bare name).
+     */
+    private static Path plotFile(String value) {
+        if (!value.toLowerCase(Locale.ROOT).endsWith(".png")) {
+            throw new Cli.UsageException("--plot " + value + " must be a file name ending in .png");
+        }
+        Path file;
+        try {
+            file = Path.of(value).toAbsolutePath();
+        } catch (InvalidPathException e) {
+            throw new Cli.UsageException("--plot " + value + ": " + e.getMessage());
+        }
+        Path dir = file.getParent();
+        if (Files.isDirectory(file)) {
+            throw new Cli.UsageException("--plot " + value + " is a directory; it must be a file name ending in .png");
+        }
+        if (!Files.isDirectory(dir)) {
+            throw new Cli.UsageException("--plot " + value + ": directory " + dir + " does not exist");
+        }
+        if (!Files.isWritable(dir)) {
+            throw new Cli.UsageException("--plot " + value + ": directory " + dir + " is not writable");
+        }
+        return file;
+    }
+
+    /** Why a write failed, in words: a FileSystemException's message is often its path alone. */
+    private static String why(Exception e) {
+        if (e instanceof FileSystemException f) {
+            if (f.getReason() != null) {
+                return f.getReason();
+            }
+            return f instanceof NoSuchFileException ? "no such file or directory"
+                : f instanceof AccessDeniedException ? "permission denied" : f.getClass().getSimpleName();
+        }
+        return e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName();
     }
 
     private static String mib(double bytes) {
@@ -279,6 +339,9 @@ public final class MigrateCommand implements Callable<Integer> {
         }
         b.append(String.format(Locale.ROOT, "  verified: %s (%d pages differ from the paused source); %d writes on the"
             + " destination after the switch-over, %d journaled writes missing%n", r.verified(), r.mismatchedPages(), writesAfter, missing));
+        if (plot != null) {
+            b.append("  plot: ").append(plot).append(System.lineSeparator());
+        }
         return b.toString();
     }
 

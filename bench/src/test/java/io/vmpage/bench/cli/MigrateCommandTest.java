@@ -1,12 +1,18 @@
 package io.vmpage.bench.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import java.awt.image.BufferedImage;
 import java.io.StringWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import javax.imageio.ImageIO;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
@@ -68,6 +74,53 @@ class MigrateCommandTest {
         assertTrue(report.contains("stop-and-copy, paused"), report);
         assertTrue(report.contains("verified: true"), report);
         assertTrue(report.contains("predicted to converge"), report);
+    }
+
+    @ParameterizedTest
+    @CsvSource({"precopy", "stopcopy", "postcopy", "hybrid"})
+    void plotWritesAPngOfTheRounds(String mode, @TempDir Path dir) throws Exception {
+        Path png = dir.resolve("rounds.PNG"); // the extension in any case, the name kept as typed
+        assertEquals(0, cli.exec("migrate", "--memory", "64m", "--mode", mode, "--wws", "4m", "--dirty-rate", "8m",
+            "--bandwidth", "256m", "--plot", png.toString()), err.toString());
+        BufferedImage image = ImageIO.read(png.toFile());
+        assertNotNull(image, "not a PNG ImageIO can read: " + png);
+        assertEquals(MigrationPlot.WIDTH, image.getWidth());
+        assertEquals(MigrationPlot.HEIGHT, image.getHeight());
+        assertTrue(pixels(image, MigrationPlot.PAUSED) > 1000, "a bar for the round sent with the source paused");
+        assertEquals(mode.equals("precopy") || mode.equals("hybrid"), pixels(image, MigrationPlot.RUNNING) > 1000, "bars for the rounds sent while it ran");
+        assertTrue(out.toString().contains("plot: " + png), out.toString());
+        assertTrue(out.toString().contains("verified: true"), out.toString());
+    }
+
+    private static int pixels(BufferedImage image, java.awt.Color color) {
+        int n = 0;
+        for (int y = 0; y < image.getHeight(); y++) {
+            for (int x = 0; x < image.getWidth(); x++) {
+                n += (image.getRGB(x, y) & 0xFFFFFF) == (color.getRGB() & 0xFFFFFF) ? 1 : 0;
+            }
+        }
+        return n;
+    }
+
+    @ParameterizedTest
+    @CsvSource(delimiter = '|', value = {
+        "x.txt|must be a file name ending in .png",
+        "plot.png.txt|must be a file name ending in .png",
+        "/nonexistent-dir/p.png|directory /nonexistent-dir does not exist"})
+    void aBadPlotFileIsOneLineNamingItAndRefusedBeforeTheMigrationRuns(String value, String expected) {
+        assertEquals(2, cli.exec("migrate", "--plot", value));
+        String message = err.toString().strip();
+        assertTrue(message.startsWith("vmpage: --plot " + value) && message.contains(expected) && !message.contains("\n"), message);
+        assertEquals("", out.toString(), "nothing ran");
+    }
+
+    @Test
+    void aPlotFileThatIsADirectoryIsRefusedBeforeTheMigrationRuns(@TempDir Path dir) throws Exception {
+        Path png = Files.createDirectory(dir.resolve("d.png"));
+        assertEquals(2, cli.exec("migrate", "--plot", png.toString()));
+        String message = err.toString().strip();
+        assertEquals("vmpage: --plot " + png + " is a directory; it must be a file name ending in .png", message);
+        assertEquals("", out.toString(), "nothing ran");
     }
 
     @ParameterizedTest
