@@ -535,7 +535,7 @@ public final class Migration {
                 return true;
             }
             vm.readPhysical(gfn * PAGE, page, 0, PAGE);
-            boolean zero = isZero(page);
+            boolean zero = PageScan.isZero(page, 0);
             if (zero) {
                 cache.zero(gfn);
             } else {
@@ -573,15 +573,6 @@ public final class Migration {
             return cache == null ? null
                 : new MigrationReport.Xbzrle(cache.pages.length, deltaPages, deltaBytes, cacheMisses, overflows, unchanged);
         }
-    }
-
-    static boolean isZero(byte[] page) {
-        for (byte b : page) {
-            if (b != 0) {
-                return false;
-            }
-        }
-        return true;
     }
 
     /**

@@ -41,22 +41,12 @@ final class StreamWriter {
         int payload = chunk.position();
         vm.readPhysical(gfn << 12, chunk, StreamFormat.PAGE_BYTES);
         pages++;
-        if (!isZero(chunk, payload)) {
+        if (!PageScan.isZero(chunk, payload)) {
             return false;
         }
         chunk.position(at);
         chunk.put(StreamFormat.PAGE).put(StreamFormat.PAGE_ZERO).putLong(gfn);
         zeroPages++;
-        return true;
-    }
-
-    /** Whether the 4096 bytes of {@code b} from index {@code from} are all zero. */
-    static boolean isZero(ByteBuffer b, int from) {
-        for (int i = from; i < from + StreamFormat.PAGE_BYTES; i += 32) {
-            if ((b.getLong(i) | b.getLong(i + 8) | b.getLong(i + 16) | b.getLong(i + 24)) != 0) {
-                return false;
-            }
-        }
         return true;
     }
 

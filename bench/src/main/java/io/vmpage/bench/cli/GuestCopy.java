@@ -19,7 +19,6 @@ final class GuestCopy implements AutoCloseable {
         void read(long gpa, byte[] dst, int offset, int length);
     }
 
-    private static final byte[] ZERO = new byte[MachineMemory.FRAME_SIZE];
 
     private final Source source;
     private final long frames;
@@ -56,7 +55,7 @@ final class GuestCopy implements AutoCloseable {
     /** Copies guest page {@code gfn} over the copy's page {@code gfn}. */
     void copyPage(long gfn) {
         source.read(gfn << MachineMemory.FRAME_SHIFT, page, 0, MachineMemory.FRAME_SIZE);
-        if (isZero(page) && copy.isFrameZero(gfn)) {
+        if (io.vmpage.migration.PageScan.isZero(page, 0) && copy.isFrameZero(gfn)) {
             return; // already equal, and the copy's page stays unpopulated
         }
         copy.writeFrame(gfn, page, 0);
@@ -77,10 +76,6 @@ final class GuestCopy implements AutoCloseable {
     /** The copy's 8 bytes at guest-physical {@code gpa} (8-byte aligned). */
     long readLong(long gpa) {
         return copy.getLong(gpa);
-    }
-
-    private static boolean isZero(byte[] b) {
-        return Arrays.mismatch(b, ZERO) < 0;
     }
 
     @Override
