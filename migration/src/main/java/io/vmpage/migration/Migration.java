@@ -97,8 +97,7 @@ public final class Migration {
         AtomicReference<Object> received = new AtomicReference<>();
         java.util.concurrent.atomic.AtomicLong switchedAt = new java.util.concurrent.atomic.AtomicLong();
         java.util.function.Consumer<Vm> postCopySwitch = vm -> {
-            vm.dirtyLog().enable(io.vmpage.engine.dirty.DirtyTracking.WRITE_PROTECT); // what it writes is left out of the check
-            vm.resume();
+            resumeLogged(vm);
             switchedAt.set(System.nanoTime());
             switchOver.accept(vm);
         };
@@ -131,10 +130,7 @@ public final class Migration {
         long resumedAt;
         if (r.postCopy() != null) { // running already: compare every frame it has not written since the switch-over
             List<Long> differ = config.verify() ? differing(source, r.vm()) : List.of();
-            DirtyLog log = r.vm().dirtyLog();
-            log.disable();
-            DirtySnapshot written = new DirtySnapshot(r.vm().physicalMap().frames());
-            log.harvest(written);
+            DirtySnapshot written = writtenSinceSwitchOver(r.vm());
             mismatched = differ.stream().filter(gfn -> !written.isDirty(gfn)).count();
             resumedAt = switchedAt.get();
         } else {
@@ -145,11 +141,36 @@ public final class Migration {
             resumedAt = System.nanoTime() - verifying;
             switchOver.accept(r.vm());
         }
-        MigrationReport report = new MigrationReport(config.mode(), source.pagingMode().name(), source.memorySize(),
-            sent.rounds.size(), sent.stopReason, sent.pages, sent.zeroPages, sent.bytes, sent.setupNanos,
-            (r.postCopy() != null ? System.nanoTime() : resumedAt) - sent.startedAt, resumedAt - sent.pausedAt, sent.dirtyRate, sent.bandwidth,
-            sent.rounds, config.verify() && mismatched == 0, mismatched, sent.throttle, r.postCopy(), sent.xbzrle);
+        MigrationReport report = report(config, source, sent, r.postCopy() != null ? System.nanoTime() : resumedAt,
+            resumedAt - sent.pausedAt, config.verify(), mismatched, r.postCopy());
         return new Result(r.vm(), report);
+    }
+
+    /** The report of a migration whose source side did {@code sent}, ended at {@code endedAt}. */
+    static MigrationReport report(MigrationConfig config, Vm source, Sent sent, long endedAt, long downtimeNanos, boolean compared,
+                                  long mismatched, MigrationReport.PostCopy postCopy) {
+        return new MigrationReport(config.mode(), source.pagingMode().name(), source.memorySize(),
+            sent.rounds.size(), sent.stopReason, sent.pages, sent.zeroPages, sent.bytes, sent.setupNanos,
+            endedAt - sent.startedAt, downtimeNanos, sent.dirtyRate, sent.bandwidth,
+            sent.rounds, compared && mismatched == 0, mismatched, sent.throttle, postCopy, sent.xbzrle);
+    }
+
+    /**
+     * Post-copy's switch-over on the destination: resumes {@code vm} with its dirty log on, so what the
+     * guest writes from now on is left out of the comparison with the paused source.
+     */
+    static void resumeLogged(Vm vm) {
+        vm.dirtyLog().enable(io.vmpage.engine.dirty.DirtyTracking.WRITE_PROTECT);
+        vm.resume();
+    }
+
+    /** Ends what {@link #resumeLogged} started: the frames the destination wrote since its switch-over. */
+    static DirtySnapshot writtenSinceSwitchOver(Vm vm) {
+        DirtyLog log = vm.dirtyLog();
+        log.disable();
+        DirtySnapshot written = new DirtySnapshot(vm.physicalMap().frames());
+        log.harvest(written);
+        return written;
     }
 
     private static void join(Thread t) {
@@ -183,7 +204,7 @@ public final class Migration {
     }
 
     /** What the source side did. */
-    private static final class Sent {
+    static final class Sent {
         final List<MigrationReport.Round> rounds = new ArrayList<>();
         StopReason stopReason;
         long pages;
@@ -198,6 +219,8 @@ public final class Migration {
         int throttle;
         /** What XBZRLE did, null when it was off. */
         MigrationReport.Xbzrle xbzrle;
+        /** When the last byte before the destination may resume went to the transport: the END, or post-copy's POSTCOPY. */
+        long resumableAt;
     }
 
     /**
@@ -224,7 +247,7 @@ public final class Migration {
                 s.pausedAt = pause(vm);
                 out.round(0);
                 long start = System.nanoTime();
-                long n = postCopy(vm, out, transport, pages, null, null);
+                long n = postCopy(vm, out, transport, pages, null, null, s);
                 s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
                 progress.accept(s.rounds.get(0));
                 s.stopReason = StopReason.POST_COPY;
@@ -289,7 +312,7 @@ public final class Migration {
                 out.round(round);
                 long start = System.nanoTime();
                 if (config.mode() == MigrationConfig.Mode.HYBRID) { // what is left goes after the switch-over
-                    n = postCopy(vm, out, transport, pages, dirty, last);
+                    n = postCopy(vm, out, transport, pages, dirty, last, s);
                     MigrationReport.Round push = new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start,
                         s.dirtyRate, pacer.measured(), 0, true);
                     s.rounds.add(push);
@@ -309,6 +332,7 @@ public final class Migration {
             }
             out.state(vm.exportState());
             out.end();
+            s.resumableAt = System.nanoTime();
             s.pages = out.pages();
             s.zeroPages = out.zeroPages();
             s.bytes = out.bytes();
@@ -365,7 +389,7 @@ public final class Migration {
      * goes before the switch-over as a zero page.
      */
     private static long postCopy(Vm vm, StreamWriter out, Transport transport, PageSender pages, DirtySnapshot dirty,
-                                 DirtySnapshot last) {
+                                 DirtySnapshot last, Sent s) {
         pages.postCopy();
         long frames = vm.physicalMap().frames();
         long[] remote = new long[(int) ((frames + 63) >>> 6)];
@@ -388,6 +412,7 @@ public final class Migration {
         out.state(vm.exportState());
         out.remote(remote);
         out.postcopy();
+        s.resumableAt = System.nanoTime();
         long cursor = 0;
         while (left > 0) {
             boolean urgent = false;

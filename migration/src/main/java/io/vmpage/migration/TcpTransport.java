@@ -1,67 +1,95 @@
 package io.vmpage.migration;
 
-import java.io.BufferedOutputStream;
-import java.io.DataInputStream;
-import java.io.DataOutputStream;
-import java.io.EOFException;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
-import java.net.ServerSocket;
-import java.net.Socket;
-import java.net.SocketTimeoutException;
+import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
+import java.nio.channels.ClosedChannelException;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
 import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import org.jctools.queues.MpscArrayQueue;
 
 /**
- * One end of a migration connection over TCP, as QEMU's {@code tcp:} migration runs it: the stream's
- * chunks go source to destination, each framed as a 4-byte length and its bytes (length -1 ends the
- * stream); post-copy's return path (QEMU's {@code rp} thread) runs the other way on the same socket,
- * 8 bytes per guest frame asked for. The source end is made by {@link #connect}, the destination end
- * by {@link #accept}; each implements only its side's half of {@link Transport} and refuses the other.
+ * One end of a migration connection over TCP, as QEMU's {@code tcp:} migration runs it, on a
+ * non-blocking NIO socket: the stream's chunks go source to destination, each framed as a 4-byte length
+ * and its bytes (length -1 ends the stream), written by one gathering write straight from the pooled
+ * direct chunk (no copy, no allocation per chunk); the return path (QEMU's {@code rp} thread) runs the
+ * other way on the same socket: 8 bytes per guest frame asked for (post-copy), and one reply at the end
+ * of a migration between two processes ({@link #reply}, {@link RemoteMigration}).
  *
- * <p>Failure: a peer that closes or resets the socket, or a destination that hears nothing for the stall
- * timeout, fails the next call with a {@link MigrationException}; {@link #fail} closes the socket, so the
- * peer's next read or write fails too. A chunk longer than the agreed size is a corrupted stream.
+ * <pre>
+ *  source -> destination   | length s32 | length bytes of stream |  ...  | -1 |
+ *  destination -> source   | gfn s64 >= 0 |  ...  | REPLY s64 = -2 | words s32 | words x s64 |
+ * </pre>
+ *
+ * <p>Failure: a peer that closes or resets the socket fails the next call with a {@link
+ * MigrationException}; so does a write the peer does not take within the stall timeout (the source's
+ * write deadline) and a destination that hears nothing for that long. {@link #fail} closes the socket,
+ * so the peer's next read or write fails too. A chunk longer than the agreed size is a corrupted stream.
  *
  * <p>Threads: as {@link Transport}; {@link #request} may come from any destination thread (faulting
  * vCPUs) and is serialized on the socket; the source end runs one reader thread for the return path.
  */
 public final class TcpTransport implements Transport {
     private static final int END = -1;
+    private static final long REPLY = -2;
     private static final int BUFFERS = 4;
+    /** A reply carries at most this many words (a 1 TiB guest's frame hashes would be 2^28). */
+    private static final int MAX_REPLY_WORDS = 1 << 28;
 
-    private final Socket socket;
+    private final SocketChannel channel;
     private final boolean source;
     private final int chunkBytes;
-    private final DataInputStream in;
-    private final DataOutputStream out;
+    private final long stallNanos;
+    /** Waits for the socket to take bytes (sending side) and to have bytes (receiving side). */
+    private final Selector writable;
+    private final Selector readable;
     private final ArrayBlockingQueue<ByteBuffer> pool = new ArrayBlockingQueue<>(BUFFERS);
+    /** Source thread only: the frame header and the gathering write's array. */
+    private final ByteBuffer header = ByteBuffer.allocateDirect(4);
+    private final ByteBuffer[] frame = new ByteBuffer[2];
+    /** Destination threads, under {@link #writeLock}: one return-path message. */
+    private final ByteBuffer word = ByteBuffer.allocateDirect(8);
+    private final ByteBuffer[] wordFrame = {word};
+    private final Object writeLock = new Object();
     /** Source end: guest frames the destination asked for, filled by the return-path reader. */
     private final MpscArrayQueue<Long> requests = new MpscArrayQueue<>(1 << 16);
+    /** Source end: the destination's reply, completed by the return-path reader. */
+    private final CompletableFuture<long[]> replied = new CompletableFuture<>();
     private final Thread returnPath;
     /** Why the connection broke, null while it works. Written once, read by every caller. */
     private volatile String failure;
     /** Destination end: the END frame arrived. Destination thread only. */
     private boolean ended;
 
-    private TcpTransport(Socket socket, boolean source, int chunkBytes, long stallMillis) throws IOException {
+    private TcpTransport(SocketChannel channel, boolean source, int chunkBytes, long stallMillis) throws IOException {
         if (chunkBytes < 16 << 10) {
             throw new IllegalArgumentException("a migration chunk needs at least 16 KiB");
         }
-        this.socket = socket;
+        this.channel = channel;
         this.source = source;
         this.chunkBytes = chunkBytes;
-        socket.setTcpNoDelay(true);
-        socket.setSoTimeout((int) Math.min(Integer.MAX_VALUE, stallMillis));
-        this.in = new DataInputStream(socket.getInputStream());
-        this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 64 << 10));
+        this.stallNanos = TimeUnit.MILLISECONDS.toNanos(stallMillis);
+        channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
+        channel.configureBlocking(false);
+        this.writable = Selector.open();
+        this.readable = Selector.open();
+        channel.register(writable, SelectionKey.OP_WRITE);
+        channel.register(readable, SelectionKey.OP_READ);
         for (int i = 0; i < BUFFERS; i++) {
-            pool.add(ByteBuffer.allocate(chunkBytes));
+            pool.add(ByteBuffer.allocateDirect(chunkBytes));
         }
+        frame[0] = header;
         if (source) {
-            returnPath = new Thread(this::readRequests, "migration-return-path");
+            returnPath = new Thread(this::readReturnPath, "migration-return-path");
             returnPath.setDaemon(true);
             returnPath.start();
         } else {
@@ -71,27 +99,54 @@ public final class TcpTransport implements Transport {
 
     /** The source end: connects to a destination listening at {@code address}. */
     public static TcpTransport connect(InetSocketAddress address, int chunkBytes, long stallMillis) {
-        Socket socket = new Socket();
+        SocketChannel channel = null;
         try {
-            socket.connect(address, (int) Math.min(Integer.MAX_VALUE, stallMillis));
-            return new TcpTransport(socket, true, chunkBytes, stallMillis);
+            channel = SocketChannel.open();
+            channel.socket().connect(address, (int) Math.min(Integer.MAX_VALUE, stallMillis));
+            return new TcpTransport(channel, true, chunkBytes, stallMillis);
         } catch (IOException e) {
-            closeQuietly(socket);
+            closeQuietly(channel);
             throw new MigrationException("cannot connect to the destination at " + address + ": " + e.getMessage(), e);
         }
     }
 
-    /** The destination end: waits (at most the stall timeout) for a source to connect to {@code listener}. */
-    public static TcpTransport accept(ServerSocket listener, int chunkBytes, long stallMillis) {
+    /** A listener for {@link #accept} on {@code address} (port 0: any free port). */
+    public static ServerSocketChannel listen(InetSocketAddress address) {
         try {
-            listener.setSoTimeout((int) Math.min(Integer.MAX_VALUE, stallMillis));
-            Socket socket = listener.accept();
-            return new TcpTransport(socket, false, chunkBytes, stallMillis);
-        } catch (SocketTimeoutException e) {
-            throw new MigrationException("no source connected within " + stallMillis + " ms", e);
+            ServerSocketChannel listener = ServerSocketChannel.open();
+            listener.bind(address, 1);
+            return listener;
         } catch (IOException e) {
+            throw new MigrationException("cannot listen on " + address + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** The destination end: waits (at most {@code waitMillis}, 0: for ever) for a source to connect to {@code listener}. */
+    public static TcpTransport accept(ServerSocketChannel listener, int chunkBytes, long stallMillis, long waitMillis) {
+        SocketChannel channel = null;
+        try (Selector waiting = Selector.open()) {
+            listener.configureBlocking(false);
+            SelectionKey key = listener.register(waiting, SelectionKey.OP_ACCEPT);
+            long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(waitMillis);
+            while ((channel = listener.accept()) == null) {
+                long left = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime());
+                if (waitMillis > 0 && left <= 0) {
+                    throw new MigrationException("no source connected within " + waitMillis + " ms");
+                }
+                waiting.select(waitMillis > 0 ? Math.max(1, left) : 0);
+                waiting.selectedKeys().clear();
+            }
+            key.cancel();
+            return new TcpTransport(channel, false, chunkBytes, stallMillis);
+        } catch (IOException e) {
+            closeQuietly(channel);
             throw new MigrationException("accepting the source's connection failed: " + e.getMessage(), e);
         }
+    }
+
+    /** {@link #accept} waiting at most the stall timeout. */
+    public static TcpTransport accept(ServerSocketChannel listener, int chunkBytes, long stallMillis) {
+        return accept(listener, chunkBytes, stallMillis, stallMillis);
     }
 
     /**
@@ -99,8 +154,8 @@ public final class TcpTransport implements Transport {
      * {@link Migration#toHost}: the source's calls go to the source end, the destination's to the other.
      */
     public static Transport loopback(int chunkBytes, long stallMillis) {
-        try (ServerSocket listener = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
-            TcpTransport sourceEnd = connect((InetSocketAddress) listener.getLocalSocketAddress(), chunkBytes, stallMillis);
+        try (ServerSocketChannel listener = listen(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))) {
+            TcpTransport sourceEnd = connect((InetSocketAddress) listener.getLocalAddress(), chunkBytes, stallMillis);
             TcpTransport destinationEnd;
             try {
                 destinationEnd = accept(listener, chunkBytes, stallMillis);
@@ -131,12 +186,11 @@ public final class TcpTransport implements Transport {
         requireSide(true, "send");
         check();
         try {
-            out.writeInt(filled.remaining());
-            out.write(filled.array(), filled.arrayOffset() + filled.position(), filled.remaining());
-            out.flush(); // a short chunk is a post-copy flush: a vCPU waits for it
-        } catch (IOException e) {
-            throw lost("sending to the destination", e);
+            header.clear().putInt(filled.remaining()).flip();
+            frame[1] = filled;
+            writeFully(frame, "sending to the destination");
         } finally {
+            frame[1] = null;
             pool.offer(filled);
         }
     }
@@ -145,12 +199,10 @@ public final class TcpTransport implements Transport {
     public void finish() {
         requireSide(true, "finish");
         check();
-        try {
-            out.writeInt(END);
-            out.flush();
-        } catch (IOException e) {
-            throw lost("ending the stream", e);
-        }
+        header.clear().putInt(END).flip();
+        frame[1] = ByteBuffer.allocate(0);
+        writeFully(frame, "ending the stream");
+        frame[1] = null;
     }
 
     @Override
@@ -160,33 +212,29 @@ public final class TcpTransport implements Transport {
             return null;
         }
         check();
-        try {
-            int length = in.readInt();
-            if (length == END) {
-                ended = true;
-                return null;
-            }
-            if (length < 0 || length > chunkBytes) {
-                fail("stream is corrupted: a chunk of " + length + " bytes (at most " + chunkBytes + ")");
-                check();
-            }
-            ByteBuffer b = pool.poll(); // the destination thread releases each buffer before it receives the next
-            if (b == null) {
-                throw new IllegalStateException("every buffer of the TCP transport is held: receive without release");
-            }
-            b.clear();
-            in.readFully(b.array(), 0, length);
-            b.limit(length);
-            return b;
-        } catch (SocketTimeoutException e) {
-            fail("stalled: the source sent nothing for " + stallMillis() + " ms");
-            throw lost("receiving", e);
-        } catch (EOFException e) {
-            fail("the source closed the connection before the end of the stream");
-            throw lost("receiving", e);
-        } catch (IOException e) {
-            throw lost("receiving from the source", e);
+        header.clear();
+        readFully(header, true, "the source closed the connection before the end of the stream");
+        int length = header.getInt(0);
+        if (length == END) {
+            ended = true;
+            return null;
         }
+        if (length < 0 || length > chunkBytes) {
+            fail("stream is corrupted: a chunk of " + length + " bytes (at most " + chunkBytes + ")");
+            check();
+        }
+        ByteBuffer b = pool.poll(); // the destination thread releases each buffer before it receives the next
+        if (b == null) {
+            throw new IllegalStateException("every buffer of the TCP transport is held: receive without release");
+        }
+        b.clear().limit(length);
+        try {
+            readFully(b, true, "the source closed the connection before the end of the stream");
+        } catch (RuntimeException e) {
+            pool.offer(b);
+            throw e;
+        }
+        return b.flip();
     }
 
     @Override
@@ -198,13 +246,43 @@ public final class TcpTransport implements Transport {
     public void request(long gfn) {
         requireSide(false, "request");
         check();
-        synchronized (out) {
-            try {
-                out.writeLong(gfn);
-                out.flush();
-            } catch (IOException e) {
-                throw lost("asking the source for a page", e);
-            }
+        synchronized (writeLock) {
+            word.clear().putLong(gfn).flip();
+            writeFully(wordFrame, "asking the source for a page");
+        }
+    }
+
+    /**
+     * Destination end: the one reply of a migration between two processes, {@code words} back to the
+     * source ({@link #awaitReply}).
+     */
+    public void reply(long[] words) {
+        requireSide(false, "reply");
+        check();
+        ByteBuffer b = ByteBuffer.allocateDirect(12 + 8 * words.length);
+        b.putLong(REPLY).putInt(words.length);
+        for (long w : words) {
+            b.putLong(w);
+        }
+        synchronized (writeLock) {
+            writeFully(new ByteBuffer[] {b.flip()}, "replying to the source");
+        }
+    }
+
+    /** Source end: the destination's {@link #reply}, waiting at most {@code millis}. */
+    public long[] awaitReply(long millis) {
+        requireSide(true, "awaitReply");
+        try {
+            return replied.get(millis, TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            fail("the destination did not reply within " + millis + " ms");
+            throw new MigrationException("migration connection lost: " + failure, e);
+        } catch (ExecutionException e) {
+            check();
+            throw new MigrationException("migration connection lost: " + e.getCause().getMessage(), e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new MigrationException("interrupted while waiting for the destination's reply", e);
         }
     }
 
@@ -216,15 +294,28 @@ public final class TcpTransport implements Transport {
         return gfn == null ? -1 : gfn;
     }
 
-    /** Source end: reads the return path until the socket closes. */
-    private void readRequests() {
+    /** Source end: reads the return path until the socket closes (an idle destination is not a stalled one). */
+    private void readReturnPath() {
+        ByteBuffer in = ByteBuffer.allocateDirect(8);
         try {
             while (true) {
-                long gfn;
-                try {
-                    gfn = in.readLong(); // the source end reads nothing else
-                } catch (SocketTimeoutException idle) {
-                    continue; // a destination that asks for nothing is not a stalled one
+                in.clear();
+                readFully(in, false, "the destination closed the connection");
+                long gfn = in.getLong(0);
+                if (gfn == REPLY) {
+                    in.clear().limit(4);
+                    readFully(in, false, "the destination closed the connection inside its reply");
+                    int n = in.getInt(0);
+                    if (n < 0 || n > MAX_REPLY_WORDS) {
+                        fail("the destination's reply announces " + n + " words");
+                        break;
+                    }
+                    ByteBuffer words = ByteBuffer.allocateDirect(8 * n);
+                    readFully(words, false, "the destination closed the connection inside its reply");
+                    long[] reply = new long[n];
+                    words.flip().asLongBuffer().get(reply);
+                    replied.complete(reply);
+                    continue;
                 }
                 while (!requests.offer(gfn)) {
                     if (failure != null) {
@@ -233,14 +324,73 @@ public final class TcpTransport implements Transport {
                     Thread.onSpinWait();
                 }
             }
-        } catch (EOFException e) {
-            if (failure == null) {
-                fail("the destination closed the connection");
+        } catch (RuntimeException e) {
+            // the connection broke: failure says why
+        } finally {
+            replied.completeExceptionally(new MigrationException("migration connection lost: "
+                + (failure != null ? failure : "the return path ended")));
+        }
+    }
+
+    /** Writes every byte of {@code buffers}, waiting at most the stall timeout each time the socket takes none. */
+    private void writeFully(ByteBuffer[] buffers, String doing) {
+        try {
+            long deadline = System.nanoTime() + stallNanos;
+            while (buffers[buffers.length - 1].hasRemaining() || buffers[0].hasRemaining()) {
+                if (channel.write(buffers) > 0) {
+                    deadline = System.nanoTime() + stallNanos;
+                    continue;
+                }
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    fail("stalled: the peer took nothing for " + TimeUnit.NANOSECONDS.toMillis(stallNanos) + " ms while "
+                        + doing);
+                    check();
+                }
+                writable.select(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
+                writable.selectedKeys().clear();
+                check();
             }
+        } catch (ClosedChannelException e) {
+            check();
+            throw lost(doing, e);
         } catch (IOException e) {
-            if (failure == null) {
-                fail("the return path broke: " + e.getMessage());
+            throw lost(doing, e);
+        }
+    }
+
+    /**
+     * Reads until {@code b} is full. With {@code deadline}, fails when nothing arrives for the stall
+     * timeout; without, waits for ever (a return path with nothing to say), until the socket closes.
+     */
+    private void readFully(ByteBuffer b, boolean deadline, String onEnd) {
+        try {
+            long due = System.nanoTime() + stallNanos;
+            while (b.hasRemaining()) {
+                int n = channel.read(b);
+                if (n < 0) {
+                    fail(onEnd);
+                    check();
+                }
+                if (n > 0) {
+                    due = System.nanoTime() + stallNanos;
+                    continue;
+                }
+                long left = due - System.nanoTime();
+                if (deadline && left <= 0) {
+                    fail("stalled: the " + (source ? "destination" : "source") + " sent nothing for "
+                        + TimeUnit.NANOSECONDS.toMillis(stallNanos) + " ms");
+                    check();
+                }
+                readable.select(deadline ? Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)) : 100);
+                readable.selectedKeys().clear();
+                check();
             }
+        } catch (ClosedChannelException e) {
+            check();
+            throw lost("receiving", e);
+        } catch (IOException e) {
+            throw lost("receiving", e);
         }
     }
 
@@ -249,7 +399,9 @@ public final class TcpTransport implements Transport {
         if (failure == null) {
             failure = why;
         }
-        closeQuietly(socket); // the peer's next read or write fails too
+        closeQuietly(channel); // the peer's next read or write fails too
+        writable.wakeup();
+        readable.wakeup();
     }
 
     @Override
@@ -257,23 +409,16 @@ public final class TcpTransport implements Transport {
         if (failure == null) {
             failure = "connection closed";
         }
-        if (source && !socket.isClosed()) {
+        if (source && channel.isOpen()) {
             try {
-                out.flush();
-                socket.shutdownOutput(); // let the destination read what was sent before the close
+                channel.shutdownOutput(); // let the destination read what was sent before the close
             } catch (IOException ignored) {
                 // closing anyway
             }
         }
-        closeQuietly(socket);
-    }
-
-    private long stallMillis() {
-        try {
-            return socket.getSoTimeout();
-        } catch (IOException e) {
-            return 0;
-        }
+        closeQuietly(channel);
+        closeQuietly(writable);
+        closeQuietly(readable);
     }
 
     private void requireSide(boolean sourceSide, String call) {
@@ -295,9 +440,12 @@ public final class TcpTransport implements Transport {
         return new MigrationException("migration connection lost: " + failure, e);
     }
 
-    private static void closeQuietly(Socket socket) {
+    private static void closeQuietly(java.io.Closeable c) {
+        if (c == null) {
+            return;
+        }
         try {
-            socket.close();
+            c.close();
         } catch (IOException ignored) {
             // nothing left to release
         }

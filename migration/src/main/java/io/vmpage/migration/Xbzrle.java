@@ -1,9 +1,8 @@
 package io.vmpage.migration;
 
-import java.lang.invoke.MethodHandles;
-import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import org.agrona.UnsafeApi;
 
 /**
  * XBZRLE, QEMU's delta encoding of a re-sent page against the copy sent before ("Xor Based Zero Run
@@ -25,7 +24,9 @@ import java.nio.ByteOrder;
 public final class Xbzrle {
     /** Bytes of a page. */
     public static final int PAGE = StreamFormat.PAGE_BYTES;
-    private static final VarHandle LONG = MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+    private static final long BYTES = UnsafeApi.arrayBaseOffset(byte[].class);
+    /** Byte offsets within a word count from its lowest address: the XOR of two words read little-endian. */
+    private static final boolean LITTLE = ByteOrder.nativeOrder() == ByteOrder.LITTLE_ENDIAN;
 
     private Xbzrle() {
     }
@@ -38,6 +39,8 @@ public final class Xbzrle {
      *     {@code limit} bytes (the page then goes in full, as QEMU's encoder overflows)
      */
     public static int encode(byte[] old, int oldAt, byte[] cur, int curAt, byte[] out, int limit) {
+        java.util.Objects.checkFromIndexSize(oldAt, PAGE, old.length); // once: the scans read inside them unchecked
+        java.util.Objects.checkFromIndexSize(curAt, PAGE, cur.length);
         int n = 0;
         int i = 0;
         while (true) {
@@ -100,7 +103,7 @@ public final class Xbzrle {
             }
         }
         for (; i < PAGE; i += 8) {
-            long x = (long) LONG.get(a, aAt + i) ^ (long) LONG.get(b, bAt + i);
+            long x = word(a, aAt + i) ^ word(b, bAt + i);
             if (x != 0) {
                 return i + (Long.numberOfTrailingZeros(x) >>> 3);
             }
@@ -113,13 +116,19 @@ public final class Xbzrle {
         int w = changed & ~7;
         long last = 0;
         for (; w < PAGE; w += 8) {
-            long x = (long) LONG.get(a, aAt + w) ^ (long) LONG.get(b, bAt + w);
+            long x = word(a, aAt + w) ^ word(b, bAt + w);
             if (x == 0) {
                 break;
             }
             last = x;
         }
         return w - 8 + ((63 - Long.numberOfLeadingZeros(last)) >>> 3) + 1;
+    }
+
+    /** The eight bytes at {@code at}, lowest address in the lowest byte (bounds checked by the caller). */
+    private static long word(byte[] a, int at) {
+        long w = UnsafeApi.getLong(a, BYTES + at);
+        return LITTLE ? w : Long.reverseBytes(w);
     }
 
     private static int uleb128Bytes(int v) {
