@@ -10,12 +10,14 @@ import io.vmpage.migration.DirtyRate;
 import io.vmpage.migration.Migration;
 import io.vmpage.migration.MigrationConfig;
 import io.vmpage.migration.MemoryTransport;
+import io.vmpage.migration.MigrationException;
+import io.vmpage.migration.RemoteMigration;
 import io.vmpage.migration.MigrationReport;
 import io.vmpage.migration.TcpTransport;
-import io.vmpage.migration.Transport;
 import io.vmpage.migration.Workload;
 import java.io.IOException;
 import java.io.PrintWriter;
+import java.net.InetSocketAddress;
 import java.nio.file.AccessDeniedException;
 import java.nio.file.FileSystemException;
 import java.nio.file.Files;
@@ -105,9 +107,13 @@ public final class MigrateCommand implements Callable<Integer> {
     String method;
 
     @Option(names = "--transport", paramLabel = "KIND", defaultValue = "memory",
-        description = "memory (a queue between the two hosts) or tcp (a TCP connection over loopback, as QEMU's tcp: migration)."
-            + " Default: ${DEFAULT-VALUE}.")
+        description = "memory (a queue between two hosts in this process) or tcp (QEMU's tcp: migration to a 'vmpage host'"
+            + " process: the one --to names, or a child started on a loopback port). Default: ${DEFAULT-VALUE}.")
     String transport;
+
+    @Option(names = "--to", paramLabel = "HOST:PORT",
+        description = "Migrate to a destination process ('vmpage host --listen PORT') there, over TCP (implies --transport tcp).")
+    String to;
 
     @Option(names = "--seed", paramLabel = "N", defaultValue = "1", description = "Seed of the writers. Default: ${DEFAULT-VALUE}.")
     long seed;
@@ -137,6 +143,8 @@ public final class MigrateCommand implements Callable<Integer> {
         if (!transport.equals("memory") && !transport.equals("tcp")) {
             throw new Cli.UsageException("--transport " + transport + " must be memory or tcp");
         }
+        InetSocketAddress destinationAddress = to == null ? null : address("--to", to, false);
+        boolean remote = destinationAddress != null || transport.equals("tcp");
         Workload.Pattern writePattern = switch (pattern) {
             case "uniform" -> Workload.Pattern.UNIFORM;
             case "hotset" -> Workload.Pattern.HOTSET;
@@ -179,7 +187,7 @@ public final class MigrateCommand implements Callable<Integer> {
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter progress = json != null && json.equals("-") ? spec.commandLine().getErr() : out;
         long hostBytes = memoryBytes + memoryBytes / 8 + (64L << 20);
-        try (Host source = Cli.createHost(hostBytes, asked()); Host destination = Cli.createHost(hostBytes, asked())) {
+        try (Host source = Cli.createHost(hostBytes, asked())) {
             Workload workload = new Workload(source, pagingMode, writers, memoryBytes, heapPages, writePattern,
                 (int) (wwsBytes >>> 12), rate);
             try (workload) {
@@ -192,55 +200,155 @@ public final class MigrateCommand implements Callable<Integer> {
                     measured.nanos() / 1e6, predicted ? "should" : "should not", link == 0 ? "unlimited bandwidth"
                         : mib(link) + "/s", limit / 1e6);
                 progress.flush();
-                Transport connection = transport.equals("tcp") ? TcpTransport.loopback(MemoryTransport.DEFAULT_CHUNK, 10_000)
-                    : new MemoryTransport();
+                if (remote) {
+                    return toProcess(workload, destinationAddress, config, hostBytes, progress, out, plotFile, measured, predicted);
+                }
                 Migration.Result result;
-                try (connection) {
-                    result = Migration.toHost(workload.vm(), destination, connection, config, r -> {
-                        if (r.sourcePaused()) {
-                            progress.printf(Locale.ROOT, "round %d (%s): sent %d pages (%s) in %.0f ms%n", r.round(),
-                                algorithm == MigrationConfig.Mode.POSTCOPY || algorithm == MigrationConfig.Mode.HYBRID
-                                    ? "post-copy, the destination running"
-                                    : "stop-and-copy, paused", r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);
-                        } else {
-                            progress.printf(Locale.ROOT, "round %d: sent %d pages (%s) in %.0f ms; remaining %d pages (%s), dirty rate"
-                                    + " %s/s, bandwidth %s/s, expected downtime %s%n", r.round(), r.pagesSent(), mib(r.pagesSent() * 4096.0),
-                                r.nanos() / 1e6, r.pagesDirtied(), mib(r.pagesDirtied() * 4096.0), mib(r.dirtyRateBytesPerSecond()),
-                                mib(r.bandwidthBytesPerSecond()), r.expectedDowntimeNanos() == Long.MAX_VALUE ? "-"
-                                    : String.format(Locale.ROOT, "%.0f ms", r.expectedDowntimeNanos() / 1e6));
-                        }
-                        progress.flush();
-                    }, running -> {
+                try (Host destination = Cli.createHost(hostBytes, asked()); MemoryTransport connection = new MemoryTransport()) {
+                    result = Migration.toHost(workload.vm(), destination, connection, config, rounds(progress, algorithm), running -> {
                         workload.follow(running); // the writers carry on on the destination...
                         workload.vm().retireVcpus(); // ...as soon as their source vCPUs are gone
                     });
+                    return finishInProcess(workload, source, result, out, plotFile, measured, predicted);
                 }
-                source.destroyVm(workload.vm());
-                long before = workload.writesOnFollowedVm();
-                workload.awaitWrites(100);
-                workload.stop();
-                long missing = workload.journalMismatches(result.destination());
-                MigrationReport report = result.report();
-                boolean converged = report.stopReason() != io.vmpage.migration.StopReason.MAX_ROUNDS
-                    && report.stopReason() != io.vmpage.migration.StopReason.FEW_DIRTY_PAGES
-                    && report.stopReason() != io.vmpage.migration.StopReason.SENT_THREE_TIMES_MEMORY;
-                if (plotFile != null) {
-                    try {
-                        MigrationPlot.write(report, plotFile);
-                    } catch (IOException | RuntimeException e) { // as Cli.emit for an unwritable --json FILE
-                        throw new Cli.UsageException("cannot write " + plot + ": " + why(e));
-                    }
-                }
-                Cli.emit(out, json, () -> json(report, measured, predicted, converged, missing),
-                    () -> text(report, measured, predicted, converged, missing, workload.writesOnFollowedVm() - before));
-                if (!report.verified() || missing != 0) {
-                    spec.commandLine().getErr().println("vmpage: migration lost data: " + report.mismatchedPages()
-                        + " pages differ from the paused source, " + missing + " journaled writes missing on the destination");
-                    return Cli.VERIFICATION_FAILED;
-                }
-                return Cli.OK;
             }
         }
+    }
+
+    /** The in-process migration's end: the writers carry on on the destination, then every check and the report. */
+    private int finishInProcess(Workload workload, Host source, Migration.Result result, PrintWriter out, Path plotFile,
+                                DirtyRate measured, boolean predicted) throws InterruptedException {
+        source.destroyVm(workload.vm());
+        long before = workload.writesOnFollowedVm();
+        workload.awaitWrites(100);
+        workload.stop();
+        long missing = workload.journalMismatches(result.destination());
+        MigrationReport report = result.report();
+        String after = String.format(Locale.ROOT, "%d writes on the destination after the switch-over, %d journaled writes missing",
+            workload.writesOnFollowedVm() - before, missing);
+        return finish(report, out, plotFile, measured, predicted, missing, after);
+    }
+
+    /**
+     * Migration to another process ({@code --to}, or {@code --transport tcp}: a {@code vmpage host} child on
+     * a loopback port): verified from the destination's page hashes ({@link RemoteMigration}). The
+     * writers' journal cannot be read across processes: the hashes compare every page instead.
+     */
+    private int toProcess(Workload workload, InetSocketAddress at, MigrationConfig config, long hostBytes, PrintWriter progress,
+                          PrintWriter out, Path plotFile, DirtyRate measured, boolean predicted) throws InterruptedException {
+        DestinationProcess child = at == null ? DestinationProcess.start(hostBytes, 200) : null;
+        try {
+            InetSocketAddress address = at != null ? at : child.address();
+            if (child != null) {
+                progress.printf(Locale.ROOT, "destination: vmpage host, process %d, listening on %s:%d%n", child.pid(),
+                    address.getHostString(), address.getPort());
+                progress.flush();
+            }
+            MigrationReport report;
+            TcpTransport link;
+            try {
+                link = TcpTransport.connect(address, MemoryTransport.DEFAULT_CHUNK, 10_000);
+            } catch (MigrationException e) {
+                throw new Cli.UsageException((to != null ? "--to " + to : "--transport tcp") + ": " + e.getMessage());
+            }
+            try (link) {
+                report = RemoteMigration.send(workload.vm(), link, config, rounds(progress, config.mode()));
+            } catch (MigrationException e) {
+                spec.commandLine().getErr().println("vmpage: migration failed: " + e.getMessage()
+                    + (workload.vm().paused() ? " (the source stays paused: the destination may be running the VM)"
+                        : " (the VM runs on at the source)"));
+                return Cli.VERIFICATION_FAILED;
+            }
+            workload.vm().retireVcpus(); // the VM runs there now: the source's writers stop here
+            workload.stop();
+            String after = "writes journal not compared across processes (every page was, by hash)";
+            if (child != null) {
+                int exit = child.await(60_000);
+                String said = child.output().strip().replace(System.lineSeparator(), System.lineSeparator() + "    ");
+                after += String.format(Locale.ROOT, "%n  destination process exited %d:%n    %s", exit, said);
+                if (exit != 0) {
+                    spec.commandLine().getErr().println("vmpage: the destination process failed (exit " + exit + "): " + said);
+                    return Cli.VERIFICATION_FAILED;
+                }
+            }
+            return finish(report, out, plotFile, measured, predicted, -1, after);
+        } finally {
+            if (child != null) {
+                child.close();
+            }
+        }
+    }
+
+    /** The plot, the report, and the exit code; {@code missing} -1 when the journal was not checked. */
+    private int finish(MigrationReport report, PrintWriter out, Path plotFile, DirtyRate measured, boolean predicted,
+                       long missing, String after) {
+        boolean converged = report.stopReason() != io.vmpage.migration.StopReason.MAX_ROUNDS
+            && report.stopReason() != io.vmpage.migration.StopReason.FEW_DIRTY_PAGES
+            && report.stopReason() != io.vmpage.migration.StopReason.SENT_THREE_TIMES_MEMORY;
+        if (plotFile != null) {
+            try {
+                MigrationPlot.write(report, plotFile);
+            } catch (IOException | RuntimeException e) { // as Cli.emit for an unwritable --json FILE
+                throw new Cli.UsageException("cannot write " + plot + ": " + why(e));
+            }
+        }
+        Cli.emit(out, json, () -> json(report, measured, predicted, converged, missing),
+            () -> text(report, measured, predicted, converged, after));
+        if (!report.verified() || missing > 0) {
+            spec.commandLine().getErr().println("vmpage: migration lost data: " + report.mismatchedPages()
+                + " pages differ from the paused source" + (missing >= 0 ? ", " + missing + " journaled writes missing on the destination" : ""));
+            return Cli.VERIFICATION_FAILED;
+        }
+        return Cli.OK;
+    }
+
+    /** One progress line per round, as QEMU's {@code info migrate}. */
+    private static java.util.function.Consumer<MigrationReport.Round> rounds(PrintWriter progress, MigrationConfig.Mode algorithm) {
+        return r -> {
+            if (r.sourcePaused()) {
+                progress.printf(Locale.ROOT, "round %d (%s): sent %d pages (%s) in %.0f ms%n", r.round(),
+                    algorithm == MigrationConfig.Mode.POSTCOPY || algorithm == MigrationConfig.Mode.HYBRID
+                        ? "post-copy, the destination running"
+                        : "stop-and-copy, paused", r.pagesSent(), mib(r.pagesSent() * 4096.0), r.nanos() / 1e6);
+            } else {
+                progress.printf(Locale.ROOT, "round %d: sent %d pages (%s) in %.0f ms; remaining %d pages (%s), dirty rate"
+                        + " %s/s, bandwidth %s/s, expected downtime %s%n", r.round(), r.pagesSent(), mib(r.pagesSent() * 4096.0),
+                    r.nanos() / 1e6, r.pagesDirtied(), mib(r.pagesDirtied() * 4096.0), mib(r.dirtyRateBytesPerSecond()),
+                    mib(r.bandwidthBytesPerSecond()), r.expectedDowntimeNanos() == Long.MAX_VALUE ? "-"
+                        : String.format(Locale.ROOT, "%.0f ms", r.expectedDowntimeNanos() / 1e6));
+            }
+            progress.flush();
+        };
+    }
+
+    /**
+     * {@code HOST:PORT} ({@code --to}) or {@code [ADDR:]PORT} ({@code --listen}, {@code optionalHost}: ADDR
+     * defaults to 127.0.0.1 and PORT may be 0).
+     */
+    static InetSocketAddress address(String option, String text, boolean optionalHost) {
+        int colon = text.lastIndexOf(':');
+        String host = colon < 0 ? (optionalHost ? "127.0.0.1" : "") : text.substring(0, colon);
+        if (host.startsWith("[") && host.endsWith("]")) {
+            host = host.substring(1, host.length() - 1); // [::1]:4444
+        }
+        if (host.isEmpty()) {
+            throw new Cli.UsageException(option + " " + text + " must be HOST:PORT");
+        }
+        int port;
+        try {
+            port = Integer.parseInt(text.substring(colon + 1));
+        } catch (NumberFormatException e) {
+            port = -1;
+        }
+        if (port < (optionalHost ? 0 : 1) || port > 65535) {
+            throw new Cli.UsageException(option + " " + text + ": the port must be a number from " + (optionalHost ? 0 : 1)
+                + " to 65535");
+        }
+        InetSocketAddress address = new InetSocketAddress(host, port);
+        if (address.isUnresolved()) {
+            throw new Cli.UsageException(option + " " + text + ": unknown host " + host);
+        }
+        return address;
     }
 
     /**
@@ -313,7 +421,7 @@ public final class MigrateCommand implements Callable<Integer> {
         }
     }
 
-    private String text(MigrationReport r, DirtyRate measured, boolean predicted, boolean converged, long missing, long writesAfter) {
+    private String text(MigrationReport r, DirtyRate measured, boolean predicted, boolean converged, String after) {
         StringBuilder b = new StringBuilder();
         b.append(String.format(Locale.ROOT, "%s migration of a %s %s guest with %d writers (%s, %s)%n", r.mode().name().toLowerCase(Locale.ROOT),
             Units.formatSize(r.memoryBytes()), r.paging().toLowerCase(Locale.ROOT), writers, pattern, method));
@@ -337,8 +445,8 @@ public final class MigrateCommand implements Callable<Integer> {
                 + " %d overflows, %d unchanged pages not sent (cache %s)%n", x.pages(), mib(x.bytes()), x.encodingRate(),
                 x.cacheMisses(), x.overflows(), x.unchanged(), Units.formatSize(x.cacheBytes())));
         }
-        b.append(String.format(Locale.ROOT, "  verified: %s (%d pages differ from the paused source); %d writes on the"
-            + " destination after the switch-over, %d journaled writes missing%n", r.verified(), r.mismatchedPages(), writesAfter, missing));
+        b.append(String.format(Locale.ROOT, "  verified: %s (%d pages differ from the paused source); %s%n", r.verified(),
+            r.mismatchedPages(), after));
         if (plot != null) {
             b.append("  plot: ").append(plot).append(System.lineSeparator());
         }
@@ -352,7 +460,10 @@ public final class MigrateCommand implements Callable<Integer> {
         o.put("memory_bytes", r.memoryBytes());
         o.put("writers", writers);
         o.put("pattern", pattern);
-        o.put("transport", transport);
+        o.put("transport", to != null ? "tcp" : transport);
+        if (to != null) {
+            o.put("to", to);
+        }
         o.put("downtime_ms", r.downtimeNanos() / 1e6);
         o.put("total_ms", r.totalNanos() / 1e6);
         o.put("setup_ms", r.setupNanos() / 1e6);
@@ -393,9 +504,13 @@ public final class MigrateCommand implements Callable<Integer> {
             n.put("unchanged_pages", x.unchanged());
             n.put("encoding_rate", x.encodingRate());
         }
-        o.put("verified", r.verified() && missing == 0);
+        o.put("verified", r.verified() && missing <= 0);
         o.put("mismatched_pages", r.mismatchedPages());
-        o.put("missing_writes", missing);
+        if (missing >= 0) {
+            o.put("missing_writes", missing);
+        } else {
+            o.putNull("missing_writes"); // across processes: every page compared by hash instead
+        }
         return o.toString();
     }
 }

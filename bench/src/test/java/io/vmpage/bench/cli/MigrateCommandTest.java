@@ -52,6 +52,48 @@ class MigrateCommandTest {
         assertEquals("tcp", root.get("transport").asText());
         assertTrue(root.get("verified").asBoolean(), root.toString());
         assertEquals(0, root.get("mismatched_pages").asLong());
+        assertTrue(err.toString().contains("destination: vmpage host, process"), "a child process was the destination: " + err);
+    }
+
+    /** {@code vmpage host} listening, and {@code vmpage migrate --to} it: nothing but the socket between them. */
+    @ParameterizedTest
+    @CsvSource({"precopy", "hybrid"})
+    void aMigrationToAHostListeningOnAPortIsVerifiedAndTheVmRunsThere(String mode) throws Exception {
+        CliRun hostCli = new CliRun();
+        int[] hostExit = {-1};
+        Thread host = new Thread(() -> hostExit[0] = hostCli.exec("host", "--listen", "127.0.0.1:0", "--memory-limit", "256m",
+            "--wait", "60s", "--json"));
+        host.start();
+        String port = null;
+        for (long until = System.nanoTime() + 30_000_000_000L; port == null && System.nanoTime() < until; Thread.sleep(10)) {
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("listening on 127\\.0\\.0\\.1:(\\d+)").matcher(hostCli.err.toString());
+            port = m.find() ? m.group(1) : null;
+        }
+        assertTrue(port != null, "the host printed where it listens: " + hostCli.err);
+        assertEquals(0, cli.exec("migrate", "--memory", "64m", "--mode", mode, "--to", "127.0.0.1:" + port, "--wws", "4m",
+            "--dirty-rate", "8m", "--bandwidth", "256m", "--json"), err.toString());
+        host.join(60_000);
+        JsonNode root = new ObjectMapper().readTree(out.toString());
+        assertEquals("tcp", root.get("transport").asText());
+        assertEquals("127.0.0.1:" + port, root.get("to").asText());
+        assertTrue(root.get("verified").asBoolean(), root.toString());
+        assertTrue(root.get("missing_writes").isNull(), "the journal stays in the source process: " + root);
+        assertEquals(0, hostExit[0], hostCli.err.toString());
+        JsonNode there = new ObjectMapper().readTree(hostCli.out.toString());
+        assertTrue(there.get("ran").asBoolean(), there.toString());
+        assertTrue(there.get("writes_after_resume").asLong() > 0, there.toString());
+        assertEquals(64L << 20, there.get("memory_bytes").asLong());
+        assertEquals(mode.equals("hybrid"), there.has("postcopy_faults"), there.toString());
+    }
+
+    @Test
+    void migratingToAPortWhereNothingListensIsRefusedNamingIt() throws Exception {
+        int port;
+        try (java.net.ServerSocket s = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            port = s.getLocalPort();
+        }
+        assertEquals(2, cli.exec("migrate", "--memory", "64m", "--to", "127.0.0.1:" + port));
+        assertTrue(err.toString().contains("--to 127.0.0.1:" + port) && err.toString().contains("cannot connect"), err.toString());
     }
 
     @Test
@@ -138,7 +180,11 @@ class MigrateCommandTest {
         "--max-rounds|0|--max-rounds 0",
         "--transport|udp|--transport udp",
         "--wws|1g|--wws",
-        "--xbzrle-cache|2g|--xbzrle-cache 2g"})
+        "--xbzrle-cache|2g|--xbzrle-cache 2g",
+        "--to|nohost|--to nohost",
+        "--to|127.0.0.1:0|--to 127.0.0.1:0",
+        "--to|127.0.0.1:http|--to 127.0.0.1:http",
+        "--to|no.such.host.invalid:4444|unknown host"})
     void badFlagsAreOneLineNamingTheValueAndExitTwo(String option, String value, String named) {
         assertEquals(2, cli.exec("migrate", option, value));
         String message = err.toString().strip();
