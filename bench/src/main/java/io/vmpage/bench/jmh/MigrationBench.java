@@ -28,7 +28,10 @@ import org.openjdk.jmh.annotations.TearDown;
  * and the source resumed after each. Baseline: one raw {@code copyMemory} of the same 64 MiB between two
  * touched off-heap regions. The ratio is the migration's copy throughput against the memory's. The
  * stream's CRC32C runs over every byte on both ends: {@code crc32c} times it over the same 64 MiB, to
- * show its share.
+ * show its share. Over TCP: {@code stopAndCopyTcp} is the same migration over a {@code TcpTransport} on
+ * loopback (both ends in this process, a new connection each time), against {@code rawLoopback}, the same
+ * 64 MiB written from a direct buffer into a connected loopback {@code SocketChannel} and read by a
+ * thread into another, with nothing else done.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.AverageTime)
@@ -64,8 +67,39 @@ public class MigrationBench {
         config = MigrationConfig.defaults().withMode(MigrationConfig.Mode.STOPCOPY).withVerify(false);
     }
 
+    /** Loopback pair for {@code rawLoopback}: the receiver thread reads everything and counts it. */
+    private java.nio.channels.SocketChannel rawSender;
+    private java.nio.channels.SocketChannel rawReceiver;
+    private Thread rawReader;
+    private final java.util.concurrent.atomic.AtomicLong rawReceived = new java.util.concurrent.atomic.AtomicLong();
+    private long rawSent;
+
+    @Setup(Level.Trial)
+    public void setUpLoopback() throws java.io.IOException {
+        try (java.nio.channels.ServerSocketChannel listener = java.nio.channels.ServerSocketChannel.open()) {
+            listener.bind(new java.net.InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), 0));
+            rawSender = java.nio.channels.SocketChannel.open(listener.getLocalAddress());
+            rawReceiver = listener.accept();
+        }
+        rawSender.setOption(java.net.StandardSocketOptions.TCP_NODELAY, true);
+        rawReader = new Thread(() -> {
+            java.nio.ByteBuffer in = java.nio.ByteBuffer.allocateDirect(256 << 10);
+            try {
+                for (int n = rawReceiver.read(in); n >= 0; n = rawReceiver.read(in.clear())) {
+                    rawReceived.addAndGet(n);
+                }
+            } catch (java.io.IOException closed) {
+                // tear-down
+            }
+        }, "raw-loopback-reader");
+        rawReader.setDaemon(true);
+        rawReader.start();
+    }
+
     @TearDown(Level.Trial)
-    public void tearDown() {
+    public void tearDown() throws Exception {
+        rawSender.close();
+        rawReceiver.close();
         destination.close();
         source.close();
         rawDestination.free();
@@ -97,5 +131,33 @@ public class MigrationBench {
         destination.destroyVm(result.destination());
         vm.resume();
         return report.bytesSent();
+    }
+
+    @Benchmark
+    public long rawLoopback() throws java.io.IOException {
+        java.nio.ByteBuffer b = rawSource.clear();
+        while (b.hasRemaining()) {
+            rawSent += rawSender.write(b);
+        }
+        while (rawReceived.get() < rawSent) {
+            Thread.onSpinWait();
+        }
+        return rawSent;
+    }
+
+    @Benchmark
+    @Baseline("rawLoopback")
+    public long stopAndCopyTcp() {
+        try (io.vmpage.migration.Transport link = io.vmpage.migration.TcpTransport.loopback(
+            io.vmpage.migration.MemoryTransport.DEFAULT_CHUNK, 10_000)) {
+            Migration.Result result = Migration.toHost(vm, destination, link, config, round -> { }, running -> { });
+            MigrationReport report = result.report();
+            if (report.pagesSent() != GUEST / 4096 || report.zeroPages() != 0) {
+                throw new IllegalStateException("sent " + report.pagesSent() + " pages, " + report.zeroPages() + " zero");
+            }
+            destination.destroyVm(result.destination());
+            vm.resume();
+            return report.bytesSent();
+        }
     }
 }
