@@ -886,7 +886,7 @@ public final class Vcpu {
         backend.setCr4(context, state.cr4());
         backend.setCr0(context, state.cr0());
         if (state.cr3Loaded()) {
-            backend.loadCr3(context, state.cr3());
+            backend.loadCr3(context, backend.machineCr3(state.cr3()));
         }
         userMode = state.userMode();
     }

@@ -789,10 +789,11 @@ public final class Vm {
     }
 
     /**
-     * The state this VM carries besides its memory ({@link VmState}), for a migration's switch-over.
+     * The state this VM carries besides its memory ({@link VmState}), for a migration's switch-over; a
+     * paravirtual VM's page tables come canonicalized to guest frame numbers ({@link PvTable}), and its
+     * vCPUs' CR3s name guest frames.
      *
-     * @throws IllegalStateException when the VM is not paused, or its paging mode cannot hand its state
-     *     over (paravirtual: its page tables hold machine frame numbers)
+     * @throws IllegalStateException when the VM is not paused
      */
     public VmState exportState() {
         synchronized (pauseControl) {
@@ -802,9 +803,10 @@ public final class Vm {
             for (Vcpu v : vcpus) {
                 io.vmpage.mmu.ControlRegisters r = v.mmu().registers();
                 long cr3 = backend.guestCr3(v.context());
-                states.add(new VcpuState(r.cr0(), Math.max(cr3, 0), cr3 >= 0, r.cr4(), r.efer(), v.userMode()));
+                states.add(new VcpuState(r.cr0(), cr3 >= 0 ? backend.canonicalCr3(cr3) : 0, cr3 >= 0, r.cr4(), r.efer(),
+                    v.userMode()));
             }
-            return new VmState(config, states);
+            return new VmState(config, states, backend.exportTables());
         }
     }
 
@@ -825,10 +827,12 @@ public final class Vm {
                 throw new IllegalArgumentException("state of a VM configured " + state.config() + " cannot go into VM " + id
                     + " configured " + config);
             }
+            backend.importTables(state.pvTables());
             for (Vcpu v : vcpus) {
                 VcpuState s = state.vcpus().get(v.index());
                 v.importState(s);
             }
+            backend.importDone();
         }
     }
 

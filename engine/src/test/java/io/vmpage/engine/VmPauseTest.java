@@ -10,6 +10,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import io.vmpage.mmu.MachineMemory;
+import io.vmpage.mmu.Pte;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
@@ -250,10 +251,11 @@ class VmPauseTest {
     /**
      * The vCPU state moves to a VM on another host: with guest memory copied page by page, the
      * destination's vCPUs run the same guest (for shadow paging that means the guest's CR3, not the
-     * shadow root the source's hardware ran on).
+     * shadow root the source's hardware ran on; for paravirtual paging, the page tables canonicalized to
+     * guest frames, rebuilt on the destination's machine frames and pinned again, Xen's save/restore).
      */
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @EnumSource(PagingMode.class)
     void exportedStateRunsTheSameGuestOnANewVm(PagingMode mode) {
         try (LoggedGuest source = new LoggedGuest(mode, WRITERS, PAGES);
              Host destinationHost = Host.create(64L << 20)) {
@@ -284,11 +286,53 @@ class VmPauseTest {
             }
             destination.vcpu(1).writeLong(LoggedGuest.page(1), -1);
             assertEquals(-1, destination.vcpu(0).readLong(LoggedGuest.page(1)), "one guest: vCPU 0 sees vCPU 1's write");
+            assertEquals(mode == PagingMode.PARAVIRTUAL, !state.pvTables().isEmpty(), "only PV carries its tables");
+            if (mode == PagingMode.PARAVIRTUAL) {
+                destination.pause();
+                VmState again = destination.exportState();
+                assertEquals(state.pvTables().size(), again.pvTables().size());
+                for (int i = 0; i < state.pvTables().size(); i++) { // the same tables, in guest frames, on other machine frames
+                    PvTable a = state.pvTables().get(i);
+                    PvTable b = again.pvTables().get(i);
+                    assertEquals(a.gfn(), b.gfn());
+                    assertEquals(a.level(), b.level());
+                    assertEquals(a.pinned(), b.pinned());
+                    for (int e = 0; e < PvTable.ENTRIES; e++) { // A and D may have been set by the accesses since
+                        assertEquals(a.entry(e) & ~(Pte.A | Pte.D), b.entry(e) & ~(Pte.A | Pte.D), "gfn " + a.gfn() + " entry " + e);
+                    }
+                }
+                assertTrue(state.pvTables().stream().anyMatch(PvTable::pinned), "the guest kernel pins its L4s");
+                assertEquals(state.vcpus().get(0).cr3(), again.vcpus().get(0).cr3(), "CR3 names the same guest frame");
+                destination.resume();
+            }
+        }
+    }
+
+    /** A paravirtual state whose tables name guest frames the VM does not have is refused by name. */
+    @Test
+    void aParavirtualStateNamingFramesOutsideTheVmIsRefused() {
+        try (LoggedGuest source = new LoggedGuest(PagingMode.PARAVIRTUAL, 1, 4); Host other = Host.create(64L << 20)) {
+            source.vm.pause();
+            VmState state = source.vm.exportState();
+            PvTable first = state.pvTables().get(0);
+            long[] entries = first.entries();
+            int present = 0;
+            while ((entries[present] & Pte.P) == 0) {
+                present++;
+            }
+            entries[present] = (entries[present] & ~Pte.ADDRESS_MASK) | (1L << 40); // guest frame 2^28: far outside 24 MiB
+            List<PvTable> tables = new java.util.ArrayList<>(state.pvTables());
+            tables.set(0, new PvTable(first.gfn(), first.level(), first.pinned(), entries));
+            Vm destination = other.createVm(source.vm.config());
+            destination.pause();
+            IllegalStateException refused = assertThrows(IllegalStateException.class,
+                () -> destination.importState(new VmState(state.config(), state.vcpus(), tables)));
+            assertTrue(refused.getMessage().contains("outside VM"), refused.getMessage());
         }
     }
 
     @Test
-    void stateIsRefusedForAnotherConfigurationAndForParavirtualVms() {
+    void stateIsRefusedForAnotherConfigurationAndTablesForANonParavirtualVm() {
         try (Host host = Host.create(96L << 20)) {
             Vm a = host.createVm(VmConfig.of(16L << 20));
             Vm b = host.createVm(VmConfig.of(16L << 20).withVcpus(2));
@@ -296,10 +340,8 @@ class VmPauseTest {
             b.pause();
             VmState state = a.exportState();
             assertThrows(IllegalArgumentException.class, () -> b.importState(state));
-            Vm pv = host.createVm(VmConfig.of(16L << 20).withPaging(PagingMode.PARAVIRTUAL));
-            pv.pause();
-            IllegalStateException refused = assertThrows(IllegalStateException.class, pv::exportState);
-            assertTrue(refused.getMessage().contains("PARAVIRTUAL"), refused.getMessage());
+            assertThrows(IllegalArgumentException.class, () -> new VmState(state.config(), state.vcpus(),
+                List.of(new PvTable(0, 4, true, new long[PvTable.ENTRIES]))), "page tables in a nested VM's state");
         }
     }
 }

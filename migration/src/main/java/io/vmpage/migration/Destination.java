@@ -64,6 +64,7 @@ public final class Destination {
             long deltas = 0;
             int rounds = 0;
             VmState state = null;
+            List<io.vmpage.engine.PvTable> pvTables = new ArrayList<>();
             long[] remote = null; // post-copy: frames still on the source
             long[] delivered = null;
             long remoteCount = 0;
@@ -141,6 +142,24 @@ public final class Destination {
                     case StreamFormat.STATE:
                         state = state(chunk, config);
                         break;
+                    case StreamFormat.PVTABLE: {
+                        if (state == null || config.paging() != PagingMode.PARAVIRTUAL) {
+                            throw new MigrationException("stream is corrupted: a paravirtual page table "
+                                + (state == null ? "before the vCPU state" : "for a " + config.paging() + " VM"));
+                        }
+                        long gfn = chunk.getLong();
+                        int level = chunk.get();
+                        boolean pinned = chunk.get() != 0;
+                        long[] entries = new long[io.vmpage.engine.PvTable.ENTRIES];
+                        for (int i = 0; i < entries.length; i++) {
+                            entries[i] = chunk.getLong();
+                        }
+                        if (gfn < 0 || gfn >= frames || level < 1 || level > 4) {
+                            throw new MigrationException("stream is corrupted: a paravirtual L" + level + " table in guest frame " + gfn);
+                        }
+                        pvTables.add(new io.vmpage.engine.PvTable(gfn, level, pinned, entries));
+                        break;
+                    }
                     case StreamFormat.REMOTE: {
                         if (remote == null) {
                             remote = new long[(int) ((frames + 63) >>> 6)];
@@ -203,7 +222,7 @@ public final class Destination {
                             throw new MigrationException("stream continues after its END record");
                         }
                         if (fetcher == null) {
-                            vm.importState(state);
+                            vm.importState(new VmState(config, state.vcpus(), pvTables)); // a bad table is refused here
                             return new Received(vm, pages, zero, deltas, rounds, null);
                         }
                         vm.setFrameFetcher(null); // every frame is here

@@ -188,19 +188,49 @@ public final class Migration {
         }
     }
 
-    /** The guest frames whose contents differ between the two VMs. */
+    /**
+     * The guest frames whose contents differ between the two VMs. A paravirtual VM's page tables hold
+     * machine frame numbers, which differ between hosts by design: those pages are compared in their
+     * canonical form ({@link #pageAsMigrated}).
+     */
     static List<Long> differing(Vm a, Vm b) {
+        java.util.Map<Long, long[]> tablesA = canonicalTables(a);
+        java.util.Map<Long, long[]> tablesB = canonicalTables(b);
         byte[] pa = new byte[PAGE];
         byte[] pb = new byte[PAGE];
         List<Long> differ = new ArrayList<>();
         for (long gfn = 0; gfn < a.physicalMap().frames(); gfn++) {
-            a.readPhysical(gfn * PAGE, pa, 0, PAGE);
-            b.readPhysical(gfn * PAGE, pb, 0, PAGE);
+            pageAsMigrated(a, tablesA, gfn, pa);
+            pageAsMigrated(b, tablesB, gfn, pb);
             if (!Arrays.equals(pa, pb)) {
                 differ.add(gfn);
             }
         }
         return differ;
+    }
+
+    /** A paused paravirtual VM's page tables by guest frame, canonicalized; empty for the other modes. */
+    static java.util.Map<Long, long[]> canonicalTables(Vm vm) {
+        java.util.Map<Long, long[]> tables = new java.util.HashMap<>();
+        if (vm.pagingMode() == PagingMode.PARAVIRTUAL) {
+            for (io.vmpage.engine.PvTable t : vm.exportState().pvTables()) {
+                tables.put(t.gfn(), t.entries());
+            }
+        }
+        return tables;
+    }
+
+    /**
+     * Guest frame {@code gfn} as a migration means it, into {@code page}: its bytes, or for a paravirtual
+     * page table in {@code tables} its canonical entries (little-endian), which are equal on both hosts.
+     */
+    static void pageAsMigrated(Vm vm, java.util.Map<Long, long[]> tables, long gfn, byte[] page) {
+        long[] entries = tables.get(gfn);
+        if (entries == null) {
+            vm.readPhysical(gfn * PAGE, page, 0, PAGE);
+            return;
+        }
+        java.nio.ByteBuffer.wrap(page).order(java.nio.ByteOrder.LITTLE_ENDIAN).asLongBuffer().put(entries);
     }
 
     /** What the source side did. */
@@ -228,9 +258,10 @@ public final class Migration {
      * paused. On a failure before the END the dirty log is off and the VM runs again.
      */
     static Sent send(Vm vm, Transport transport, MigrationConfig config, java.util.function.Consumer<MigrationReport.Round> progress) {
-        if (vm.pagingMode() == PagingMode.PARAVIRTUAL) {
-            throw new MigrationException("migrating a PARAVIRTUAL VM needs its page tables canonicalized to guest frame"
-                + " numbers (Xen's save/restore): not supported yet");
+        if (vm.pagingMode() == PagingMode.PARAVIRTUAL
+            && (config.mode() == MigrationConfig.Mode.POSTCOPY || config.mode() == MigrationConfig.Mode.HYBRID)) {
+            throw new MigrationException("a PARAVIRTUAL VM migrates by pre-copy or stop-and-copy, as Xen migrates PV guests:"
+                + " its page tables must all be on the destination, canonicalized and re-pinned, before it runs there");
         }
         Sent s = new Sent();
         s.startedAt = System.nanoTime();

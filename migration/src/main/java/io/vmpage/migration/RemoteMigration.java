@@ -10,7 +10,7 @@ import java.util.function.Consumer;
  * {@link #receive} in the destination's (QEMU's {@code migrate tcp:HOST:PORT} and {@code -incoming
  * tcp:PORT}). Nothing but the connection joins them, so the source cannot read the destination's memory
  * to verify it: at the end of the stream the destination hashes every guest page (64 bits,
- * {@link PageScan#hash}), before it resumes the VM (pre-copy, stop-and-copy) or once every page is there
+ * {@link PageScan#hash}; a paravirtual VM's page tables in their canonical form), before it resumes the VM (pre-copy, stop-and-copy) or once every page is there
  * (post-copy, hybrid: then also the frames the guest wrote since the switch-over), and replies with them
  * over the return path; the source compares them with its paused copy.
  *
@@ -52,12 +52,13 @@ public final class RemoteMigration {
         }
         long mismatched = 0;
         byte[] page = new byte[PAGE];
+        java.util.Map<Long, long[]> tables = Migration.canonicalTables(source);
         for (long gfn = 0; gfn < frames; gfn++) {
             boolean written = (reply[HEAD + (int) frames + (int) (gfn >>> 6)] & (1L << gfn)) != 0;
             if (written) {
                 continue; // the guest wrote it on the destination after the switch-over
             }
-            source.readPhysical(gfn * PAGE, page, 0, PAGE);
+            Migration.pageAsMigrated(source, tables, gfn, page);
             if (PageScan.hash(page, 0) != reply[HEAD + (int) gfn]) {
                 mismatched++;
             }
@@ -119,8 +120,9 @@ public final class RemoteMigration {
     private static void hashPages(Vm vm, long[] reply) {
         byte[] page = new byte[PAGE];
         long frames = vm.physicalMap().frames();
+        java.util.Map<Long, long[]> tables = vm.paused() ? Migration.canonicalTables(vm) : java.util.Map.of(); // PV: pre-copy only
         for (long gfn = 0; gfn < frames; gfn++) {
-            vm.readPhysical(gfn * PAGE, page, 0, PAGE);
+            Migration.pageAsMigrated(vm, tables, gfn, page);
             reply[HEAD + (int) gfn] = PageScan.hash(page, 0);
         }
     }

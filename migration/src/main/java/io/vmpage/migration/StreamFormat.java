@@ -19,6 +19,8 @@ package io.vmpage.migration;
  *  END     | type u8 = 4 | pages u64 (PAGE records sent) | crc32c u32 of every byte before this type |
  *  REMOTE  | type u8 = 5 | first word u32 | words u32 | words x u64: bitmap of the guest frames the
  *          |             | source still holds (post-copy: the destination marks them "not here yet")  |
+ *  PVTABLE | type u8 = 7 | gfn u64 | level u8 | pinned u8 | 512 x u64 canonical entries: a paravirtual
+ *          |             | VM's page table with guest frame numbers in place of machine frames (after STATE)   |
  *  POSTCOPY| type u8 = 6 | the switch-over of post-copy: the destination resumes the VM now; the PAGE |
  *          |             | records after it fill its remote frames, each exactly once                 |
  * </pre>
@@ -37,6 +39,9 @@ final class StreamFormat {
     static final byte END = 4;
     static final byte REMOTE = 5;
     static final byte POSTCOPY = 6;
+    static final byte PVTABLE = 7;
+    /** Bytes of a PVTABLE record. */
+    static final int PVTABLE_BYTES = 1 + 8 + 1 + 1 + 512 * 8;
     /** Bitmap words per REMOTE record (32 KiB, well inside a chunk). */
     static final int REMOTE_WORDS = 4096;
 

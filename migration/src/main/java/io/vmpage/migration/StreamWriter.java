@@ -82,6 +82,13 @@ final class StreamWriter {
             chunk.putLong(v.cr0()).putLong(v.cr3()).putLong(v.cr4()).putLong(v.efer())
                 .put((byte) ((v.cr3Loaded() ? 1 : 0) | (v.userMode() ? 2 : 0)));
         }
+        for (io.vmpage.engine.PvTable t : state.pvTables()) {
+            room(StreamFormat.PVTABLE_BYTES);
+            chunk.put(StreamFormat.PVTABLE).putLong(t.gfn()).put((byte) t.level()).put((byte) (t.pinned() ? 1 : 0));
+            for (int i = 0; i < io.vmpage.engine.PvTable.ENTRIES; i++) {
+                chunk.putLong(t.entry(i));
+            }
+        }
     }
 
     /** REMOTE records for the guest frames set in {@code bitmap} (one bit per frame, 64 per word). */

@@ -151,6 +151,12 @@ class MigrationFailureTest {
             b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_DELTA).putLong(3).putShort((short) 400).put(new byte[] {0, 4, 1, 2, 3, 4});
         });
         assertTrue(deltaCut.getMessage().contains("XBZRLE delta of guest frame 3"), deltaCut.getMessage());
+        MigrationException tableInNested = receiveHandMade(b -> {
+            header(b, 16L << 20);
+            b.put(StreamFormat.STATE).putInt(1).putLong(0).putLong(0).putLong(0).putLong(0).put((byte) 0);
+            b.put(StreamFormat.PVTABLE).putLong(5).put((byte) 4).put((byte) 1).put(new byte[512 * 8]);
+        });
+        assertTrue(tableInNested.getMessage().contains("paravirtual page table for a NESTED VM"), tableInNested.getMessage());
     }
 
     private static void header(ByteBuffer b, long memory) {

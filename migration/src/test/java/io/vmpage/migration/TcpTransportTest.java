@@ -174,7 +174,7 @@ class TcpTransportTest {
      * destination's VM runs, and every write the source's writers completed is in the source's copy.
      */
     @ParameterizedTest
-    @CsvSource({"NESTED, PRECOPY", "SHADOW, PRECOPY", "NESTED, POSTCOPY", "SHADOW, HYBRID"})
+    @CsvSource({"NESTED, PRECOPY", "SHADOW, PRECOPY", "NESTED, POSTCOPY", "SHADOW, HYBRID", "PARAVIRTUAL, PRECOPY"})
     @Timeout(value = 120, unit = TimeUnit.SECONDS)
     void aMigrationToAnotherProcessIsVerifiedFromTheDestinationsHashes(PagingMode paging, MigrationConfig.Mode mode) throws Exception {
         try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20);

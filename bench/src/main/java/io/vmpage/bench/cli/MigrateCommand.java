@@ -59,7 +59,8 @@ public final class MigrateCommand implements Callable<Integer> {
         description = "Guest memory, 64m to 16g; all but 32 MiB is heap, written once before the migration. Default: ${DEFAULT-VALUE}.")
     String memory;
 
-    @Option(names = "--paging", paramLabel = "MODE", defaultValue = "nested", description = "nested or shadow. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--paging", paramLabel = "MODE", defaultValue = "nested",
+        description = "nested, shadow or pv (Xen PV: pre-copy and stop-and-copy). Default: ${DEFAULT-VALUE}.")
     String paging;
 
     @Option(names = "--writers", paramLabel = "N", defaultValue = "2", description = "Writer vCPUs, 1 to 16. Default: ${DEFAULT-VALUE}.")
@@ -129,10 +130,6 @@ public final class MigrateCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         PagingMode pagingMode = Cli.pagingMode(paging);
-        if (pagingMode == PagingMode.PARAVIRTUAL) {
-            throw new Cli.UsageException("--paging pv: migrating a paravirtual VM (its page tables hold machine frames,"
-                + " canonicalized by Xen's save/restore) is not supported yet");
-        }
         MigrationConfig.Mode algorithm = switch (mode) {
             case "precopy" -> MigrationConfig.Mode.PRECOPY;
             case "stopcopy" -> MigrationConfig.Mode.STOPCOPY;
@@ -140,6 +137,11 @@ public final class MigrateCommand implements Callable<Integer> {
             case "hybrid" -> MigrationConfig.Mode.HYBRID;
             default -> throw new Cli.UsageException("--mode " + mode + " must be precopy, stopcopy, postcopy or hybrid");
         };
+        if (pagingMode == PagingMode.PARAVIRTUAL
+            && (algorithm == MigrationConfig.Mode.POSTCOPY || algorithm == MigrationConfig.Mode.HYBRID)) {
+            throw new Cli.UsageException("--paging pv --mode " + mode + ": a paravirtual VM migrates by precopy or stopcopy,"
+                + " as Xen migrates PV guests (its page tables must be restored and pinned before it runs)");
+        }
         if (!transport.equals("memory") && !transport.equals("tcp")) {
             throw new Cli.UsageException("--transport " + transport + " must be memory or tcp");
         }
@@ -456,7 +458,7 @@ public final class MigrateCommand implements Callable<Integer> {
     private String json(MigrationReport r, DirtyRate measured, boolean predicted, boolean converged, long missing) {
         ObjectNode o = JSON.createObjectNode();
         o.put("mode", r.mode().name().toLowerCase(Locale.ROOT));
-        o.put("paging", r.paging().toLowerCase(Locale.ROOT));
+        o.put("paging", paging); // as the flag names it: nested, shadow or pv
         o.put("memory_bytes", r.memoryBytes());
         o.put("writers", writers);
         o.put("pattern", pattern);

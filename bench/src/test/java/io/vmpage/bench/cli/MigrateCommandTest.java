@@ -24,7 +24,8 @@ class MigrateCommandTest {
     @ParameterizedTest
     @CsvSource({"nested, precopy, hotset, write-protect", "nested, precopy, zipf, dirty-bits", "shadow, precopy, uniform, dirty-ring",
         "nested, stopcopy, sequential, write-protect",
-        "shadow, postcopy, uniform, write-protect", "shadow, hybrid, hotset, dirty-ring", "nested, hybrid, uniform, write-protect"})
+        "shadow, postcopy, uniform, write-protect", "shadow, hybrid, hotset, dirty-ring", "nested, hybrid, uniform, write-protect",
+        "pv, precopy, uniform, write-protect", "pv, stopcopy, hotset, dirty-ring"})
     void aMigrationUnderWritersIsVerifiedAndReportedAsJson(String paging, String mode, String pattern, String method) throws Exception {
         assertEquals(0, cli.exec("migrate", "--memory", "64m", "--paging", paging, "--mode", mode, "--pattern", pattern,
             "--method", method, "--wws", "4m", "--dirty-rate", "8m", "--bandwidth", "256m", "--json"), err.toString());
@@ -169,7 +170,6 @@ class MigrateCommandTest {
     @CsvSource(delimiter = '|', value = {
         "--memory|1k|--memory",
         "--memory|99g|--memory",
-        "--paging|pv|not supported yet",
         "--paging|bogus|--paging bogus",
         "--mode|sideways|--mode sideways",
         "--pattern|spiral|--pattern spiral",
@@ -189,6 +189,13 @@ class MigrateCommandTest {
         assertEquals(2, cli.exec("migrate", option, value));
         String message = err.toString().strip();
         assertTrue(message.startsWith("vmpage: ") && message.contains(named) && !message.contains("\n"), message);
+    }
+
+    @ParameterizedTest
+    @CsvSource({"postcopy", "hybrid"})
+    void aParavirtualGuestIsRefusedPostCopyNamingWhy(String mode) {
+        assertEquals(2, cli.exec("migrate", "--paging", "pv", "--mode", mode));
+        assertTrue(err.toString().contains("--paging pv --mode " + mode) && err.toString().contains("Xen"), err.toString());
     }
 
     @Test

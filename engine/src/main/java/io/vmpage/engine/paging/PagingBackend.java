@@ -101,6 +101,38 @@ public interface PagingBackend {
     }
 
     /**
+     * The page tables this mode keeps in machine-frame terms, canonicalized for a migration (paravirtual:
+     * Xen's save); empty for modes whose guest tables hold guest frame numbers. The VM is paused.
+     */
+    default java.util.List<io.vmpage.engine.PvTable> exportTables() {
+        return java.util.List.of();
+    }
+
+    /**
+     * Rebuilds {@link #exportTables}'s tables on this VM's machine frames and re-validates them, before
+     * any vCPU state goes in (paravirtual: Xen's restore). The VM is paused and never ran.
+     */
+    default void importTables(java.util.List<io.vmpage.engine.PvTable> tables) {
+        if (!tables.isEmpty()) {
+            throw new IllegalStateException("this paging mode keeps no page tables of its own to import");
+        }
+    }
+
+    /** After every vCPU's state went in: drops what {@link #importTables} held only until then. */
+    default void importDone() {
+    }
+
+    /** A guest CR3 as a migration carries it (paravirtual: the L4's guest frame instead of its machine frame). */
+    default long canonicalCr3(long cr3) {
+        return cr3;
+    }
+
+    /** {@link #canonicalCr3}'s inverse on this VM. */
+    default long machineCr3(long canonicalCr3) {
+        return canonicalCr3;
+    }
+
+    /**
      * Whether this mode's state travels as the registers alone ({@code Vm.exportState}): true when its
      * paging structures rebuild themselves from guest memory on the destination.
      */

@@ -122,12 +122,150 @@ public final class ParavirtualPaging implements PagingBackend {
     }
 
     /**
-     * Not yet: guest page tables hold machine frame numbers, which a migration must canonicalize to guest
-     * frame numbers and translate back on the destination (Xen's {@code xc_domain_save}/{@code restore}).
+     * The state travels: guest page tables hold machine frame numbers, so {@link #exportTables}
+     * canonicalizes them to guest frame numbers and {@link #importTables} translates them back on the
+     * destination and re-pins them (Xen's {@code xc_domain_save}/{@code xc_domain_restore}).
      */
     @Override
     public boolean transfersState() {
-        return false;
+        return true;
+    }
+
+    // ------------------------------------------------------------------ migration (Xen save/restore)
+
+    /** Typed L4s the import validated only so that a vCPU could load them; dropped by {@link #importDone}. */
+    private final java.util.List<Long> importHeld = new java.util.ArrayList<>();
+
+    /**
+     * Every validated page-table page (pinned or reached from one), its entries canonicalized: a present
+     * entry's machine frame becomes the guest frame it backs (Xen's M2P), a log-dirty write protection is
+     * taken back off (the guest's RW), the other bits stay.
+     */
+    @Override
+    public java.util.List<io.vmpage.engine.PvTable> exportTables() {
+        vm.lockServingRequests(lock);
+        try {
+            java.util.List<io.vmpage.engine.PvTable> tables = new java.util.ArrayList<>();
+            for (long mfn : typed) {
+                int type = FrameDescriptor.type(frames.descriptor(mfn));
+                if (type == FrameDescriptor.TYPE_WRITABLE || !FrameDescriptor.isParavirtualType(type)) {
+                    continue;
+                }
+                long[] entries = new long[ENTRIES];
+                long base = mfn << MachineMemory.FRAME_SHIFT;
+                for (int i = 0; i < ENTRIES; i++) {
+                    long e = memory.getLongVolatile(base + ((long) i << 3));
+                    if ((e & Pte.P) != 0) {
+                        e = Hypercalls.guestView(e);
+                        long target = (e & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT;
+                        long gfn = frames.guestFrame(target);
+                        if (gfn < 0) {
+                            throw new IllegalStateException("L" + FrameDescriptor.tableLevel(type) + " table " + mfn + " maps machine frame "
+                                + target + ", which backs no guest frame");
+                        }
+                        e = (e & ~Pte.ADDRESS_MASK) | (gfn << MachineMemory.FRAME_SHIFT);
+                    }
+                    entries[i] = e;
+                }
+                tables.add(new io.vmpage.engine.PvTable(frames.guestFrame(mfn), FrameDescriptor.tableLevel(type), pinned.contains(mfn),
+                    entries));
+            }
+            tables.sort(java.util.Comparator.comparingLong(io.vmpage.engine.PvTable::gfn)); // the same order on every host
+            return tables;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Writes each table into its guest frame here with the guest frames translated to this VM's machine
+     * frames (populating a target never sent, a zero page), then validates: pinned tables are pinned
+     * again (validation types the tables and writable frames below them, as on the source), and an L4
+     * typed without a pin (a vCPU's base pointer alone held it) is validated and held until the vCPUs
+     * loaded their CR3s. A table that fails validation here is a corrupted or hostile stream.
+     */
+    @Override
+    public void importTables(java.util.List<io.vmpage.engine.PvTable> tables) {
+        vm.lockServingRequests(lock);
+        try {
+            for (io.vmpage.engine.PvTable t : tables) {
+                long mfn = vm.populate(checkedGfn(t.gfn(), "table"));
+                if (FrameDescriptor.type(frames.descriptor(mfn)) != FrameDescriptor.TYPE_DATA) {
+                    throw new IllegalStateException("guest frame " + t.gfn() + " is restored twice as a page table");
+                }
+                long base = mfn << MachineMemory.FRAME_SHIFT;
+                for (int i = 0; i < ENTRIES; i++) {
+                    long e = t.entry(i);
+                    if ((e & Pte.P) != 0) {
+                        long target = vm.populate(checkedGfn((e & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT, "entry target"));
+                        e = (e & ~Pte.ADDRESS_MASK) | (target << MachineMemory.FRAME_SHIFT);
+                    }
+                    memory.putLongVolatile(base + ((long) i << 3), e);
+                }
+            }
+            for (int level = Pte.LEVEL_PML4; level >= Pte.LEVEL_PT; level--) { // pins from the top: fewer re-walks
+                for (io.vmpage.engine.PvTable t : tables) {
+                    if (t.level() != level) {
+                        continue;
+                    }
+                    long mfn = vm.physicalMap().machineFrame(t.gfn());
+                    if (t.pinned()) {
+                        restoreType(mfn, level, "pin");
+                        pinned.add(mfn);
+                    } else if (level == Pte.LEVEL_PML4 && FrameDescriptor.type(frames.descriptor(mfn)) != FrameDescriptor.TYPE_L4) {
+                        restoreType(mfn, level, "base pointer");
+                        importHeld.add(mfn);
+                    }
+                }
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public void importDone() {
+        vm.lockServingRequests(lock);
+        try {
+            for (long mfn : importHeld) {
+                putType(mfn);
+            }
+            importHeld.clear();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Lock held. Types {@code mfn} as a table of {@code level}, validating it; a refusal is a bad stream. */
+    private void restoreType(long mfn, int level, String why) {
+        String error = getType(mfn, FrameDescriptor.tableType(level));
+        if (error != null) {
+            throw new IllegalStateException("restoring the L" + level + " table in machine frame " + mfn + " (" + why + "): " + error);
+        }
+    }
+
+    private long checkedGfn(long gfn, String what) {
+        if (!vm.physicalMap().contains(gfn)) {
+            throw new IllegalStateException("a restored page " + what + " names guest frame " + gfn + ", outside VM " + vm.id()
+                + "'s memory");
+        }
+        return gfn;
+    }
+
+    @Override
+    public long canonicalCr3(long cr3) {
+        long mfn = (cr3 & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT;
+        return (cr3 & ~Pte.ADDRESS_MASK) | (frames.guestFrame(mfn) << MachineMemory.FRAME_SHIFT);
+    }
+
+    @Override
+    public long machineCr3(long canonicalCr3) {
+        long gfn = checkedGfn((canonicalCr3 & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT, "CR3");
+        long mfn = vm.physicalMap().machineFrame(gfn);
+        if (mfn < 0) {
+            throw new IllegalStateException("CR3 names guest frame " + gfn + ", which holds no restored table");
+        }
+        return (canonicalCr3 & ~Pte.ADDRESS_MASK) | (mfn << MachineMemory.FRAME_SHIFT);
     }
 
     @Override
