@@ -50,6 +50,8 @@ public final class GuestKernel {
     private final AddressSpace[] running;
     private final AtomicReference<Vcpu> lockOwner = new AtomicReference<>();
     private int nextPcid = 1;
+    /** Every address space, the kernel's first, in creation order (their indices travel in {@link #saveState}). Kernel lock. */
+    private final List<AddressSpace> spaces = new ArrayList<>();
 
     private GuestKernel(Vm vm, PagingOps ops, long kernelRoot, long[] freeFrames, int freeCount) {
         this.vm = vm;
@@ -59,6 +61,133 @@ public final class GuestKernel {
         this.freeCount = freeCount;
         this.running = new AddressSpace[vm.vcpus().size()];
         this.kernelSpace = new AddressSpace(this, kernelRoot, 0, vm.vcpus().size());
+        spaces.add(kernelSpace);
+    }
+
+    // ------------------------------------------------------------------ migration
+
+    private static final int STATE_MAGIC = 0x474B_5331; // "GKS1"
+
+    /**
+     * The kernel's state that lives outside guest memory (its free-frame list, address spaces with their
+     * mappings and per-vCPU flags, what each vCPU runs, and for a paravirtual guest the guest frames it
+     * populated and where its direct map's tables are), as device state for a migration: a VM migrated
+     * with it continues exactly where it was ({@link #restore}). Its page tables and data are in guest
+     * memory and travel with it. Call with the VM paused, or no vCPU inside the kernel.
+     *
+     * @throws IllegalStateException when a vCPU is inside the kernel (holds its lock)
+     */
+    public byte[] saveState() {
+        if (lockOwner.get() != null) {
+            throw new IllegalStateException("vCPU " + lockOwner.get().index() + " is inside the guest kernel: its state is not at rest");
+        }
+        java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+        try (java.io.DataOutputStream out = new java.io.DataOutputStream(bytes)) {
+            out.writeInt(STATE_MAGIC);
+            ops.saveState(out);
+            out.writeInt(freeFrames.length);
+            out.writeInt(freeCount);
+            for (int i = 0; i < freeCount; i++) {
+                out.writeLong(freeFrames[i]);
+            }
+            out.writeLong(kernelRoot);
+            out.writeInt(nextPcid);
+            out.writeInt(spaces.size());
+            for (AddressSpace space : spaces) {
+                out.writeLong(space.rootGfn);
+                out.writeInt(space.pcid);
+                for (int i = 0; i < running.length; i++) {
+                    out.writeByte((space.usedOn[i] ? 1 : 0) | (space.staleOn[i] ? 2 : 0));
+                }
+                synchronized (space.vmas) {
+                    out.writeInt(space.vmas.size());
+                    for (Vma v : space.vmas.values()) {
+                        out.writeLong(v.start);
+                        out.writeLong(v.end);
+                        out.writeInt(v.prot);
+                    }
+                }
+            }
+            for (AddressSpace r : running) {
+                out.writeInt(spaces.indexOf(r));
+            }
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+        return bytes.toByteArray();
+    }
+
+    /**
+     * The kernel {@link #saveState} saved, on {@code vm}: the destination of a migration, whose memory,
+     * vCPU registers and (paravirtual) page tables are in place. Installs the kernel's page-fault handler
+     * on every vCPU, as booting did.
+     *
+     * @throws IllegalArgumentException when {@code state} is not a kernel state for this VM's shape
+     */
+    public static GuestKernel restore(Vm vm, byte[] state) {
+        try (java.io.DataInputStream in = new java.io.DataInputStream(new java.io.ByteArrayInputStream(state))) {
+            if (in.readInt() != STATE_MAGIC) {
+                throw new IllegalArgumentException("not a guest kernel state");
+            }
+            PagingOps ops = vm.pagingMode() == io.vmpage.engine.PagingMode.PARAVIRTUAL ? PagingOps.Paravirtual.restore(vm, in)
+                : new PagingOps.Native();
+            int capacity = in.readInt();
+            int free = in.readInt();
+            if (capacity < 0 || capacity > vm.physicalMap().frames() || free < 0 || free > capacity) {
+                throw new IllegalArgumentException("a guest kernel state of " + free + "/" + capacity + " free frames for a VM of "
+                    + vm.physicalMap().frames());
+            }
+            long[] freeFrames = new long[capacity];
+            for (int i = 0; i < free; i++) {
+                freeFrames[i] = frame(vm, in.readLong());
+            }
+            GuestKernel kernel = new GuestKernel(vm, ops, frame(vm, in.readLong()), freeFrames, free);
+            kernel.nextPcid = in.readInt();
+            int n = in.readInt();
+            if (n < 1 || n > 1 << 20) {
+                throw new IllegalArgumentException("a guest kernel state with " + n + " address spaces");
+            }
+            for (int i = 0; i < n; i++) {
+                long root = frame(vm, in.readLong());
+                int pcid = in.readInt();
+                AddressSpace space = i == 0 ? kernel.kernelSpace : new AddressSpace(kernel, root, pcid, kernel.running.length);
+                if (i == 0 && (root != kernel.kernelRoot || pcid != 0)) {
+                    throw new IllegalArgumentException("a guest kernel state whose first address space is not the kernel's");
+                }
+                for (int v = 0; v < kernel.running.length; v++) {
+                    int flags = in.readByte();
+                    space.usedOn[v] = (flags & 1) != 0;
+                    space.staleOn[v] = (flags & 2) != 0;
+                }
+                int vmas = in.readInt();
+                for (int j = 0; j < vmas; j++) {
+                    long start = in.readLong();
+                    long end = in.readLong();
+                    int prot = in.readInt();
+                    checkRange(start, end - start);
+                    space.vmas.put(start, new Vma(start, end, prot));
+                }
+                if (i > 0) {
+                    kernel.spaces.add(space);
+                }
+            }
+            for (int v = 0; v < kernel.running.length; v++) {
+                int index = in.readInt();
+                if (index < 0 || index >= n) {
+                    throw new IllegalArgumentException("vCPU " + v + " runs address space " + index + " of " + n);
+                }
+                kernel.running[v] = kernel.spaces.get(index);
+            }
+            if (in.read() >= 0) {
+                throw new IllegalArgumentException("a guest kernel state with bytes after its end");
+            }
+            for (Vcpu cpu : vm.vcpus()) {
+                cpu.setPageFaultHandler(kernel::onPageFault);
+            }
+            return kernel;
+        } catch (java.io.IOException e) {
+            throw new IllegalArgumentException("a truncated guest kernel state: " + e.getMessage(), e);
+        }
     }
 
     /**
@@ -95,6 +224,24 @@ public final class GuestKernel {
         return kernelSpace;
     }
 
+    /** Guest frame {@code gfn} of a restored state, checked against {@code vm}. */
+    private static long frame(Vm vm, long gfn) {
+        if (!vm.physicalMap().contains(gfn)) {
+            throw new IllegalArgumentException("a guest kernel state names guest frame " + gfn + ", outside the VM");
+        }
+        return gfn;
+    }
+
+    /** Address space {@code index} in creation order (0: the kernel's), for a program's saved state. */
+    AddressSpace space(int index) {
+        return spaces.get(index);
+    }
+
+    /** {@link #space}'s inverse. */
+    int indexOf(AddressSpace space) {
+        return spaces.indexOf(space);
+    }
+
     // ------------------------------------------------------------------ address spaces
 
     /** A new user address space: its own PML4 (sharing the kernel half) and PCID. */
@@ -113,7 +260,9 @@ public final class GuestKernel {
             if (pcid > 0xFFF) {
                 throw new IllegalStateException("out of PCIDs");
             }
-            return new AddressSpace(this, root, pcid, running.length);
+            AddressSpace space = new AddressSpace(this, root, pcid, running.length);
+            spaces.add(space);
+            return space;
         } finally {
             unlock();
         }

@@ -61,7 +61,8 @@ public final class GuestProgram {
     private final GuestKernel kernel;
     private final Vcpu cpu;
     private final Mix mix;
-    private final Random random;
+    /** The operations' random source; replaced once by {@link #restore}. */
+    private Random random;
     private final List<GuestKernel.AddressSpace> spaces = new ArrayList<>();
     private final boolean[][] mapped;
     private final boolean[][] writable;
@@ -77,6 +78,92 @@ public final class GuestProgram {
         this.random = new Random(seed);
         this.mapped = new boolean[mix.processes()][mix.slots()];
         this.writable = new boolean[mix.processes()][mix.slots()];
+    }
+
+    private static final int STATE_MAGIC = 0x4750_5331; // "GPS1"
+
+    /**
+     * Everything the program holds outside guest memory (its mix, its random generator's state, its
+     * processes as the kernel's address spaces, what it believes is mapped and writable, which process
+     * runs, and its trace so far), as device state for a migration: {@link #restore} on the destination
+     * carries on with exactly the operations it would have run here. Call between {@link #run}s.
+     */
+    public byte[] saveState() {
+        java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+        try (java.io.ObjectOutputStream out = new java.io.ObjectOutputStream(bytes)) {
+            out.writeInt(STATE_MAGIC);
+            out.writeUTF(mix.name());
+            for (int v : new int[] {mix.processes(), mix.slots(), mix.read(), mix.write(), mix.map(), mix.unmap(), mix.protect(),
+                mix.contextSwitch()}) {
+                out.writeInt(v);
+            }
+            out.writeObject(random); // java.util.Random serializes its seed
+            out.writeInt(spaces.size());
+            for (GuestKernel.AddressSpace space : spaces) {
+                out.writeInt(kernel.indexOf(space));
+            }
+            out.writeObject(mapped);
+            out.writeObject(writable);
+            out.writeInt(current);
+            out.writeObject(java.util.Arrays.copyOf(trace, traceLength));
+            out.writeLong(faults);
+        } catch (java.io.IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+        return bytes.toByteArray();
+    }
+
+    /**
+     * The program {@link #saveState} saved, running on {@code kernel} ({@link GuestKernel#restore} of the
+     * same migration).
+     *
+     * @throws IllegalArgumentException when {@code state} is not a program state for this kernel
+     */
+    public static GuestProgram restore(GuestKernel kernel, byte[] state) {
+        try (java.io.ObjectInputStream in = new java.io.ObjectInputStream(new java.io.ByteArrayInputStream(state)) {
+            @Override
+            protected Class<?> resolveClass(java.io.ObjectStreamClass desc) throws java.io.IOException, ClassNotFoundException {
+                String name = desc.getName();
+                if (!name.equals("java.util.Random") && !name.equals("[Z") && !name.equals("[[Z") && !name.equals("[J")) {
+                    throw new java.io.InvalidClassException(name, "not part of a guest program's state"); // no gadget chains
+                }
+                return super.resolveClass(desc);
+            }
+        }) {
+            if (in.readInt() != STATE_MAGIC) {
+                throw new IllegalArgumentException("not a guest program state");
+            }
+            String name = in.readUTF();
+            int[] v = new int[8];
+            for (int i = 0; i < v.length; i++) {
+                v[i] = in.readInt();
+            }
+            Mix mix = new Mix(name, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+            GuestProgram program = new GuestProgram(kernel, mix, 0);
+            java.util.Random random = (java.util.Random) in.readObject();
+            int n = in.readInt();
+            if (n < 0 || n > mix.processes()) {
+                throw new IllegalArgumentException("a guest program state with " + n + " processes for a mix of " + mix.processes());
+            }
+            for (int i = 0; i < n; i++) {
+                program.spaces.add(kernel.space(in.readInt()));
+            }
+            boolean[][] mapped = (boolean[][]) in.readObject();
+            boolean[][] writable = (boolean[][]) in.readObject();
+            for (int p = 0; p < mix.processes(); p++) {
+                System.arraycopy(mapped[p], 0, program.mapped[p], 0, mix.slots());
+                System.arraycopy(writable[p], 0, program.writable[p], 0, mix.slots());
+            }
+            program.current = in.readInt();
+            long[] trace = (long[]) in.readObject();
+            program.trace = java.util.Arrays.copyOf(trace, Math.max(1024, trace.length));
+            program.traceLength = trace.length;
+            program.faults = in.readLong();
+            program.randomState(random);
+            return program;
+        } catch (java.io.IOException | ClassNotFoundException | ClassCastException | IndexOutOfBoundsException e) {
+            throw new IllegalArgumentException("a malformed guest program state: " + e, e);
+        }
     }
 
     /**
@@ -116,6 +203,10 @@ public final class GuestProgram {
             }
         });
         return new Trace(trace, traceLength, faults, operations);
+    }
+
+    private void randomState(Random restored) {
+        this.random = restored;
     }
 
     private static long slotVa(int slot) {

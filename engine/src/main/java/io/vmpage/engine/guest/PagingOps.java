@@ -38,6 +38,10 @@ interface PagingOps {
     /** Guest frame {@code gfn} goes back to the kernel's free list (a table frame loses its table role). */
     void releaseFrame(Vcpu cpu, long gfn);
 
+    /** What these operations know beyond guest memory, for {@link GuestKernel#saveState}. */
+    default void saveState(java.io.DataOutputStream out) throws java.io.IOException {
+    }
+
     /** Boots {@code vm}'s page tables the way its mode needs and returns the matching operations. */
     static PagingOps forVm(Vm vm, Boot boot) {
         return switch (vm.pagingMode()) {
@@ -60,6 +64,57 @@ interface PagingOps {
 
         Paravirtual(Boot boot) {
             this.directMapTables = boot.directMapTables();
+        }
+
+        private Paravirtual(long[] directMapTables) {
+            this.directMapTables = directMapTables;
+        }
+
+        /** The direct map's tables, and the guest frames this guest populated (not their machine frames: those are the host's). */
+        @Override
+        public void saveState(java.io.DataOutputStream out) throws java.io.IOException {
+            out.writeInt(directMapTables.length);
+            for (long gfn : directMapTables) {
+                out.writeLong(gfn);
+            }
+            long[] known = new long[physicalToMachine.size()];
+            int[] n = {0};
+            physicalToMachine.forEachLong((gfn, mfn) -> known[n[0]++] = gfn);
+            java.util.Arrays.sort(known);
+            out.writeInt(known.length);
+            for (long gfn : known) {
+                out.writeLong(gfn);
+            }
+        }
+
+        /**
+         * The operations {@link #saveState} saved, on the destination {@code vm}: the guest's P2M and M2P are
+         * rebuilt from where its frames are now (Xen's restore rewrites the guest's P2M the same way).
+         */
+        static Paravirtual restore(Vm vm, java.io.DataInputStream in) throws java.io.IOException {
+            int tables = in.readInt();
+            if (tables < 0 || tables > vm.physicalMap().frames()) {
+                throw new IllegalArgumentException("a paravirtual kernel state with " + tables + " direct-map tables");
+            }
+            long[] direct = new long[tables];
+            for (int i = 0; i < tables; i++) {
+                direct[i] = in.readLong();
+            }
+            Paravirtual ops = new Paravirtual(direct);
+            int known = in.readInt();
+            if (known < 0 || known > vm.physicalMap().frames()) {
+                throw new IllegalArgumentException("a paravirtual kernel state with " + known + " populated frames");
+            }
+            for (int i = 0; i < known; i++) {
+                long gfn = in.readLong();
+                long mfn = vm.physicalMap().contains(gfn) ? vm.physicalMap().machineFrame(gfn) : -1;
+                if (mfn < 0) {
+                    throw new IllegalArgumentException("the paravirtual guest had guest frame " + gfn + ", which is not here");
+                }
+                ops.physicalToMachine.put(gfn, mfn);
+                ops.machineToPhysical.put(mfn, gfn);
+            }
+            return ops;
         }
 
         private long mfn(Vcpu cpu, long gfn) {
