@@ -69,12 +69,12 @@ public final class HostCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         InetSocketAddress address = MigrateCommand.address("--listen", listen, true);
         long limit = Units.parseSize("--memory-limit", memoryLimit, 64L << 20, 1L << 40);
-        long waitNanos = duration("--wait", wait);
-        long stallNanos = duration("--stall-timeout", stallTimeout);
+        long waitNanos = MigrateCommand.duration("--wait", wait);
+        long stallNanos = MigrateCommand.duration("--stall-timeout", stallTimeout);
         if (stallNanos < 10_000_000L) {
             throw new Cli.UsageException("--stall-timeout " + stallTimeout + " must be at least 10ms");
         }
-        long runNanos = duration("--run", run);
+        long runNanos = MigrateCommand.duration("--run", run);
         if (runNanos > 600_000_000_000L) {
             throw new Cli.UsageException("--run " + run + " must be at most 600s");
         }
@@ -111,18 +111,6 @@ public final class HostCommand implements Callable<Integer> {
             return TcpTransport.listen(address);
         } catch (MigrationException e) {
             throw new Cli.UsageException("--listen " + address.getHostString() + ":" + address.getPort() + ": " + e.getMessage());
-        }
-    }
-
-    private static long duration(String option, String text) {
-        try {
-            long nanos = Units.parseDurationNanos(text);
-            if (nanos < 0) {
-                throw new IllegalArgumentException("must not be negative");
-            }
-            return nanos;
-        } catch (IllegalArgumentException e) {
-            throw new Cli.UsageException(option + " " + text + ": " + e.getMessage());
         }
     }
 

@@ -415,7 +415,8 @@ public final class MigrateCommand implements Callable<Integer> {
         }
     }
 
-    private static long duration(String option, String text) {
+    /** A duration flag's value in nanoseconds (ms, s, ...; never negative), or a usage error naming it. */
+    static long duration(String option, String text) {
         try {
             return Units.parseDurationNanos(text);
         } catch (IllegalArgumentException e) {

@@ -123,7 +123,14 @@ public class MigrationBench {
     @Benchmark
     @Baseline("rawCopy")
     public long stopAndCopy() {
-        Migration.Result result = Migration.toHost(vm, destination, config);
+        try (io.vmpage.migration.MemoryTransport link = new io.vmpage.migration.MemoryTransport()) {
+            return migrateOver(link);
+        }
+    }
+
+    /** One stop-and-copy over {@code link}, checked, then undone: the destination VM destroyed, the source resumed. */
+    private long migrateOver(io.vmpage.migration.Transport link) {
+        Migration.Result result = Migration.toHost(vm, destination, link, config, round -> { }, running -> { });
         MigrationReport report = result.report();
         if (report.pagesSent() != GUEST / 4096 || report.zeroPages() != 0) {
             throw new IllegalStateException("sent " + report.pagesSent() + " pages, " + report.zeroPages() + " zero");
@@ -150,14 +157,7 @@ public class MigrationBench {
     public long stopAndCopyTcp() {
         try (io.vmpage.migration.Transport link = io.vmpage.migration.TcpTransport.loopback(
             io.vmpage.migration.MemoryTransport.DEFAULT_CHUNK, 10_000)) {
-            Migration.Result result = Migration.toHost(vm, destination, link, config, round -> { }, running -> { });
-            MigrationReport report = result.report();
-            if (report.pagesSent() != GUEST / 4096 || report.zeroPages() != 0) {
-                throw new IllegalStateException("sent " + report.pagesSent() + " pages, " + report.zeroPages() + " zero");
-            }
-            destination.destroyVm(result.destination());
-            vm.resume();
-            return report.bytesSent();
+            return migrateOver(link);
         }
     }
 }
