@@ -46,6 +46,15 @@ public final class Destination {
      * remote frames while the VM runs. The VM comes back running then.
      */
     public static Received receive(Host host, Transport transport, java.util.function.Consumer<Vm> switchOver) {
+        return receive(host, transport, Devices.none(), switchOver);
+    }
+
+    /**
+     * As {@link #receive(Host, Transport, java.util.function.Consumer)}, loading the device states the
+     * stream carries with {@code devices}' loaders, once the VM's memory and vCPU state are in place and
+     * before it runs here (before {@code switchOver} in post-copy).
+     */
+    public static Received receive(Host host, Transport transport, Devices devices, java.util.function.Consumer<Vm> switchOver) {
         Vm vm = null;
         try {
             ByteBuffer chunk = next(transport, "the stream header");
@@ -70,6 +79,7 @@ public final class Destination {
             long remoteCount = 0;
             long pushed = 0;
             PostCopyFetcher fetcher = null;
+            DeviceAssembly deviceStates = new DeviceAssembly(devices);
             while (true) {
                 if (!chunk.hasRemaining()) {
                     crc.update(chunk.flip());
@@ -160,6 +170,12 @@ public final class Destination {
                         pvTables.add(new io.vmpage.engine.PvTable(gfn, level, pinned, entries));
                         break;
                     }
+                    case StreamFormat.DEVICE:
+                        if (state == null) {
+                            throw new MigrationException("stream is corrupted: device state before the vCPU state");
+                        }
+                        deviceStates.piece(chunk);
+                        break;
                     case StreamFormat.REMOTE: {
                         if (remote == null) {
                             remote = new long[(int) ((frames + 63) >>> 6)];
@@ -196,6 +212,7 @@ public final class Destination {
                         vm.importState(state);
                         fetcher = new PostCopyFetcher(transport, 10_000);
                         vm.setFrameFetcher(fetcher);
+                        devices.loadAll(vm, deviceStates.complete());
                         switchOver.accept(vm);
                         break;
                     case StreamFormat.END: {
@@ -223,6 +240,7 @@ public final class Destination {
                         }
                         if (fetcher == null) {
                             vm.importState(new VmState(config, state.vcpus(), pvTables)); // a bad table is refused here
+                            devices.loadAll(vm, deviceStates.complete());
                             return new Received(vm, pages, zero, deltas, rounds, null);
                         }
                         vm.setFrameFetcher(null); // every frame is here
@@ -242,6 +260,56 @@ public final class Destination {
                 throw e;
             }
             throw new MigrationException("stream rejected: " + e.getMessage(), e);
+        }
+    }
+
+    /** Device states as their DEVICE records arrive, piece by piece, in the stream's order. */
+    private static final class DeviceAssembly {
+        private final Devices devices;
+        private final java.util.Map<String, byte[]> states = new java.util.LinkedHashMap<>();
+        private final java.util.Map<String, Integer> filled = new java.util.HashMap<>();
+
+        DeviceAssembly(Devices devices) {
+            this.devices = devices;
+        }
+
+        void piece(ByteBuffer chunk) {
+            byte[] nameBytes = new byte[chunk.get() & 0xff];
+            chunk.get(nameBytes);
+            String name = new String(nameBytes, java.nio.charset.StandardCharsets.UTF_8);
+            int total = chunk.getInt();
+            int offset = chunk.getInt();
+            int part = chunk.getInt();
+            byte[] state = states.get(name);
+            if (state == null) {
+                if (!devices.loads(name)) { // QEMU: "Unknown savevm section"
+                    throw new MigrationException("stream carries the state of device '" + name + "', which this destination does not load");
+                }
+                if (total < 0 || total > Devices.MAX_STATE_BYTES) {
+                    throw new MigrationException("stream is corrupted: device '" + name + "' has a state of " + total + " bytes");
+                }
+                state = new byte[total];
+                states.put(name, state);
+                filled.put(name, 0);
+            }
+            int at = filled.get(name);
+            if (total != state.length || offset != at || part < 0 || part > total - at || part > chunk.remaining()) {
+                throw new MigrationException("stream is corrupted: a piece of device '" + name + "' at " + offset + " (" + part
+                    + " of " + total + " bytes) where " + at + " of " + state.length + " were in");
+            }
+            chunk.get(state, offset, part);
+            filled.put(name, at + part);
+        }
+
+        /** Every device state, whole; a device cut short is an error. */
+        java.util.Map<String, byte[]> complete() {
+            for (java.util.Map.Entry<String, byte[]> e : states.entrySet()) {
+                if (filled.get(e.getKey()) != e.getValue().length) {
+                    throw new MigrationException("stream is corrupted: device '" + e.getKey() + "' has " + filled.get(e.getKey())
+                        + " of its " + e.getValue().length + " state bytes");
+                }
+            }
+            return states;
         }
     }
 

@@ -72,7 +72,14 @@ public final class Migration {
                                 java.util.function.Consumer<MigrationReport.Round> progress,
                                 java.util.function.Consumer<Vm> switchOver) {
         try (MemoryTransport transport = new MemoryTransport()) {
-            return over(source, destinationHost, transport, config, progress, switchOver);
+            return over(source, destinationHost, transport, config, Devices.none(), progress, switchOver);
+        }
+    }
+
+    /** {@link #toHost}, moving {@code devices}' state with the VM (saved on the source, loaded on the destination). */
+    public static Result toHost(Vm source, Host destinationHost, MigrationConfig config, Devices devices) {
+        try (MemoryTransport transport = new MemoryTransport()) {
+            return over(source, destinationHost, transport, config, devices, round -> { }, vm -> { });
         }
     }
 
@@ -83,15 +90,25 @@ public final class Migration {
     public static Result toHost(Vm source, Host destinationHost, Transport transport, MigrationConfig config,
                                 java.util.function.Consumer<MigrationReport.Round> progress,
                                 java.util.function.Consumer<Vm> switchOver) {
-        return over(source, destinationHost, transport, config, progress, switchOver);
+        return over(source, destinationHost, transport, config, Devices.none(), progress, switchOver);
+    }
+
+    /**
+     * {@link #toHost} over {@code transport}, moving {@code devices}' state with the VM: their loaders
+     * run on the destination before {@code switchOver} sees it.
+     */
+    public static Result toHost(Vm source, Host destinationHost, Transport transport, MigrationConfig config, Devices devices,
+                                java.util.function.Consumer<MigrationReport.Round> progress,
+                                java.util.function.Consumer<Vm> switchOver) {
+        return over(source, destinationHost, transport, config, devices, progress, switchOver);
     }
 
     /** {@link #toHost} over a given transport (tests break it on purpose). */
     static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config) {
-        return over(source, destinationHost, transport, config, round -> { }, vm -> { });
+        return over(source, destinationHost, transport, config, Devices.none(), round -> { }, vm -> { });
     }
 
-    private static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config,
+    private static Result over(Vm source, Host destinationHost, Transport transport, MigrationConfig config, Devices devices,
                                java.util.function.Consumer<MigrationReport.Round> progress,
                                java.util.function.Consumer<Vm> switchOver) {
         AtomicReference<Object> received = new AtomicReference<>();
@@ -103,7 +120,7 @@ public final class Migration {
         };
         Thread receiver = new Thread(() -> {
             try {
-                received.set(Destination.receive(destinationHost, transport, postCopySwitch));
+                received.set(Destination.receive(destinationHost, transport, devices, postCopySwitch));
             } catch (Throwable t) {
                 received.set(t);
                 transport.fail("the destination rejected the stream: " + t.getMessage());
@@ -113,7 +130,7 @@ public final class Migration {
         receiver.start();
         Sent sent;
         try {
-            sent = send(source, transport, config, progress);
+            sent = send(source, transport, config, devices, progress);
         } catch (RuntimeException e) {
             transport.fail("the source failed: " + e.getMessage());
             join(receiver);
@@ -257,7 +274,8 @@ public final class Migration {
      * The source side: sends {@code vm} through {@code transport} up to the END record, leaving the VM
      * paused. On a failure before the END the dirty log is off and the VM runs again.
      */
-    static Sent send(Vm vm, Transport transport, MigrationConfig config, java.util.function.Consumer<MigrationReport.Round> progress) {
+    static Sent send(Vm vm, Transport transport, MigrationConfig config, Devices devices,
+                     java.util.function.Consumer<MigrationReport.Round> progress) {
         if (vm.pagingMode() == PagingMode.PARAVIRTUAL
             && (config.mode() == MigrationConfig.Mode.POSTCOPY || config.mode() == MigrationConfig.Mode.HYBRID)) {
             throw new MigrationException("a PARAVIRTUAL VM migrates by pre-copy or stop-and-copy, as Xen migrates PV guests:"
@@ -278,7 +296,7 @@ public final class Migration {
                 s.pausedAt = pause(vm);
                 out.round(0);
                 long start = System.nanoTime();
-                long n = postCopy(vm, out, transport, pages, null, null, s);
+                long n = postCopy(vm, out, transport, pages, null, null, s, devices);
                 s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
                 progress.accept(s.rounds.get(0));
                 s.stopReason = StopReason.POST_COPY;
@@ -343,7 +361,7 @@ public final class Migration {
                 out.round(round);
                 long start = System.nanoTime();
                 if (config.mode() == MigrationConfig.Mode.HYBRID) { // what is left goes after the switch-over
-                    n = postCopy(vm, out, transport, pages, dirty, last, s);
+                    n = postCopy(vm, out, transport, pages, dirty, last, s, devices);
                     MigrationReport.Round push = new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start,
                         s.dirtyRate, pacer.measured(), 0, true);
                     s.rounds.add(push);
@@ -362,6 +380,7 @@ public final class Migration {
                 progress.accept(stopAndCopy);
             }
             out.state(vm.exportState());
+            out.devices(devices.saveAll());
             out.end();
             s.resumableAt = System.nanoTime();
             s.pages = out.pages();
@@ -420,7 +439,7 @@ public final class Migration {
      * goes before the switch-over as a zero page.
      */
     private static long postCopy(Vm vm, StreamWriter out, Transport transport, PageSender pages, DirtySnapshot dirty,
-                                 DirtySnapshot last, Sent s) {
+                                 DirtySnapshot last, Sent s, Devices devices) {
         pages.postCopy();
         long frames = vm.physicalMap().frames();
         long[] remote = new long[(int) ((frames + 63) >>> 6)];
@@ -441,6 +460,7 @@ public final class Migration {
         }
         long[] sent = new long[remote.length];
         out.state(vm.exportState());
+        out.devices(devices.saveAll());
         out.remote(remote);
         out.postcopy();
         s.resumableAt = System.nanoTime();

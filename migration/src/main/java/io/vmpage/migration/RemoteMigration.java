@@ -43,7 +43,13 @@ public final class RemoteMigration {
      */
     public static MigrationReport send(Vm source, TcpTransport connection, MigrationConfig config,
                                        Consumer<MigrationReport.Round> progress) {
-        Migration.Sent sent = Migration.send(source, connection, config, progress);
+        return send(source, connection, config, Devices.none(), progress);
+    }
+
+    /** {@link #send(Vm, TcpTransport, MigrationConfig, Consumer)}, with {@code devices}' saved state in the stream. */
+    public static MigrationReport send(Vm source, TcpTransport connection, MigrationConfig config, Devices devices,
+                                       Consumer<MigrationReport.Round> progress) {
+        Migration.Sent sent = Migration.send(source, connection, config, devices, progress);
         long[] reply = connection.awaitReply(REPLY_MILLIS);
         long frames = source.physicalMap().frames();
         int words = (int) ((frames + 63) >>> 6);
@@ -81,8 +87,13 @@ public final class RemoteMigration {
      * @throws MigrationException for a lost connection or a bad stream (the partial VM is gone)
      */
     public static Received receive(Host host, TcpTransport connection, Consumer<Vm> resumed) {
+        return receive(host, connection, Devices.none(), resumed);
+    }
+
+    /** {@link #receive(Host, TcpTransport, Consumer)}, loading the device states the stream carries with {@code devices}. */
+    public static Received receive(Host host, TcpTransport connection, Devices devices, Consumer<Vm> resumed) {
         long[] switchOver = new long[2]; // post-copy: when POSTCOPY arrived, when the VM resumed
-        Destination.Received r = Destination.receive(host, connection, vm -> {
+        Destination.Received r = Destination.receive(host, connection, devices, vm -> {
             switchOver[0] = System.nanoTime();
             Migration.resumeLogged(vm);
             switchOver[1] = System.nanoTime();

@@ -1,14 +1,14 @@
 package io.vmpage.migration;
 
 /**
- * The migration stream, version 2 (version 1 had no DELTA pages): what the source writes and the destination checks, all big-endian.
+ * The migration stream, version 3 (version 2 had no DEVICE records, version 1 no DELTA pages): what the source writes and the destination checks, all big-endian.
  *
  * <pre>
  *  stream  = HEADER record* END
  *
  *  HEADER  +------------+---------+----------+------------------------------------------------------+
  *          | magic u32  | ver u16 | rsvd u16 | config: memory u64, vcpus u32, paging u8, levels u8,  |
- *          | 'VMPG'     | 2       | 0        | mmu: tlb sets/ways/large sets/large ways 4 x u32,    |
+ *          | 'VMPG'     | 3       | 0        | mmu: tlb sets/ways/large sets/large ways 4 x u32,    |
  *          |            |         |          | tlb on u8, psc u32, nested u32, MAXPHYADDR u8        |
  *          +------------+---------+----------+------------------------------------------------------+
  *  PAGE    | type u8 = 1 | flags u8 (ZERO 1, FULL 2, DELTA 3) | gfn u64 | FULL: 4096 bytes          |
@@ -21,6 +21,9 @@ package io.vmpage.migration;
  *          |             | source still holds (post-copy: the destination marks them "not here yet")  |
  *  PVTABLE | type u8 = 7 | gfn u64 | level u8 | pinned u8 | 512 x u64 canonical entries: a paravirtual
  *          |             | VM's page table with guest frame numbers in place of machine frames (after STATE)   |
+ *  DEVICE  | type u8 = 8 | name length u8 | name (UTF-8) | total u32 | offset u32 | part u32 | part bytes:
+ *          |             | one piece of a device's saved state ({@link Devices}); its pieces come in order, after
+ *          |             | STATE and PVTABLE and before END or POSTCOPY; the destination loads each device whole
  *  POSTCOPY| type u8 = 6 | the switch-over of post-copy: the destination resumes the VM now; the PAGE |
  *          |             | records after it fill its remote frames, each exactly once                 |
  * </pre>
@@ -31,7 +34,7 @@ package io.vmpage.migration;
  */
 final class StreamFormat {
     static final int MAGIC = 0x564D_5047; // "VMPG"
-    static final short VERSION = 2;
+    static final short VERSION = 3;
 
     static final byte PAGE = 1;
     static final byte ROUND = 2;
@@ -40,6 +43,9 @@ final class StreamFormat {
     static final byte REMOTE = 5;
     static final byte POSTCOPY = 6;
     static final byte PVTABLE = 7;
+    static final byte DEVICE = 8;
+    /** Bytes of a DEVICE record before its name and its part. */
+    static final int DEVICE_HEADER = 1 + 1 + 3 * 4;
     /** Bytes of a PVTABLE record. */
     static final int PVTABLE_BYTES = 1 + 8 + 1 + 1 + 512 * 8;
     /** Bitmap words per REMOTE record (32 KiB, well inside a chunk). */

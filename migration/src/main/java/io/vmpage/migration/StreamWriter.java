@@ -91,6 +91,23 @@ final class StreamWriter {
         }
     }
 
+    /** DEVICE records carrying every device's saved state, in order, each cut into pieces that fit a chunk. */
+    void devices(java.util.Map<String, byte[]> states) {
+        for (java.util.Map.Entry<String, byte[]> e : states.entrySet()) {
+            byte[] name = e.getKey().getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            byte[] state = e.getValue();
+            int head = StreamFormat.DEVICE_HEADER + name.length;
+            int offset = 0;
+            do {
+                int part = Math.min(state.length - offset, chunk.capacity() / 2);
+                room(head + part);
+                chunk.put(StreamFormat.DEVICE).put((byte) name.length).put(name)
+                    .putInt(state.length).putInt(offset).putInt(part).put(state, offset, part);
+                offset += part;
+            } while (offset < state.length);
+        }
+    }
+
     /** REMOTE records for the guest frames set in {@code bitmap} (one bit per frame, 64 per word). */
     void remote(long[] bitmap) {
         for (int first = 0; first < bitmap.length; first += StreamFormat.REMOTE_WORDS) {

@@ -42,6 +42,7 @@ public final class Workload implements AutoCloseable {
     }
 
     private final Vm vm;
+    private final GuestKernel kernel;
     private final int pages;
     private final Pattern pattern;
     private final int hotPages;
@@ -75,7 +76,7 @@ public final class Workload implements AutoCloseable {
         this.writeIntervalNanos = dirtyRateBytesPerSecond > 0
             ? (long) (1e9 * PAGE * writers / dirtyRateBytesPerSecond) : 0;
         this.zipfCdf = pattern == Pattern.ZIPF ? zipf(pages / writers, 0.99) : null;
-        GuestKernel kernel = GuestKernel.boot(vm);
+        this.kernel = GuestKernel.boot(vm);
         Vcpu cpu0 = vm.vcpu(0);
         GuestKernel.AddressSpace space = kernel.createAddressSpace(cpu0);
         cpu0.run(() -> kernel.mmap(space, HEAP, (long) pages * PAGE, GuestKernel.PROT_READ | GuestKernel.PROT_WRITE));
@@ -95,6 +96,27 @@ public final class Workload implements AutoCloseable {
         for (int w = 0; w < writers; w++) {
             writes[w] = new AtomicLong();
         }
+    }
+
+    /** The guest kernel's device name in a migration stream ({@link Devices}). */
+    public static final String KERNEL_DEVICE = "guest-kernel";
+
+    /** The guest kernel model running in the source VM. */
+    public GuestKernel kernel() {
+        return kernel;
+    }
+
+    /**
+     * The device state this guest migrates with: its kernel's state outside guest memory, saved on the
+     * source and restored on the destination into {@code restored} ({@link #loadKernel}).
+     */
+    public Devices devices(java.util.concurrent.atomic.AtomicReference<GuestKernel> restored) {
+        return loadKernel(Devices.none().save(KERNEL_DEVICE, kernel::saveState), restored);
+    }
+
+    /** {@code devices}, restoring a migrated guest kernel into {@code restored} when the stream carries one. */
+    public static Devices loadKernel(Devices devices, java.util.concurrent.atomic.AtomicReference<GuestKernel> restored) {
+        return devices.load(KERNEL_DEVICE, (vm, state) -> restored.set(GuestKernel.restore(vm, state)));
     }
 
     /** The VM the workload was built in (the migration's source). */

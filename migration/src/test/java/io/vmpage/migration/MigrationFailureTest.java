@@ -126,8 +126,8 @@ class MigrationFailureTest {
     @Test
     void wrongMagicWrongVersionAndPagesOutsideTheVmAreRejectedByName() {
         assertTrue(receiveHandMade(b -> b.putInt(0x1234_5678).putLong(0)).getMessage().contains("not a vmpage migration stream"));
-        assertTrue(receiveHandMade(b -> b.putInt(StreamFormat.MAGIC).putShort((short) 3).putShort((short) 0))
-            .getMessage().contains("version 3 is not supported"));
+        assertTrue(receiveHandMade(b -> b.putInt(StreamFormat.MAGIC).putShort((short) (StreamFormat.VERSION + 1)).putShort((short) 0))
+            .getMessage().contains("version " + (StreamFormat.VERSION + 1) + " is not supported"));
         MigrationException outside = receiveHandMade(b -> {
             header(b, 16L << 20);
             b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_ZERO).putLong(1L << 30);

@@ -6,6 +6,8 @@ import io.vmpage.engine.GuestFaultException;
 import io.vmpage.engine.Host;
 import io.vmpage.engine.Vcpu;
 import io.vmpage.engine.Vm;
+import io.vmpage.engine.guest.GuestKernel;
+import io.vmpage.migration.Devices;
 import io.vmpage.migration.MigrationException;
 import io.vmpage.migration.MemoryTransport;
 import io.vmpage.migration.RemoteMigration;
@@ -87,10 +89,12 @@ public final class HostCommand implements Callable<Integer> {
             err.flush();
             RemoteMigration.Received received;
             long resumedAt;
+            AtomicReference<GuestKernel> kernel = new AtomicReference<>(); // the guest's kernel, when the stream carries it
             try (TcpTransport connection = TcpTransport.accept(listener, MemoryTransport.DEFAULT_CHUNK, stallNanos / 1_000_000,
                 waitNanos / 1_000_000)) {
                 AtomicLong resumed = new AtomicLong();
-                received = RemoteMigration.receive(host, connection, vm -> resumed.set(System.nanoTime()));
+                received = RemoteMigration.receive(host, connection, Workload.loadKernel(Devices.none(), kernel),
+                    vm -> resumed.set(System.nanoTime()));
                 resumedAt = resumed.get();
             } catch (MigrationException e) {
                 err.println("vmpage: host: migration failed: " + e.getMessage());
@@ -100,7 +104,8 @@ public final class HostCommand implements Callable<Integer> {
             Vm vm = received.vm();
             Driven driven = drive(vm, runNanos);
             long ranFor = System.nanoTime() - resumedAt;
-            Cli.emit(out, json, () -> json(vm, received, driven), () -> text(vm, received, driven, ranFor));
+            GuestKernel restored = kernel.get();
+            Cli.emit(out, json, () -> json(vm, received, driven, restored), () -> text(vm, received, driven, ranFor, restored));
             host.destroyVm(vm);
             return driven.failure == null ? Cli.OK : Cli.VERIFICATION_FAILED;
         }
@@ -163,7 +168,7 @@ public final class HostCommand implements Callable<Integer> {
         return new Driven(writes.get(), failure.get());
     }
 
-    private static String text(Vm vm, RemoteMigration.Received r, Driven d, long ranNanos) {
+    private static String text(Vm vm, RemoteMigration.Received r, Driven d, long ranNanos, GuestKernel kernel) {
         StringBuilder b = new StringBuilder();
         b.append(String.format(Locale.ROOT, "received a %s %s VM with %d vCPUs: %d page records (%d zero) in %d rounds%n",
             Units.formatSize(vm.memorySize()), vm.pagingMode().name().toLowerCase(Locale.ROOT), vm.vcpus().size(), r.pages(),
@@ -173,6 +178,10 @@ public final class HostCommand implements Callable<Integer> {
                 + " %d pushed in all%n", r.postCopy().faults(), r.postCopy().p50Micros(), r.postCopy().p99Micros(),
                 r.postCopy().maxMicros(), r.postCopy().pagesPushed()));
         }
+        if (kernel != null) {
+            b.append(String.format(Locale.ROOT, "  guest kernel restored from the stream's device state: %d free guest frames%n",
+                kernel.freeFrameCount()));
+        }
         b.append(d.failure == null
             ? String.format(Locale.ROOT, "  the vCPUs ran here for %.0f ms after the resume: %d writes, each read back%n", ranNanos / 1e6,
                 d.writes)
@@ -180,7 +189,7 @@ public final class HostCommand implements Callable<Integer> {
         return b.toString();
     }
 
-    private static String json(Vm vm, RemoteMigration.Received r, Driven d) {
+    private static String json(Vm vm, RemoteMigration.Received r, Driven d, GuestKernel kernel) {
         ObjectNode o = JSON.createObjectNode();
         o.put("memory_bytes", vm.memorySize());
         o.put("paging", vm.pagingMode().name().toLowerCase(Locale.ROOT));
@@ -190,6 +199,11 @@ public final class HostCommand implements Callable<Integer> {
         o.put("rounds", r.rounds());
         if (r.postCopy() != null) {
             o.put("postcopy_faults", r.postCopy().faults());
+        }
+        if (kernel != null) {
+            o.put("guest_kernel_free_frames", kernel.freeFrameCount());
+        } else {
+            o.putNull("guest_kernel_free_frames");
         }
         o.put("writes_after_resume", d.writes);
         o.put("ran", d.failure == null);

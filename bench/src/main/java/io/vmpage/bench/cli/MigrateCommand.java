@@ -6,6 +6,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.vmpage.engine.Host;
 import io.vmpage.engine.PagingMode;
 import io.vmpage.engine.dirty.DirtyTracking;
+import io.vmpage.engine.guest.GuestKernel;
 import io.vmpage.migration.DirtyRate;
 import io.vmpage.migration.Migration;
 import io.vmpage.migration.MigrationConfig;
@@ -27,6 +28,7 @@ import java.nio.file.Path;
 import java.util.EnumSet;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import java.util.concurrent.atomic.AtomicReference;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
@@ -206,28 +208,32 @@ public final class MigrateCommand implements Callable<Integer> {
                     return toProcess(workload, destinationAddress, config, hostBytes, progress, out, plotFile, measured, predicted);
                 }
                 Migration.Result result;
+                AtomicReference<GuestKernel> kernelThere = new AtomicReference<>();
                 try (Host destination = Cli.createHost(hostBytes, asked()); MemoryTransport connection = new MemoryTransport()) {
-                    result = Migration.toHost(workload.vm(), destination, connection, config, rounds(progress, algorithm), running -> {
-                        workload.follow(running); // the writers carry on on the destination...
-                        workload.vm().retireVcpus(); // ...as soon as their source vCPUs are gone
-                    });
-                    return finishInProcess(workload, source, result, out, plotFile, measured, predicted);
+                    result = Migration.toHost(workload.vm(), destination, connection, config, workload.devices(kernelThere),
+                        rounds(progress, algorithm), running -> {
+                            workload.follow(running); // the writers carry on on the destination...
+                            workload.vm().retireVcpus(); // ...as soon as their source vCPUs are gone
+                        });
+                    return finishInProcess(workload, source, result, kernelThere.get(), out, plotFile, measured, predicted);
                 }
             }
         }
     }
 
     /** The in-process migration's end: the writers carry on on the destination, then every check and the report. */
-    private int finishInProcess(Workload workload, Host source, Migration.Result result, PrintWriter out, Path plotFile,
-                                DirtyRate measured, boolean predicted) throws InterruptedException {
+    private int finishInProcess(Workload workload, Host source, Migration.Result result, GuestKernel kernelThere, PrintWriter out,
+                                Path plotFile, DirtyRate measured, boolean predicted) throws InterruptedException {
+        int freeHere = workload.kernel().freeFrameCount();
         source.destroyVm(workload.vm());
         long before = workload.writesOnFollowedVm();
         workload.awaitWrites(100);
         workload.stop();
         long missing = workload.journalMismatches(result.destination());
         MigrationReport report = result.report();
-        String after = String.format(Locale.ROOT, "%d writes on the destination after the switch-over, %d journaled writes missing",
-            workload.writesOnFollowedVm() - before, missing);
+        String after = String.format(Locale.ROOT, "%d writes on the destination after the switch-over, %d journaled writes missing;"
+            + " guest kernel state moved as device state: %d free guest frames at the source, %s on the destination",
+            workload.writesOnFollowedVm() - before, missing, freeHere, kernelThere == null ? "no kernel" : kernelThere.freeFrameCount());
         return finish(report, out, plotFile, measured, predicted, missing, after);
     }
 
@@ -254,7 +260,8 @@ public final class MigrateCommand implements Callable<Integer> {
                 throw new Cli.UsageException((to != null ? "--to " + to : "--transport tcp") + ": " + e.getMessage());
             }
             try (link) {
-                report = RemoteMigration.send(workload.vm(), link, config, rounds(progress, config.mode()));
+                report = RemoteMigration.send(workload.vm(), link, config, workload.devices(new AtomicReference<>()),
+                    rounds(progress, config.mode()));
             } catch (MigrationException e) {
                 spec.commandLine().getErr().println("vmpage: migration failed: " + e.getMessage()
                     + (workload.vm().paused() ? " (the source stays paused: the destination may be running the VM)"

@@ -85,6 +85,7 @@ class MigrateCommandTest {
         assertTrue(there.get("writes_after_resume").asLong() > 0, there.toString());
         assertEquals(64L << 20, there.get("memory_bytes").asLong());
         assertEquals(mode.equals("hybrid"), there.has("postcopy_faults"), there.toString());
+        assertTrue(there.get("guest_kernel_free_frames").asInt() > 0, "the guest kernel came as device state: " + there);
     }
 
     @Test
@@ -117,6 +118,10 @@ class MigrateCommandTest {
         assertTrue(report.contains("stop-and-copy, paused"), report);
         assertTrue(report.contains("verified: true"), report);
         assertTrue(report.contains("predicted to converge"), report);
+        java.util.regex.Matcher kernel = java.util.regex.Pattern.compile("guest kernel state moved as device state: (\\d+) free guest"
+            + " frames at the source, (\\d+) on the destination").matcher(report);
+        assertTrue(kernel.find(), report);
+        assertEquals(kernel.group(1), kernel.group(2), "the destination's kernel is the source's");
     }
 
     @ParameterizedTest
