@@ -56,6 +56,7 @@ public final class Destination {
      */
     public static Received receive(Host host, Transport transport, Devices devices, java.util.function.Consumer<Vm> switchOver) {
         Vm vm = null;
+        Multifd.Receiver multifd = null; // the channels, while they run
         try {
             ByteBuffer chunk = next(transport, "the stream header");
             CRC32C crc = new CRC32C();
@@ -80,6 +81,8 @@ public final class Destination {
             long pushed = 0;
             PostCopyFetcher fetcher = null;
             DeviceAssembly deviceStates = new DeviceAssembly(devices);
+            long channelPages = 0;
+            long channelZero = 0;
             while (true) {
                 if (!chunk.hasRemaining()) {
                     crc.update(chunk.flip());
@@ -89,6 +92,12 @@ public final class Destination {
                 }
                 int at = chunk.position();
                 byte type = chunk.get();
+                if (multifd != null && type != StreamFormat.ROUND) { // past the rounds: every channel's pages first
+                    multifd.awaitEnd();
+                    channelPages = multifd.pages();
+                    channelZero = multifd.zeroPages();
+                    multifd = null;
+                }
                 switch (type) {
                     case StreamFormat.PAGE: {
                         byte flags = chunk.get();
@@ -121,9 +130,7 @@ public final class Destination {
                             pushed++;
                             break;
                         }
-                        if (flags == StreamFormat.PAGE_FULL) {
-                            vm.writePhysical(gfn << 12, chunk, StreamFormat.PAGE_BYTES); // straight from the chunk
-                        } else if (flags == StreamFormat.PAGE_DELTA) { // XBZRLE: changes the copy this VM holds
+                        if (flags == StreamFormat.PAGE_DELTA) { // XBZRLE: changes the copy this VM holds
                             int length = chunk.getShort() & 0xffff;
                             vm.readPhysical(gfn << 12, page, 0, page.length);
                             try {
@@ -134,16 +141,27 @@ public final class Destination {
                             }
                             vm.writePhysical(gfn << 12, page, 0, page.length);
                             deltas++;
-                        } else if (flags == StreamFormat.PAGE_ZERO) {
-                            zero++;
-                            if (vm.physicalMap().machineFrame(gfn) >= 0) { // it was sent with contents before
-                                java.util.Arrays.fill(page, (byte) 0);
-                                vm.writePhysical(gfn << 12, page, 0, page.length);
+                        } else if (flags == StreamFormat.PAGE_FULL || flags == StreamFormat.PAGE_ZERO) {
+                            if (storePage(vm, chunk, flags, gfn, page)) {
+                                zero++;
                             }
                         } else {
                             throw new MigrationException("stream is corrupted: page record of guest frame " + gfn + " has unknown flags " + flags);
                         }
                         pages++;
+                        break;
+                    }
+                    case StreamFormat.MULTIFD: {
+                        int channels = chunk.getShort();
+                        long session = chunk.getLong();
+                        if (pages != 0 || rounds != 0 || state != null || channelPages != 0) {
+                            throw new MigrationException("stream is corrupted: a MULTIFD record after the stream began");
+                        }
+                        if (channels < 2 || channels > MigrationConfig.MAX_CHANNELS) {
+                            throw new MigrationException("stream asks for " + channels + " multifd channels (2 to "
+                                + MigrationConfig.MAX_CHANNELS + ")");
+                        }
+                        multifd = new Multifd.Receiver(vm, transport, channels, session, 10_000);
                         break;
                     }
                     case StreamFormat.ROUND:
@@ -241,10 +259,10 @@ public final class Destination {
                         if (fetcher == null) {
                             vm.importState(new VmState(config, state.vcpus(), pvTables)); // a bad table is refused here
                             devices.loadAll(vm, deviceStates.complete());
-                            return new Received(vm, pages, zero, deltas, rounds, null);
+                            return new Received(vm, pages + channelPages, zero + channelZero, deltas, rounds, null);
                         }
                         vm.setFrameFetcher(null); // every frame is here
-                        return new Received(vm, pages, zero, deltas, rounds, new MigrationReport.PostCopy(fetcher.faults(),
+                        return new Received(vm, pages + channelPages, zero + channelZero, deltas, rounds, new MigrationReport.PostCopy(fetcher.faults(),
                             fetcher.latencyMicros(50), fetcher.latencyMicros(99), fetcher.maxLatencyMicros(), pushed));
                     }
                     default:
@@ -252,9 +270,11 @@ public final class Destination {
                 }
             }
         } catch (BufferUnderflowException e) {
+            abort(multifd, "the destination rejected the stream");
             destroy(host, vm);
             throw new MigrationException("stream is corrupted or truncated: a record is cut short", e);
         } catch (RuntimeException e) {
+            abort(multifd, "the destination rejected the stream: " + e.getMessage());
             destroy(host, vm);
             if (e instanceof MigrationException) {
                 throw e;
@@ -310,6 +330,30 @@ public final class Destination {
                 }
             }
             return states;
+        }
+    }
+
+    /**
+     * A whole or zero page record's payload into guest frame {@code gfn}: FULL straight from the chunk,
+     * ZERO as zeros where the frame holds contents sent before (a frame never populated reads as zeros
+     * already). Returns whether it was ZERO. Any destination thread (multifd channels too).
+     */
+    static boolean storePage(Vm vm, ByteBuffer chunk, byte flags, long gfn, byte[] page) {
+        if (flags == StreamFormat.PAGE_FULL) {
+            vm.writePhysical(gfn << 12, chunk, StreamFormat.PAGE_BYTES); // straight from the chunk
+            return false;
+        }
+        if (vm.physicalMap().machineFrame(gfn) >= 0) {
+            java.util.Arrays.fill(page, (byte) 0);
+            vm.writePhysical(gfn << 12, page, 0, page.length);
+        }
+        return true;
+    }
+
+    /** Stops the multifd channels' threads, if they still run, before the partial VM goes. */
+    private static void abort(Multifd.Receiver multifd, String why) {
+        if (multifd != null) {
+            multifd.abort(why);
         }
     }
 

@@ -26,6 +26,10 @@ public final class MemoryTransport implements Transport {
     /** The return path: guest frames the destination's vCPUs wait for (several may ask at once). */
     private final MpscArrayQueue<Long> requests = new MpscArrayQueue<>(1 << 16);
     private final long stallNanos;
+    private final int buffers;
+    private final int chunkBytes;
+    /** Multifd channels by index, made by whichever end asks first. */
+    private final java.util.Map<Integer, MemoryTransport> channels = new java.util.concurrent.ConcurrentHashMap<>();
     /** Why the connection broke, null while it works. Written once by {@link #fail}, read by both sides. */
     private volatile String failure;
     /** The destination saw the end. Destination thread only. */
@@ -42,6 +46,8 @@ public final class MemoryTransport implements Transport {
             empty.offer(ByteBuffer.allocateDirect(chunkBytes));
         }
         this.stallNanos = TimeUnit.MILLISECONDS.toNanos(stallMillis);
+        this.buffers = buffers;
+        this.chunkBytes = chunkBytes;
     }
 
     /** 16 chunks of 256 KiB, 10 s stall timeout. */
@@ -101,11 +107,22 @@ public final class MemoryTransport implements Transport {
         return gfn == null ? -1 : gfn;
     }
 
+    /** A queue pair like this one, shared by both ends; stall timeout and pool as this one's. */
+    @Override
+    public Transport channel(int index) {
+        if (index < 1) {
+            throw new IllegalArgumentException("multifd channels are numbered from 1: " + index);
+        }
+        check();
+        return channels.computeIfAbsent(index, i -> new MemoryTransport(buffers, chunkBytes, TimeUnit.NANOSECONDS.toMillis(stallNanos)));
+    }
+
     @Override
     public void fail(String why) {
         if (failure == null) {
             failure = why;
         }
+        channels.values().forEach(c -> c.fail(why));
     }
 
     @Override

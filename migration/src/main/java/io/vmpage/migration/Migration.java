@@ -285,30 +285,35 @@ public final class Migration {
         s.startedAt = System.nanoTime();
         DirtyLog log = vm.dirtyLog();
         boolean logging = false;
+        PageSender senderForAbort = null;
         try {
             StreamWriter out = new StreamWriter(transport);
             Pacer pacer = new Pacer(config.bandwidthBytesPerSecond());
             out.header(vm.config());
             PageSender pages = new PageSender(vm, out, pacer, config.xbzrleCacheBytes());
+            senderForAbort = pages;
+            if (config.channels() > 1) {
+                pages.multifd(transport, config.channels());
+            }
             long frames = vm.physicalMap().frames();
             if (config.mode() == MigrationConfig.Mode.POSTCOPY) {
                 s.setupNanos = System.nanoTime() - s.startedAt;
                 s.pausedAt = pause(vm);
-                out.round(0);
+                pages.round(0);
                 long start = System.nanoTime();
                 long n = postCopy(vm, out, transport, pages, null, null, s, devices);
                 s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
                 progress.accept(s.rounds.get(0));
                 s.stopReason = StopReason.POST_COPY;
-                s.pages = out.pages();
-                s.zeroPages = out.zeroPages();
-                s.bytes = out.bytes();
+                s.pages = pages.pages();
+                s.zeroPages = pages.zeroPages();
+                s.bytes = pages.bytes();
                 s.bandwidth = pacer.measured();
                 return s;
             } else if (config.mode() == MigrationConfig.Mode.STOPCOPY) {
                 s.setupNanos = System.nanoTime() - s.startedAt;
                 s.pausedAt = pause(vm);
-                out.round(0);
+                pages.round(0);
                 long start = System.nanoTime();
                 long n = pages.sendPopulated();
                 s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
@@ -320,9 +325,9 @@ public final class Migration {
                 s.setupNanos = System.nanoTime() - s.startedAt;
                 DirtySnapshot dirty = new DirtySnapshot(frames);
                 AutoConverge autoConverge = new AutoConverge();
-                long bytesBeforeRound = out.bytes();
+                long bytesBeforeRound = pages.bytes();
                 int round = 0;
-                out.round(round);
+                pages.round(round);
                 long roundStart = System.nanoTime();
                 long n = pages.sendPopulated();
                 pages.bulkDone();
@@ -336,16 +341,16 @@ public final class Migration {
                     s.rounds.add(done);
                     progress.accept(done);
                     if (config.autoConverge()) {
-                        autoConverge.afterRound(vm, dirtied * (long) PAGE, out.bytes() - bytesBeforeRound);
+                        autoConverge.afterRound(vm, dirtied * (long) PAGE, pages.bytes() - bytesBeforeRound);
                     }
-                    bytesBeforeRound = out.bytes();
-                    StopReason stop = stopRule(config, round + 1, dirtied, out.pages(), frames, s.bandwidth);
+                    bytesBeforeRound = pages.bytes();
+                    StopReason stop = stopRule(config, round + 1, dirtied, pages.pagesSoFar(), frames, s.bandwidth);
                     if (stop != null) {
                         s.stopReason = stop;
                         break;
                     }
                     round++;
-                    out.round(round);
+                    pages.round(round);
                     roundStart = System.nanoTime();
                     n = pages.sendDirty(dirty, null);
                 }
@@ -358,7 +363,7 @@ public final class Migration {
                 log.disable();
                 logging = false;
                 round++;
-                out.round(round);
+                pages.round(round);
                 long start = System.nanoTime();
                 if (config.mode() == MigrationConfig.Mode.HYBRID) { // what is left goes after the switch-over
                     n = postCopy(vm, out, transport, pages, dirty, last, s, devices);
@@ -366,9 +371,9 @@ public final class Migration {
                         s.dirtyRate, pacer.measured(), 0, true);
                     s.rounds.add(push);
                     progress.accept(push);
-                    s.pages = out.pages();
-                    s.zeroPages = out.zeroPages();
-                    s.bytes = out.bytes();
+                    s.pages = pages.pages();
+                    s.zeroPages = pages.zeroPages();
+                    s.bytes = pages.bytes();
                     s.xbzrle = pages.xbzrle();
                     return s;
                 }
@@ -379,19 +384,23 @@ public final class Migration {
                 s.rounds.add(stopAndCopy);
                 progress.accept(stopAndCopy);
             }
+            pages.endChannels(); // the channels' pages all land before the vCPU state
             out.state(vm.exportState());
             out.devices(devices.saveAll());
             out.end();
             s.resumableAt = System.nanoTime();
-            s.pages = out.pages();
-            s.zeroPages = out.zeroPages();
-            s.bytes = out.bytes();
+            s.pages = pages.pages();
+            s.zeroPages = pages.zeroPages();
+            s.bytes = pages.bytes();
             s.xbzrle = pages.xbzrle();
             if (s.bandwidth == 0) {
                 s.bandwidth = pacer.measured();
             }
             return s;
         } catch (RuntimeException e) {
+            if (senderForAbort != null) {
+                senderForAbort.abort("the source failed: " + e.getMessage());
+            }
             if (logging) {
                 log.disable();
             }
@@ -440,6 +449,7 @@ public final class Migration {
      */
     private static long postCopy(Vm vm, StreamWriter out, Transport transport, PageSender pages, DirtySnapshot dirty,
                                  DirtySnapshot last, Sent s, Devices devices) {
+        pages.endChannels(); // post-copy goes on the main stream, after every channel's pages
         pages.postCopy();
         long frames = vm.physicalMap().frames();
         long[] remote = new long[(int) ((frames + 63) >>> 6)];
@@ -558,6 +568,11 @@ public final class Migration {
         private long cacheMisses;
         private long overflows;
         private long unchanged;
+        /** The multifd channels while they run, else null. */
+        private Multifd.Sender multifd;
+        private long channelPages;
+        private long channelZeroPages;
+        private long channelBytes;
 
         PageSender(Vm vm, StreamWriter out, Pacer pacer, long xbzrleCacheBytes) {
             this.vm = vm;
@@ -565,6 +580,58 @@ public final class Migration {
             this.pacer = pacer;
             this.cache = xbzrleCacheBytes > 0 ? new XbzrleCache(xbzrleCacheBytes) : null;
             this.delta = cache != null ? new byte[PAGE] : null;
+        }
+
+        /** Pages go over {@code channels} multifd channels of {@code transport} from now on ({@link Multifd}). */
+        void multifd(Transport transport, int channels) {
+            multifd = new Multifd.Sender(vm, transport, out, channels, pacer);
+        }
+
+        /** A ROUND record; with multifd channels, a SYNC on each after the first round. */
+        void round(int round) {
+            out.round(round);
+            if (multifd != null && round > 0) {
+                multifd.sync(round);
+            }
+        }
+
+        /** Ends the multifd channels, if any: every page sent so far has landed before the main stream goes on. */
+        void endChannels() {
+            if (multifd == null) {
+                return;
+            }
+            multifd.end();
+            channelPages = multifd.pages();
+            channelZeroPages = multifd.zeroPages();
+            channelBytes = multifd.bytes();
+            multifd = null;
+        }
+
+        /** The migration failed: stops the channels' threads, if any. */
+        void abort(String why) {
+            if (multifd != null) {
+                multifd.abort(why);
+                multifd = null;
+            }
+        }
+
+        /** Page records sent: in the main stream and (once ended) the channels. */
+        long pages() {
+            return out.pages() + channelPages;
+        }
+
+        long zeroPages() {
+            return out.zeroPages() + channelZeroPages;
+        }
+
+        /** Stream bytes handed to the connections so far, the channels' included. */
+        long bytes() {
+            return out.bytes() + (multifd != null ? multifd.bytes() : channelBytes);
+        }
+
+        /** Pages sent or handed to a channel so far (for the stop rules, while channels run). */
+        long pagesSoFar() {
+            return out.pages() + (multifd != null ? multifd.dispatched() : channelPages);
         }
 
         /** Post-copy: each page crosses once, whole (QEMU uses no XBZRLE in post-copy). */
@@ -581,7 +648,7 @@ public final class Migration {
             lastStage = true;
         }
 
-        /** Round 0 and stop-and-copy alone: every populated page. */
+        /** Round 0 and stop-and-copy alone: every populated page, on the link when this returns. */
         long sendPopulated() {
             long n = 0;
             for (long gfn = 0; gfn < vm.physicalMap().frames(); gfn++) {
@@ -589,10 +656,11 @@ public final class Migration {
                     n++;
                 }
             }
+            drain();
             return n;
         }
 
-        /** The pages {@code dirty} reports, except those {@code skip} reports (sent already). */
+        /** The pages {@code dirty} reports, except those {@code skip} reports (sent already), on the link when this returns. */
         long sendDirty(DirtySnapshot dirty, DirtySnapshot skip) {
             long n = 0;
             for (long gfn = dirty.next(0); gfn >= 0; gfn = dirty.next(gfn + 1)) {
@@ -600,11 +668,23 @@ public final class Migration {
                     n++;
                 }
             }
+            drain();
             return n;
+        }
+
+        /** Waits for the multifd channels, if any, to send what they were handed. */
+        private void drain() {
+            if (multifd != null) {
+                multifd.drain();
+            }
         }
 
         /** Sends {@code gfn} as it is now; false when XBZRLE found it unchanged since its last copy. */
         boolean send(long gfn) {
+            if (multifd != null) { // a channel reads and sends it (multifd goes without XBZRLE)
+                multifd.page(gfn);
+                return true;
+            }
             if (!xbzrleStarted) { // straight from guest memory into the chunk
                 boolean zero = out.page(vm, gfn);
                 pacer.sent(zero ? 0 : PAGE);
@@ -667,7 +747,8 @@ public final class Migration {
             this.cap = bytesPerSecond;
         }
 
-        void sent(long bytes) {
+        /** Any sending thread (multifd channels share the link); a thread ahead of the cap waits here. */
+        synchronized void sent(long bytes) {
             sent += bytes;
             windowBytes += bytes;
             if (cap > 0) {
@@ -686,7 +767,7 @@ public final class Migration {
         }
 
         /** The bandwidth of the last full window, or of everything so far before one has passed. */
-        double measured() {
+        synchronized double measured() {
             if (measured > 0) {
                 return measured;
             }

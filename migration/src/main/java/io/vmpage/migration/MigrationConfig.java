@@ -20,10 +20,18 @@ import java.util.Set;
  * @param verify an in-process migration compares the destination with the paused source page by page
  *     before the switch-over (outside the downtime); off, the report says it was not verified (a
  *     benchmark of the copy itself turns it off)
+ * @param channels QEMU's multifd: pages go over this many parallel channels, each its own connection
+ *     and thread, besides the main stream (1: everything on the main stream). As in QEMU, not with XBZRLE,
+ *     and not for post-copy, whose pages go on the main stream (hybrid's pre-copy rounds use them)
  */
 public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long downtimeLimitNanos, int maxRounds,
                               Set<StopRule> stopRules, DirtyTracking tracking, boolean autoConverge, long xbzrleCacheBytes,
-                              boolean verify) {
+                              boolean verify, int channels) {
+    /** The most multifd channels a migration opens (QEMU allows 255; this host has 2 cores). */
+    public static final int MAX_CHANNELS = 16;
+    /** QEMU's {@code multifd-channels} default, when multifd is on. */
+    public static final int MULTIFD_DEFAULT_CHANNELS = 2;
+
     /** QEMU's {@code xbzrle-cache-size} default: 64 MiB. */
     public static final long XBZRLE_DEFAULT_CACHE = 64L << 20;
 
@@ -64,51 +72,67 @@ public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long down
         if (xbzrleCacheBytes != 0 && (xbzrleCacheBytes < 4096 || xbzrleCacheBytes > 1L << 30)) {
             throw new IllegalArgumentException("XBZRLE cache of " + xbzrleCacheBytes + " bytes: 4 KiB to 1 GiB, or 0 for off");
         }
+        if (channels < 1 || channels > MAX_CHANNELS) {
+            throw new IllegalArgumentException("channels " + channels + ": 1 to " + MAX_CHANNELS);
+        }
+        if (channels > 1 && xbzrleCacheBytes != 0) {
+            throw new IllegalArgumentException("multifd channels and XBZRLE do not go together (QEMU refuses them too)");
+        }
+        if (channels > 1 && mode == Mode.POSTCOPY) {
+            throw new IllegalArgumentException("post-copy sends every page on the main stream: multifd channels are for pre-copy"
+                + " (use hybrid)");
+        }
         stopRules = Set.copyOf(stopRules);
     }
 
     /** Pre-copy, unlimited bandwidth, 300 ms downtime limit, QEMU's rule plus Xen's 30-round cap, write protection. */
     public static MigrationConfig defaults() {
         return new MigrationConfig(Mode.PRECOPY, 0, 300_000_000L, 30,
-            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false, 0, true);
+            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false, 0, true, 1);
     }
 
     public MigrationConfig withMode(Mode m) {
-        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify);
+        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
     }
 
     public MigrationConfig withBandwidth(long bytesPerSecond) {
-        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify);
+        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
     }
 
     public MigrationConfig withDowntimeLimit(long nanos) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
     }
 
     public MigrationConfig withMaxRounds(int rounds) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
     }
 
     public MigrationConfig withStopRules(Set<StopRule> rules) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge, xbzrleCacheBytes, verify);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
     }
 
     public MigrationConfig withTracking(DirtyTracking method) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge, xbzrleCacheBytes, verify);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge, xbzrleCacheBytes, verify, channels);
     }
 
     public MigrationConfig withAutoConverge(boolean on) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on, xbzrleCacheBytes, verify);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on, xbzrleCacheBytes, verify, channels);
     }
 
     /** XBZRLE with a cache of {@code cacheBytes} (0: off). */
     public MigrationConfig withXbzrle(long cacheBytes) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, cacheBytes, verify);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, cacheBytes, verify, channels);
     }
 
     /** Whether an in-process migration compares every page before the switch-over. */
     public MigrationConfig withVerify(boolean on) {
         return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge,
-            xbzrleCacheBytes, on);
+            xbzrleCacheBytes, on, channels);
+    }
+
+    /** {@code n} multifd channels (1: none, the main stream carries every page). */
+    public MigrationConfig withChannels(int n) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge,
+            xbzrleCacheBytes, verify, n);
     }
 }

@@ -24,9 +24,21 @@ package io.vmpage.migration;
  *  DEVICE  | type u8 = 8 | name length u8 | name (UTF-8) | total u32 | offset u32 | part u32 | part bytes:
  *          |             | one piece of a device's saved state ({@link Devices}); its pieces come in order, after
  *          |             | STATE and PVTABLE and before END or POSTCOPY; the destination loads each device whole
+ *  MULTIFD | type u8 = 9 | channels u16 | session u64: pages go over that many channels besides this main
+ *          |             | stream (right after HEADER); the main stream then carries no page before STATE
  *  POSTCOPY| type u8 = 6 | the switch-over of post-copy: the destination resumes the VM now; the PAGE |
  *          |             | records after it fill its remote frames, each exactly once                 |
  * </pre>
+ * A multifd channel (QEMU's multifd, {@link Multifd}) is a stream of its own on its own connection:
+ * <pre>
+ *  channel = CHANNEL (PAGE | SYNC)* END
+ *  CHANNEL | type u8 = 10 | magic u32 | version u16 | index u16 (1..channels) | session u64 (the main stream's)
+ *  SYNC    | type u8 = 11 | round u32: every page of the rounds before is in this channel; no channel's page
+ *          |              | after its SYNC lands before every channel reached it (a page re-sent in a later
+ *          |              | round may travel on another channel)
+ *  END     | as above, over this channel's records; PAGE records here are ZERO or FULL
+ * </pre>
+ * Every channel ends before the main stream goes on past its rounds (its STATE, or post-copy's pages).
  * A record never spans two transport chunks. A page may be sent several times (once per round it was
  * dirty); the last copy counts. A ZERO page is all zeros without its bytes on the wire; pages never
  * populated are not sent at all (the destination reads them as zeros too). A DELTA page changes the copy
@@ -44,6 +56,9 @@ final class StreamFormat {
     static final byte POSTCOPY = 6;
     static final byte PVTABLE = 7;
     static final byte DEVICE = 8;
+    static final byte MULTIFD = 9;
+    static final byte CHANNEL = 10;
+    static final byte SYNC = 11;
     /** Bytes of a DEVICE record before its name and its part. */
     static final int DEVICE_HEADER = 1 + 1 + 3 * 4;
     /** Bytes of a PVTABLE record. */

@@ -30,6 +30,26 @@ final class StreamWriter {
             .put((byte) (m.tlbEnabled() ? 1 : 0)).putInt(m.pscEntries()).putInt(m.nestedEntries()).put((byte) m.maxPhysAddrBits());
     }
 
+    /** The MULTIFD record: pages go over {@code channels} channels of this {@code session}. */
+    void multifd(int channels, long session) {
+        room(11);
+        chunk.put(StreamFormat.MULTIFD).putShort((short) channels).putLong(session);
+    }
+
+    /** A channel stream's first record: channel {@code index} of {@code session}. */
+    void channel(int index, long session) {
+        room(17);
+        chunk.put(StreamFormat.CHANNEL).putInt(StreamFormat.MAGIC).putShort(StreamFormat.VERSION).putShort((short) index)
+            .putLong(session);
+    }
+
+    /** A channel's SYNC record after the pages of rounds up to {@code round - 1}, sent at once. */
+    void sync(int round) {
+        room(5);
+        chunk.put(StreamFormat.SYNC).putInt(round);
+        flush();
+    }
+
     /**
      * Guest frame {@code gfn} of {@code vm} as it is now, copied from guest memory straight into the chunk
      * (one copy, no allocation), and sent as ZERO instead when it is all zeros. Returns whether it was.
@@ -129,9 +149,16 @@ final class StreamWriter {
 
     /** Sends what the chunk holds now (a page a destination vCPU waits for must not wait for a full chunk). */
     void flush() {
-        if (chunk.position() == 0) {
-            return;
+        if (chunk.position() != 0) {
+            keepAlive();
         }
+    }
+
+    /**
+     * Sends the chunk as it is, even empty: the main stream of a multifd migration keeps its
+     * destination's read deadline from expiring while the channels carry the pages.
+     */
+    void keepAlive() {
         ByteBuffer covered = chunk.duplicate().flip();
         crc.update(covered);
         bytes += chunk.position();

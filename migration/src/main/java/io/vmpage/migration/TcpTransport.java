@@ -69,6 +69,13 @@ public final class TcpTransport implements Transport {
     private volatile String failure;
     /** Destination end: the END frame arrived. Destination thread only. */
     private boolean ended;
+    /** Source end: where it connected; multifd channels connect there too. */
+    private InetSocketAddress peer;
+    /** Destination end: the listener it was accepted on, where the channels arrive, and how long to wait for one. */
+    private ServerSocketChannel listener;
+    private long waitMillis;
+    /** Multifd channels opened through this connection (failed and closed with it). */
+    private final java.util.List<TcpTransport> channels = new java.util.concurrent.CopyOnWriteArrayList<>();
 
     private TcpTransport(SocketChannel channel, boolean source, int chunkBytes, long stallMillis) throws IOException {
         if (chunkBytes < 16 << 10) {
@@ -103,7 +110,9 @@ public final class TcpTransport implements Transport {
         try {
             channel = SocketChannel.open();
             channel.socket().connect(address, (int) Math.min(Integer.MAX_VALUE, stallMillis));
-            return new TcpTransport(channel, true, chunkBytes, stallMillis);
+            TcpTransport t = new TcpTransport(channel, true, chunkBytes, stallMillis);
+            t.peer = address;
+            return t;
         } catch (IOException e) {
             closeQuietly(channel);
             throw new MigrationException("cannot connect to the destination at " + address + ": " + e.getMessage(), e);
@@ -114,7 +123,7 @@ public final class TcpTransport implements Transport {
     public static ServerSocketChannel listen(InetSocketAddress address) {
         try {
             ServerSocketChannel listener = ServerSocketChannel.open();
-            listener.bind(address, 1);
+            listener.bind(address, 1 + MigrationConfig.MAX_CHANNELS); // a source connects its multifd channels at once
             return listener;
         } catch (IOException e) {
             throw new MigrationException("cannot listen on " + address + ": " + e.getMessage(), e);
@@ -137,7 +146,10 @@ public final class TcpTransport implements Transport {
                 waiting.selectedKeys().clear();
             }
             key.cancel();
-            return new TcpTransport(channel, false, chunkBytes, stallMillis);
+            TcpTransport t = new TcpTransport(channel, false, chunkBytes, stallMillis);
+            t.listener = listener;
+            t.waitMillis = stallMillis;
+            return t;
         } catch (IOException e) {
             closeQuietly(channel);
             throw new MigrationException("accepting the source's connection failed: " + e.getMessage(), e);
@@ -163,7 +175,7 @@ public final class TcpTransport implements Transport {
                 sourceEnd.close();
                 throw e;
             }
-            return new Joined(sourceEnd, destinationEnd);
+            return new Joined(sourceEnd, destinationEnd, chunkBytes, stallMillis);
         } catch (IOException e) {
             throw new MigrationException("cannot open a loopback listener: " + e.getMessage(), e);
         }
@@ -394,6 +406,29 @@ public final class TcpTransport implements Transport {
         }
     }
 
+    /**
+     * Source end: a new connection to the same destination. Destination end: the next connection on the
+     * listener this one came from (whatever its index: the stream in it says which channel it is),
+     * waited for at most the stall timeout.
+     */
+    @Override
+    public Transport channel(int index) {
+        if (index < 1) {
+            throw new IllegalArgumentException("multifd channels are numbered from 1: " + index);
+        }
+        check();
+        if (source ? peer == null : listener == null) {
+            throw new UnsupportedOperationException("this connection was not made by connect or accept: it has no channels");
+        }
+        TcpTransport c = source ? connect(peer, chunkBytes, TimeUnit.NANOSECONDS.toMillis(stallNanos))
+            : accept(listener, chunkBytes, TimeUnit.NANOSECONDS.toMillis(stallNanos), waitMillis);
+        channels.add(c);
+        if (failure != null) { // failed meanwhile
+            c.fail(failure);
+        }
+        return c;
+    }
+
     @Override
     public void fail(String why) {
         if (failure == null) {
@@ -402,10 +437,12 @@ public final class TcpTransport implements Transport {
         closeQuietly(channel); // the peer's next read or write fails too
         writable.wakeup();
         readable.wakeup();
+        channels.forEach(c -> c.fail(why));
     }
 
     @Override
     public void close() {
+        channels.forEach(TcpTransport::close);
         if (failure == null) {
             failure = "connection closed";
         }
@@ -455,10 +492,25 @@ public final class TcpTransport implements Transport {
     private static final class Joined implements Transport {
         private final TcpTransport sourceEnd;
         private final TcpTransport destinationEnd;
+        private final int chunkBytes;
+        private final long stallMillis;
+        /** Multifd channels by index, each its own loopback connection, made by whichever end asks first. */
+        private final java.util.Map<Integer, Transport> channels = new java.util.concurrent.ConcurrentHashMap<>();
 
-        Joined(TcpTransport sourceEnd, TcpTransport destinationEnd) {
+        Joined(TcpTransport sourceEnd, TcpTransport destinationEnd, int chunkBytes, long stallMillis) {
             this.sourceEnd = sourceEnd;
             this.destinationEnd = destinationEnd;
+            this.chunkBytes = chunkBytes;
+            this.stallMillis = stallMillis;
+        }
+
+        @Override
+        public Transport channel(int index) {
+            if (index < 1) {
+                throw new IllegalArgumentException("multifd channels are numbered from 1: " + index);
+            }
+            sourceEnd.check();
+            return channels.computeIfAbsent(index, i -> loopback(chunkBytes, stallMillis));
         }
 
         @Override
@@ -500,10 +552,12 @@ public final class TcpTransport implements Transport {
         public void fail(String why) {
             sourceEnd.fail(why);
             destinationEnd.fail(why);
+            channels.values().forEach(c -> c.fail(why));
         }
 
         @Override
         public void close() {
+            channels.values().forEach(Transport::close);
             sourceEnd.close();
             destinationEnd.close();
         }

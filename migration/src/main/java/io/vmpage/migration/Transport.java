@@ -31,6 +31,20 @@ public interface Transport extends AutoCloseable {
     /** Source: the next guest frame the destination asked for, -1 when none is waiting. */
     long pollRequest();
 
+    /**
+     * Multifd channel {@code index} (1, 2, ...) of this connection: another connection to the same peer
+     * for pages alone (QEMU's multifd channels), opened by the source and taken by the destination. The
+     * destination end takes the channels in the order they arrive (each names itself in its first
+     * record); an in-process transport gives both ends the same object for the same index. Failing or
+     * closing this connection fails or closes its channels too.
+     *
+     * @throws MigrationException when the channel cannot be opened
+     * @throws UnsupportedOperationException when this transport has no channels
+     */
+    default Transport channel(int index) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no multifd channels");
+    }
+
     /** Breaks the connection (the other side's next call fails with {@code why}); tests inject failures with it. */
     void fail(String why);
 

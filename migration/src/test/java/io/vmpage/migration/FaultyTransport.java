@@ -4,7 +4,7 @@ import java.nio.ByteBuffer;
 import java.util.function.IntPredicate;
 
 /** A transport that breaks, or tampers with a chunk, at the {@code n}-th send (a memory transport unless given one). */
-final class FaultyTransport implements Transport {
+class FaultyTransport implements Transport {
     private final Transport inner;
     private final IntPredicate breakAt;
     private final boolean corrupt;
