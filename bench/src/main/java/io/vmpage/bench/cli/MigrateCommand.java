@@ -105,6 +105,15 @@ public final class MigrateCommand implements Callable<Integer> {
         description = "XBZRLE's cache, 4k to 1g (QEMU's xbzrle-cache-size). Default: ${DEFAULT-VALUE}.")
     String xbzrleCache;
 
+    @Option(names = "--channels", paramLabel = "N",
+        description = "QEMU's multifd: pages go over N parallel channels, each its own connection with a thread at each end"
+            + " (1: all on the main stream), 1 to " + MigrationConfig.MAX_CHANNELS + ". Default: 2 (QEMU's multifd-channels),"
+            + " 1 with --xbzrle or --mode postcopy, which QEMU does not run over multifd.")
+    Integer channels;
+
+    /** The channels this run uses (--channels, or its default for the mode). */
+    private int channelCount;
+
     @Option(names = "--method", paramLabel = "METHOD", defaultValue = "write-protect",
         description = "Dirty log: write-protect, dirty-bits (nested only) or dirty-ring. Default: ${DEFAULT-VALUE}.")
     String method;
@@ -185,9 +194,22 @@ public final class MigrateCommand implements Callable<Integer> {
         if (xbzrle && algorithm != MigrationConfig.Mode.PRECOPY && algorithm != MigrationConfig.Mode.HYBRID) {
             throw new Cli.UsageException("--xbzrle: deltas are for pages pre-copy sends again; --mode " + mode + " sends each page once");
         }
+        channelCount = channels != null ? channels
+            : xbzrle || algorithm == MigrationConfig.Mode.POSTCOPY ? 1 : MigrationConfig.MULTIFD_DEFAULT_CHANNELS;
+        if (channelCount < 1 || channelCount > MigrationConfig.MAX_CHANNELS) {
+            throw new Cli.UsageException("--channels " + channelCount + " must be between 1 and " + MigrationConfig.MAX_CHANNELS);
+        }
+        if (channelCount > 1 && xbzrle) {
+            throw new Cli.UsageException("--channels " + channelCount + ": multifd does not go with --xbzrle (QEMU refuses them"
+                + " together); use --channels 1");
+        }
+        if (channelCount > 1 && algorithm == MigrationConfig.Mode.POSTCOPY) {
+            throw new Cli.UsageException("--channels " + channelCount + ": post-copy sends every page on the main stream;"
+                + " multifd is for pre-copy (--mode hybrid pre-copies over the channels)");
+        }
         MigrationConfig config = new MigrationConfig(algorithm, link, limit, maxRounds,
             EnumSet.of(MigrationConfig.StopRule.QEMU_DOWNTIME, MigrationConfig.StopRule.XEN_MAX_ROUNDS), how, autoConverge,
-            xbzrle ? cacheBytes : 0, true);
+            xbzrle ? cacheBytes : 0, true, channelCount);
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter progress = json != null && json.equals("-") ? spec.commandLine().getErr() : out;
         long hostBytes = memoryBytes + memoryBytes / 8 + (64L << 20);
@@ -433,8 +455,9 @@ public final class MigrateCommand implements Callable<Integer> {
 
     private String text(MigrationReport r, DirtyRate measured, boolean predicted, boolean converged, String after) {
         StringBuilder b = new StringBuilder();
-        b.append(String.format(Locale.ROOT, "%s migration of a %s %s guest with %d writers (%s, %s)%n", r.mode().name().toLowerCase(Locale.ROOT),
-            Units.formatSize(r.memoryBytes()), r.paging().toLowerCase(Locale.ROOT), writers, pattern, method));
+        b.append(String.format(Locale.ROOT, "%s migration of a %s %s guest with %d writers (%s, %s), %s%n",
+            r.mode().name().toLowerCase(Locale.ROOT), Units.formatSize(r.memoryBytes()), r.paging().toLowerCase(Locale.ROOT), writers,
+            pattern, method, channelCount > 1 ? channelCount + " multifd channels" : "one stream"));
         b.append(String.format(Locale.ROOT, "  rounds %d, stopped by %s%n", r.rounds(), r.stopReason()));
         b.append(String.format(Locale.ROOT, "  sent %d pages (%d zero), %s on the link%n", r.pagesSent(), r.zeroPages(),
             mib(r.bytesSent())));
@@ -471,6 +494,7 @@ public final class MigrateCommand implements Callable<Integer> {
         o.put("writers", writers);
         o.put("pattern", pattern);
         o.put("transport", to != null ? "tcp" : transport);
+        o.put("channels", channelCount);
         if (to != null) {
             o.put("to", to);
         }

@@ -31,7 +31,9 @@ import org.openjdk.jmh.annotations.TearDown;
  * show its share. Over TCP: {@code stopAndCopyTcp} is the same migration over a {@code TcpTransport} on
  * loopback (both ends in this process, a new connection each time), against {@code rawLoopback}, the same
  * 64 MiB written from a direct buffer into a connected loopback {@code SocketChannel} and read by a
- * thread into another, with nothing else done.
+ * thread into another, with nothing else done. The {@code 2Channels}/{@code 4Channels} variants run the same
+ * migration over that many multifd channels besides the main stream (new connections each time over TCP),
+ * against the same baselines: on this 2-core host the channels' threads share two cores with the rest.
  */
 @State(Scope.Benchmark)
 @BenchmarkMode(Mode.AverageTime)
@@ -128,9 +130,30 @@ public class MigrationBench {
         }
     }
 
-    /** One stop-and-copy over {@code link}, checked, then undone: the destination VM destroyed, the source resumed. */
+    /** The same over 2 multifd channels (QEMU's default), each with a thread at both ends. */
+    @Benchmark
+    @Baseline("rawCopy")
+    public long stopAndCopy2Channels() {
+        try (io.vmpage.migration.MemoryTransport link = new io.vmpage.migration.MemoryTransport()) {
+            return migrateOver(link, 2);
+        }
+    }
+
+    @Benchmark
+    @Baseline("rawCopy")
+    public long stopAndCopy4Channels() {
+        try (io.vmpage.migration.MemoryTransport link = new io.vmpage.migration.MemoryTransport()) {
+            return migrateOver(link, 4);
+        }
+    }
+
     private long migrateOver(io.vmpage.migration.Transport link) {
-        Migration.Result result = Migration.toHost(vm, destination, link, config, round -> { }, running -> { });
+        return migrateOver(link, 1);
+    }
+
+    /** One stop-and-copy over {@code link} and {@code channels} channels, checked, then undone: the destination VM destroyed, the source resumed. */
+    private long migrateOver(io.vmpage.migration.Transport link, int channels) {
+        Migration.Result result = Migration.toHost(vm, destination, link, config.withChannels(channels), round -> { }, running -> { });
         MigrationReport report = result.report();
         if (report.pagesSent() != GUEST / 4096 || report.zeroPages() != 0) {
             throw new IllegalStateException("sent " + report.pagesSent() + " pages, " + report.zeroPages() + " zero");
@@ -155,9 +178,26 @@ public class MigrationBench {
     @Benchmark
     @Baseline("rawLoopback")
     public long stopAndCopyTcp() {
+        return overTcp(1);
+    }
+
+    /** Over loopback with 2 multifd channels: three connections, the pages on two of them. */
+    @Benchmark
+    @Baseline("rawLoopback")
+    public long stopAndCopyTcp2Channels() {
+        return overTcp(2);
+    }
+
+    @Benchmark
+    @Baseline("rawLoopback")
+    public long stopAndCopyTcp4Channels() {
+        return overTcp(4);
+    }
+
+    private long overTcp(int channels) {
         try (io.vmpage.migration.Transport link = io.vmpage.migration.TcpTransport.loopback(
             io.vmpage.migration.MemoryTransport.DEFAULT_CHUNK, 10_000)) {
-            return migrateOver(link);
+            return migrateOver(link, channels);
         }
     }
 }

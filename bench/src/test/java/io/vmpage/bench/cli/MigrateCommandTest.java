@@ -186,6 +186,9 @@ class MigrateCommandTest {
         "--transport|udp|--transport udp",
         "--wws|1g|--wws",
         "--xbzrle-cache|2g|--xbzrle-cache 2g",
+        "--channels|0|--channels 0",
+        "--channels|17|--channels 17",
+        "--channels|two|--channels",
         "--to|nohost|--to nohost",
         "--to|127.0.0.1:0|--to 127.0.0.1:0",
         "--to|127.0.0.1:http|--to 127.0.0.1:http",
@@ -201,6 +204,31 @@ class MigrateCommandTest {
     void aParavirtualGuestIsRefusedPostCopyNamingWhy(String mode) {
         assertEquals(2, cli.exec("migrate", "--paging", "pv", "--mode", mode));
         assertTrue(err.toString().contains("--paging pv --mode " + mode) && err.toString().contains("Xen"), err.toString());
+    }
+
+    /** Multifd: two channels by default, N with --channels, over memory and to a child process; refused where QEMU refuses it. */
+    @ParameterizedTest
+    @CsvSource({"precopy, memory, ''", "hybrid, memory, 4", "stopcopy, tcp, 3"})
+    void channelsCarryThePagesAndTheJsonSaysHowMany(String mode, String transport, String channels) throws Exception {
+        java.util.List<String> args = new java.util.ArrayList<>(java.util.List.of("migrate", "--memory", "64m", "--mode", mode,
+            "--transport", transport, "--wws", "4m", "--dirty-rate", "8m", "--bandwidth", "128m", "--json"));
+        if (!channels.isEmpty()) {
+            args.addAll(java.util.List.of("--channels", channels));
+        }
+        assertEquals(0, cli.exec(args.toArray(String[]::new)), err.toString());
+        JsonNode root = new ObjectMapper().readTree(out.toString());
+        assertEquals(channels.isEmpty() ? 2 : Integer.parseInt(channels), root.get("channels").asInt());
+        assertTrue(root.get("verified").asBoolean(), root.toString());
+    }
+
+    @Test
+    void channelsWithXbzrleOrPostCopyAreRefusedAndTheirDefaultIsOneStream() throws Exception {
+        assertEquals(2, cli.exec("migrate", "--xbzrle", "--channels", "2"));
+        assertTrue(err.toString().contains("--channels 2") && err.toString().contains("--xbzrle"), err.toString());
+        assertEquals(2, cli.exec("migrate", "--mode", "postcopy", "--channels", "3"));
+        assertTrue(err.toString().contains("--channels 3") && err.toString().contains("hybrid"), err.toString());
+        assertEquals(0, cli.exec("migrate", "--memory", "64m", "--mode", "postcopy", "--wws", "4m", "--json"), err.toString());
+        assertEquals(1, new ObjectMapper().readTree(out.toString()).get("channels").asInt());
     }
 
     @Test
