@@ -58,8 +58,14 @@ public final class MigrateCommand implements Callable<Integer> {
     CommandSpec spec;
 
     @Option(names = "--memory", paramLabel = "SIZE", defaultValue = "256m",
-        description = "Guest memory, 64m to 16g; all but 32 MiB is heap, written once before the migration. Default: ${DEFAULT-VALUE}.")
+        description = "Guest memory, 64m to 16g; all but 32 MiB is heap, written once before the migration, unless --heap"
+            + " says less. Default: ${DEFAULT-VALUE}.")
     String memory;
+
+    @Option(names = "--heap", paramLabel = "SIZE",
+        description = "Guest memory the guest kernel maps and writes before the migration (4k per writer up to --memory"
+            + " less 32m); the rest is never touched, and a migration sends none of it. Default: all of it.")
+    String heap;
 
     @Option(names = "--paging", paramLabel = "MODE", defaultValue = "nested",
         description = "nested, shadow or pv (Xen PV: pre-copy and stop-and-copy). Default: ${DEFAULT-VALUE}.")
@@ -72,8 +78,8 @@ public final class MigrateCommand implements Callable<Integer> {
         description = "uniform, hotset, zipf or sequential. Default: ${DEFAULT-VALUE}.")
     String pattern;
 
-    @Option(names = "--wws", paramLabel = "SIZE", defaultValue = "32m",
-        description = "The hot set (writable working set) of --pattern hotset. Default: ${DEFAULT-VALUE}.")
+    @Option(names = "--wws", paramLabel = "SIZE",
+        description = "The hot set (writable working set) of --pattern hotset. Default: 32m, or the heap when it is smaller.")
     String wws;
 
     @Option(names = "--dirty-rate", paramLabel = "RATE", defaultValue = "32m",
@@ -105,10 +111,10 @@ public final class MigrateCommand implements Callable<Integer> {
         description = "XBZRLE's cache, 4k to 1g (QEMU's xbzrle-cache-size). Default: ${DEFAULT-VALUE}.")
     String xbzrleCache;
 
-    @Option(names = "--channels", paramLabel = "N",
-        description = "QEMU's multifd: pages go over N parallel channels, each its own connection with a thread at each end"
-            + " (1: all on the main stream), 1 to " + MigrationConfig.MAX_CHANNELS + ". Default: 2 (QEMU's multifd-channels),"
-            + " 1 with --xbzrle or --mode postcopy, which QEMU does not run over multifd.")
+    @Option(names = "--channels", paramLabel = "N", arity = "0..1", fallbackValue = "" + MigrationConfig.MULTIFD_DEFAULT_CHANNELS,
+        description = "QEMU's multifd: pages go over N parallel channels, each its own connection with a thread at each end,"
+            + " 1 to " + MigrationConfig.MAX_CHANNELS + "; --channels alone is 2 (QEMU's multifd-channels). Default: 1, all on"
+            + " the main stream (multifd is off by default in QEMU too).")
     Integer channels;
 
     /** The channels this run uses (--channels, or its default for the mode). */
@@ -176,8 +182,13 @@ public final class MigrateCommand implements Callable<Integer> {
         if ((memoryBytes & 0xFFF) != 0) {
             throw new Cli.UsageException("--memory " + memory + " must be a whole number of 4 KiB pages");
         }
-        int heapPages = (int) ((memoryBytes - KERNEL_BYTES) >>> 12);
-        long wwsBytes = Units.parseSize("--wws", wws, 4096L * writers, memoryBytes - KERNEL_BYTES);
+        long heapBytes = heap == null ? memoryBytes - KERNEL_BYTES
+            : Units.parseSize("--heap", heap, 4096L * writers, memoryBytes - KERNEL_BYTES);
+        if ((heapBytes & 0xFFF) != 0) {
+            throw new Cli.UsageException("--heap " + heap + " must be a whole number of 4 KiB pages");
+        }
+        int heapPages = (int) (heapBytes >>> 12);
+        long wwsBytes = wws == null ? Math.min(32L << 20, heapBytes) : Units.parseSize("--wws", wws, 4096L * writers, heapBytes);
         long rate = rate("--dirty-rate", dirtyRate);
         long link = rate("--bandwidth", bandwidth);
         long limit = duration("--downtime-limit", downtimeLimit);
@@ -185,7 +196,9 @@ public final class MigrateCommand implements Callable<Integer> {
             throw new Cli.UsageException("--downtime-limit " + downtimeLimit + " must be between 1ms and 60s");
         }
         Path plotFile = plot == null ? null : plotFile(plot);
-        String refusal = HostRam.shortfall(asked(), 2 * memoryBytes + (512L << 20), HostRam.available(),
+        long touched = heapBytes + KERNEL_BYTES; // the guest's populated memory; each host's frame table besides
+        long tables = (memoryBytes + memoryBytes / 8 + (64L << 20)) / 4096 * 16;
+        String refusal = HostRam.shortfall(asked(), 2 * (touched + tables) + (512L << 20), HostRam.available(),
             "the source and the destination guest, both populated");
         if (refusal != null) {
             throw new Cli.UsageException(refusal);
@@ -194,8 +207,7 @@ public final class MigrateCommand implements Callable<Integer> {
         if (xbzrle && algorithm != MigrationConfig.Mode.PRECOPY && algorithm != MigrationConfig.Mode.HYBRID) {
             throw new Cli.UsageException("--xbzrle: deltas are for pages pre-copy sends again; --mode " + mode + " sends each page once");
         }
-        channelCount = channels != null ? channels
-            : xbzrle || algorithm == MigrationConfig.Mode.POSTCOPY ? 1 : MigrationConfig.MULTIFD_DEFAULT_CHANNELS;
+        channelCount = channels != null ? channels : 1;
         if (channelCount < 1 || channelCount > MigrationConfig.MAX_CHANNELS) {
             throw new Cli.UsageException("--channels " + channelCount + " must be between 1 and " + MigrationConfig.MAX_CHANNELS);
         }
@@ -426,7 +438,7 @@ public final class MigrateCommand implements Callable<Integer> {
     }
 
     private String asked() {
-        return "--memory " + memory;
+        return "--memory " + memory + (heap != null ? " --heap " + heap : "");
     }
 
     private static long rate(String option, String text) {
