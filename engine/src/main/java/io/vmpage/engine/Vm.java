@@ -847,8 +847,8 @@ public final class Vm {
         }
     }
 
-    /** Whether {@link #destroy} has begun. */
-    boolean destroyed() {
+    /** Whether this VM's destruction has begun ({@link Host#destroyVm}): a fetcher waiting for one of its frames gives up. */
+    public boolean destroyed() {
         return destroyed;
     }
 

@@ -57,10 +57,23 @@ public final class Destination {
     public static Received receive(Host host, Transport transport, Devices devices, java.util.function.Consumer<Vm> switchOver) {
         Vm vm = null;
         Multifd.Receiver multifd = null; // the channels, while they run
+        VmConfig config = null;
+        long pages = 0;
+        long zero = 0;
+        long deltas = 0;
+        int rounds = 0;
+        long[] remote = null; // post-copy: frames still on the source
+        long[] delivered = null;
+        long remoteCount = 0;
+        long pushed = 0;
+        PostCopyFetcher fetcher = null; // set at the switch-over
+        boolean switched = false; // the VM runs here: from now on a failure pauses the post-copy, it never discards the VM
+        long channelPages = 0;
+        long channelZero = 0;
         try {
             ByteBuffer chunk = next(transport, "the stream header");
             CRC32C crc = new CRC32C();
-            VmConfig config = header(chunk);
+            config = header(chunk);
             if (config.memoryBytes() > host.memory().size()) {
                 throw new MigrationException("stream describes a VM of " + config.memoryBytes() + " bytes; this host has "
                     + host.memory().size());
@@ -69,20 +82,9 @@ public final class Destination {
             vm.pause(); // no vCPU runs before its state is in place
             byte[] page = new byte[StreamFormat.PAGE_BYTES];
             long frames = vm.physicalMap().frames();
-            long pages = 0;
-            long zero = 0;
-            long deltas = 0;
-            int rounds = 0;
             VmState state = null;
             List<io.vmpage.engine.PvTable> pvTables = new ArrayList<>();
-            long[] remote = null; // post-copy: frames still on the source
-            long[] delivered = null;
-            long remoteCount = 0;
-            long pushed = 0;
-            PostCopyFetcher fetcher = null;
             DeviceAssembly deviceStates = new DeviceAssembly(devices);
-            long channelPages = 0;
-            long channelZero = 0;
             while (true) {
                 if (!chunk.hasRemaining()) {
                     crc.update(chunk.flip());
@@ -107,24 +109,8 @@ public final class Destination {
                                 + frames + " frames");
                         }
                         if (fetcher != null) { // post-copy: fill a remote frame, exactly once
-                            int w = (int) (gfn >>> 6);
-                            long bit = 1L << gfn;
-                            if ((remote[w] & bit) == 0 || (delivered[w] & bit) != 0) {
-                                throw new MigrationException("stream is corrupted: post-copy page " + gfn + " is not one the source"
-                                    + " still held, or came twice");
-                            }
-                            delivered[w] |= bit;
-                            if (flags == StreamFormat.PAGE_FULL) {
-                                chunk.get(page);
-                            } else if (flags != StreamFormat.PAGE_ZERO) {
-                                throw new MigrationException("stream is corrupted: post-copy page " + gfn + " has flags " + flags
-                                    + " (a post-copy page goes whole or as zero, never as a delta)");
-                            } else {
-                                java.util.Arrays.fill(page, (byte) 0);
+                            if (postCopyPage(vm, fetcher, remote, delivered, chunk, flags, gfn, page)) {
                                 zero++;
-                            }
-                            if (!vm.receiveFrame(gfn, page, 0)) {
-                                fetcher.deliver(gfn, page); // a touch claimed it: it waits for these bytes
                             }
                             pages++;
                             pushed++;
@@ -228,10 +214,11 @@ public final class Destination {
                             delivered = new long[remote.length];
                         }
                         vm.importState(state);
-                        fetcher = new PostCopyFetcher(transport, 10_000);
+                        fetcher = new PostCopyFetcher(vm, transport, 10_000);
                         vm.setFrameFetcher(fetcher);
                         devices.loadAll(vm, deviceStates.complete());
                         switchOver.accept(vm);
+                        switched = true;
                         break;
                     case StreamFormat.END: {
                         ByteBuffer covered = chunk.duplicate();
@@ -269,11 +256,16 @@ public final class Destination {
                         throw new MigrationException("stream is corrupted: record type " + type + " at chunk offset " + at);
                 }
             }
-        } catch (BufferUnderflowException e) {
-            abort(multifd, "the destination rejected the stream");
-            destroy(host, vm);
-            throw new MigrationException("stream is corrupted or truncated: a record is cut short", e);
-        } catch (RuntimeException e) {
+        } catch (RuntimeException thrown) {
+            RuntimeException e = thrown instanceof BufferUnderflowException
+                ? new MigrationException("stream is corrupted or truncated: a record is cut short", thrown) : thrown;
+            if (switched) { // the VM runs here, the rest is on the source
+                fetcher.pause();
+                throw new PostCopyPausedException("post-copy paused on the destination (" + (remoteCount - pushed)
+                    + " frames still on the source): " + e.getMessage(), e,
+                    new Paused(host, vm, config, fetcher, remote, delivered, remoteCount, pushed, pages + channelPages,
+                        zero + channelZero, deltas, rounds));
+            }
             abort(multifd, "the destination rejected the stream: " + e.getMessage());
             destroy(host, vm);
             if (e instanceof MigrationException) {
@@ -330,6 +322,154 @@ public final class Destination {
                 }
             }
             return states;
+        }
+    }
+
+    /**
+     * A post-copy PAGE record into remote guest frame {@code gfn}, which must be one the source still
+     * held and not delivered yet (each crosses once): installed, or handed to the vCPU that touched it
+     * meanwhile. Returns whether it was ZERO.
+     */
+    private static boolean postCopyPage(Vm vm, PostCopyFetcher fetcher, long[] remote, long[] delivered, ByteBuffer chunk,
+                                        byte flags, long gfn, byte[] page) {
+        int w = (int) (gfn >>> 6);
+        long bit = 1L << gfn;
+        if ((remote[w] & bit) == 0 || (delivered[w] & bit) != 0) {
+            throw new MigrationException("stream is corrupted: post-copy page " + gfn + " is not one the source"
+                + " still held, or came twice");
+        }
+        boolean zero = flags == StreamFormat.PAGE_ZERO;
+        if (flags == StreamFormat.PAGE_FULL) {
+            chunk.get(page);
+        } else if (!zero) {
+            throw new MigrationException("stream is corrupted: post-copy page " + gfn + " has flags " + flags
+                + " (a post-copy page goes whole or as zero, never as a delta)");
+        } else {
+            java.util.Arrays.fill(page, (byte) 0);
+        }
+        delivered[w] |= bit;
+        if (!vm.receiveFrame(gfn, page, 0)) {
+            fetcher.deliver(gfn, page); // a touch claimed it: it waits for these bytes
+        }
+        return zero;
+    }
+
+    /**
+     * A post-copy destination whose connection was lost after the switch-over (QEMU's postcopy-paused):
+     * its VM runs on the frames it has, a vCPU touching one still on the source waits, and nothing is
+     * discarded. {@link #recover} goes on over a new connection.
+     */
+    public static final class Paused {
+        private final Host host;
+        private final Vm vm;
+        private final VmConfig config;
+        private final PostCopyFetcher fetcher;
+        private final long[] remote;
+        private final long[] delivered;
+        private final long remoteCount;
+        private long pushed;
+        private long pages;
+        private long zeroPages;
+        private final long deltas;
+        private final int rounds;
+
+        Paused(Host host, Vm vm, VmConfig config, PostCopyFetcher fetcher, long[] remote, long[] delivered, long remoteCount,
+               long pushed, long pages, long zeroPages, long deltas, int rounds) {
+            this.host = host;
+            this.vm = vm;
+            this.config = config;
+            this.fetcher = fetcher;
+            this.remote = remote;
+            this.delivered = delivered;
+            this.remoteCount = remoteCount;
+            this.pushed = pushed;
+            this.pages = pages;
+            this.zeroPages = zeroPages;
+            this.deltas = deltas;
+            this.rounds = rounds;
+        }
+
+        /** The VM, running on this host. */
+        public Vm vm() {
+            return vm;
+        }
+
+        /** Frames still on the source. */
+        public long framesLeft() {
+            return remoteCount - pushed;
+        }
+    }
+
+    /**
+     * QEMU's postcopy recovery, destination side: over {@code fresh}, a new connection from the source,
+     * replies with the bitmap of the remote frames it holds (QEMU's {@code MIG_RP_MSG_RECV_BITMAP}), asks
+     * again for the frames its vCPUs wait for, and takes the rest: a stream of RECOVER, the PAGE records
+     * of every remote frame it lacked, each once, and END (page count and CRC32C of this stream).
+     *
+     * @throws PostCopyPausedException when this connection is lost too (recover again with another)
+     */
+    public static Received recover(Paused p, Transport fresh) {
+        Vm vm = p.vm;
+        try {
+            long[] have = new long[1 + p.delivered.length];
+            have[0] = vm.physicalMap().frames();
+            System.arraycopy(p.delivered, 0, have, 1, p.delivered.length);
+            fresh.reply(have);
+            p.fetcher.reconnect(fresh);
+            ByteBuffer chunk = next(fresh, "the RECOVER record");
+            if (chunk.get() != StreamFormat.RECOVER) {
+                throw new MigrationException("a post-copy recovery stream does not start with RECOVER");
+            }
+            CRC32C crc = new CRC32C();
+            byte[] page = new byte[StreamFormat.PAGE_BYTES];
+            long frames = vm.physicalMap().frames();
+            long received = 0;
+            while (true) {
+                if (!chunk.hasRemaining()) {
+                    crc.update(chunk.flip());
+                    fresh.release(chunk);
+                    chunk = next(fresh, "the recovery's END record");
+                    continue;
+                }
+                int at = chunk.position();
+                byte type = chunk.get();
+                if (type == StreamFormat.PAGE) {
+                    byte flags = chunk.get();
+                    long gfn = chunk.getLong();
+                    if (gfn < 0 || gfn >= frames) {
+                        throw new MigrationException("stream is corrupted: it sends guest frame " + gfn + ", outside the VM");
+                    }
+                    if (postCopyPage(vm, p.fetcher, p.remote, p.delivered, chunk, flags, gfn, page)) {
+                        p.zeroPages++;
+                    }
+                    p.pages++;
+                    p.pushed++;
+                    received++;
+                } else if (type == StreamFormat.END) {
+                    ByteBuffer covered = chunk.duplicate();
+                    covered.position(0).limit(at);
+                    crc.update(covered);
+                    long sent = chunk.getLong();
+                    int expected = chunk.getInt();
+                    if (expected != (int) crc.getValue()) {
+                        throw new MigrationException("the recovery stream is corrupted: CRC32C 0x" + Integer.toHexString((int) crc.getValue())
+                            + " where the source computed 0x" + Integer.toHexString(expected));
+                    }
+                    if (sent != received || p.pushed != p.remoteCount) {
+                        throw new MigrationException("the recovery ended with " + (p.remoteCount - p.pushed) + " post-copy pages never sent");
+                    }
+                    fresh.release(chunk);
+                    vm.setFrameFetcher(null); // every frame is here
+                    return new Received(vm, p.pages, p.zeroPages, p.deltas, p.rounds, new MigrationReport.PostCopy(p.fetcher.faults(),
+                        p.fetcher.latencyMicros(50), p.fetcher.latencyMicros(99), p.fetcher.maxLatencyMicros(), p.pushed));
+                } else {
+                    throw new MigrationException("the recovery stream is corrupted: record type " + type + " at chunk offset " + at);
+                }
+            }
+        } catch (RuntimeException e) {
+            p.fetcher.pause();
+            throw new PostCopyPausedException("post-copy recovery failed (" + p.framesLeft() + " frames still on the source): "
+                + e.getMessage(), e, p);
         }
     }
 

@@ -32,6 +32,8 @@ public final class MemoryTransport implements Transport {
     private final java.util.Map<Integer, MemoryTransport> channels = new java.util.concurrent.ConcurrentHashMap<>();
     /** Why the connection broke, null while it works. Written once by {@link #fail}, read by both sides. */
     private volatile String failure;
+    /** The destination's one return-path message ({@link #reply}). */
+    private final java.util.concurrent.CompletableFuture<long[]> replied = new java.util.concurrent.CompletableFuture<>();
     /** The destination saw the end. Destination thread only. */
     private boolean ended;
 
@@ -115,6 +117,26 @@ public final class MemoryTransport implements Transport {
         }
         check();
         return channels.computeIfAbsent(index, i -> new MemoryTransport(buffers, chunkBytes, TimeUnit.NANOSECONDS.toMillis(stallNanos)));
+    }
+
+    @Override
+    public void reply(long[] words) {
+        check();
+        replied.complete(words.clone());
+    }
+
+    @Override
+    public long[] awaitReply(long millis) {
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
+        for (int spins = 1; !replied.isDone(); spins++) {
+            check();
+            if (System.nanoTime() - deadline > 0) {
+                fail("the destination did not reply within " + millis + " ms");
+                check();
+            }
+            LockSupport.parkNanos(spins < 64 ? 1_000 : 100_000);
+        }
+        return replied.join();
     }
 
     @Override

@@ -131,6 +131,15 @@ public final class Migration {
         Sent sent;
         try {
             sent = send(source, transport, config, devices, progress);
+        } catch (PostCopyPausedException e) {
+            transport.fail("the source failed: " + e.getMessage());
+            join(receiver);
+            if (received.get() instanceof PostCopyPausedException there && there.destination() != null) {
+                throw new PostCopyPausedException(e.getMessage(), e, there.destination(), e.source(), switchedAt.get());
+            }
+            source.resume(); // the destination failed before it ran the VM: this copy is the VM, whole
+            throw new MigrationException("post-copy failed before the destination resumed the VM, which runs on here: "
+                + e.getMessage(), e);
         } catch (RuntimeException e) {
             transport.fail("the source failed: " + e.getMessage());
             join(receiver);
@@ -138,6 +147,10 @@ public final class Migration {
         }
         join(receiver);
         Object outcome = received.get();
+        if (outcome instanceof PostCopyPausedException there && there.destination() != null) { // the source finished, the destination did not
+            throw new PostCopyPausedException(there.getMessage(), there, there.destination(),
+                new PostCopyRecovery.Source(source, sent.remote, sent, config), switchedAt.get());
+        }
         if (outcome instanceof Throwable t) {
             resumeAfterFailure(source, sent.pausedAt);
             throw t instanceof MigrationException m ? m : new MigrationException("destination failed: " + t.getMessage(), t);
@@ -160,6 +173,57 @@ public final class Migration {
         }
         MigrationReport report = report(config, source, sent, r.postCopy() != null ? System.nanoTime() : resumedAt,
             resumedAt - sent.pausedAt, config.verify(), mismatched, r.postCopy());
+        return new Result(r.vm(), report);
+    }
+
+    /**
+     * QEMU's postcopy recovery in one process: the post-copy that {@code paused} reports goes on over
+     * {@code fresh}, a new connection (the old one is gone). The destination replies with the frames it
+     * holds, the source sends every other remote frame once (those a vCPU waits for first), and the result
+     * is as {@link #toHost}'s: the destination verified against the paused source, except the frames its
+     * guest wrote since the switch-over. The source stays paused (the caller destroys it).
+     *
+     * @throws PostCopyPausedException when this connection is lost too (recover again with another)
+     * @throws IllegalArgumentException when {@code paused} is only one side's half (from another process)
+     */
+    public static Result recover(PostCopyPausedException paused, Transport fresh) {
+        PostCopyRecovery.Source src = paused.source();
+        Destination.Paused there = paused.destination();
+        if (src == null || there == null) {
+            throw new IllegalArgumentException("an in-process recovery needs both halves of the paused post-copy; this one has only the "
+                + (src == null ? "destination's" : "source's"));
+        }
+        AtomicReference<Object> received = new AtomicReference<>();
+        Thread receiver = new Thread(() -> {
+            try {
+                received.set(Destination.recover(there, fresh));
+            } catch (Throwable t) {
+                received.set(t);
+                fresh.fail("the destination failed to recover: " + t.getMessage());
+            }
+        }, "migration-recovery-vm" + src.vm().id());
+        receiver.setDaemon(true);
+        receiver.start();
+        try {
+            PostCopyRecovery.resume(src, fresh);
+        } catch (PostCopyPausedException e) {
+            fresh.fail(e.getMessage());
+            join(receiver);
+            throw new PostCopyPausedException(e.getMessage(), e, there, src, paused.switchedAt());
+        }
+        join(receiver);
+        if (received.get() instanceof Throwable t) {
+            throw new PostCopyPausedException("post-copy recovery failed on the destination: " + t.getMessage(), t, there, src,
+                paused.switchedAt());
+        }
+        Destination.Received r = (Destination.Received) received.get();
+        MigrationConfig config = src.config();
+        Sent sent = src.sent();
+        List<Long> differ = config.verify() ? differing(src.vm(), r.vm()) : List.of();
+        DirtySnapshot written = writtenSinceSwitchOver(r.vm());
+        long mismatched = differ.stream().filter(gfn -> !written.isDirty(gfn)).count();
+        MigrationReport report = report(config, src.vm(), sent, System.nanoTime(), paused.switchedAt() - sent.pausedAt,
+            config.verify(), mismatched, r.postCopy());
         return new Result(r.vm(), report);
     }
 
@@ -268,6 +332,8 @@ public final class Migration {
         MigrationReport.Xbzrle xbzrle;
         /** When the last byte before the destination may resume went to the transport: the END, or post-copy's POSTCOPY. */
         long resumableAt;
+        /** Post-copy: the frames the destination did not hold at the switch-over (null before it). */
+        long[] remote;
     }
 
     /**
@@ -301,7 +367,7 @@ public final class Migration {
                 s.pausedAt = pause(vm);
                 pages.round(0);
                 long start = System.nanoTime();
-                long n = postCopy(vm, out, transport, pages, null, null, s, devices);
+                long n = postCopy(vm, out, transport, pages, null, null, s, devices, config);
                 s.rounds.add(new MigrationReport.Round(0, n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
                 progress.accept(s.rounds.get(0));
                 s.stopReason = StopReason.POST_COPY;
@@ -366,7 +432,7 @@ public final class Migration {
                 pages.round(round);
                 long start = System.nanoTime();
                 if (config.mode() == MigrationConfig.Mode.HYBRID) { // what is left goes after the switch-over
-                    n = postCopy(vm, out, transport, pages, dirty, last, s, devices);
+                    n = postCopy(vm, out, transport, pages, dirty, last, s, devices, config);
                     MigrationReport.Round push = new MigrationReport.Round(round, n, last.count(), System.nanoTime() - start,
                         s.dirtyRate, pacer.measured(), 0, true);
                     s.rounds.add(push);
@@ -407,7 +473,9 @@ public final class Migration {
             if (vm.throttlePercent() != 0) {
                 vm.setThrottle(0);
             }
-            resumeAfterFailure(vm, s.pausedAt);
+            if (!(e instanceof PostCopyPausedException)) { // past post-copy's switch-over the VM may run there: stay paused
+                resumeAfterFailure(vm, s.pausedAt);
+            }
             throw e;
         }
     }
@@ -448,7 +516,7 @@ public final class Migration {
      * goes before the switch-over as a zero page.
      */
     private static long postCopy(Vm vm, StreamWriter out, Transport transport, PageSender pages, DirtySnapshot dirty,
-                                 DirtySnapshot last, Sent s, Devices devices) {
+                                 DirtySnapshot last, Sent s, Devices devices, MigrationConfig config) {
         pages.endChannels(); // post-copy goes on the main stream, after every channel's pages
         pages.postCopy();
         long frames = vm.physicalMap().frames();
@@ -474,13 +542,34 @@ public final class Migration {
         out.remote(remote);
         out.postcopy();
         s.resumableAt = System.nanoTime();
+        s.remote = remote;
+        try {
+            n += push(out, transport, pages, remote, sent, frames, left);
+        } catch (RuntimeException e) { // the destination may run the VM already: this copy stays, paused
+            s.pages = pages.pages();
+            s.zeroPages = pages.zeroPages();
+            s.bytes = pages.bytes();
+            throw new PostCopyPausedException("post-copy paused on the source (the VM may run on the destination; every frame"
+                + " stays here until it confirms it has them): " + e.getMessage(), e, new PostCopyRecovery.Source(vm, remote, s,
+                config));
+        }
+        return n;
+    }
+
+    /**
+     * Post-copy's push: each frame set in {@code remote} and not in {@code done} exactly once, those the
+     * destination asks for over the return path first (a request for one already sent flushes the chunk
+     * it may wait in), the others in frame order in between; then the END record. Returns the pages sent.
+     */
+    static long push(StreamWriter out, Transport transport, PageSender pages, long[] remote, long[] done, long frames, long left) {
+        long n = 0;
         long cursor = 0;
         while (left > 0) {
             boolean urgent = false;
             for (long req = transport.pollRequest(); req >= 0; req = transport.pollRequest()) {
                 urgent = true;
-                if (req < frames && (remote[(int) (req >>> 6)] & (1L << req)) != 0 && (sent[(int) (req >>> 6)] & (1L << req)) == 0) {
-                    sent[(int) (req >>> 6)] |= 1L << req;
+                if (req < frames && (remote[(int) (req >>> 6)] & (1L << req)) != 0 && (done[(int) (req >>> 6)] & (1L << req)) == 0) {
+                    done[(int) (req >>> 6)] |= 1L << req;
                     pages.send(req);
                     n++;
                     left--;
@@ -491,11 +580,11 @@ public final class Migration {
                 continue;
             }
             while (cursor < frames && ((remote[(int) (cursor >>> 6)] & (1L << cursor)) == 0
-                || (sent[(int) (cursor >>> 6)] & (1L << cursor)) != 0)) {
+                || (done[(int) (cursor >>> 6)] & (1L << cursor)) != 0)) {
                 cursor++;
             }
             if (cursor < frames) {
-                sent[(int) (cursor >>> 6)] |= 1L << cursor;
+                done[(int) (cursor >>> 6)] |= 1L << cursor;
                 pages.send(cursor);
                 n++;
                 left--;

@@ -1,7 +1,7 @@
 package io.vmpage.migration;
 
 /** A migration that could not complete: a lost or stalled connection, or a stream the destination rejects. */
-public final class MigrationException extends RuntimeException {
+public class MigrationException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     public MigrationException(String message) {

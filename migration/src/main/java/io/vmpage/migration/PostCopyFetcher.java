@@ -25,13 +25,23 @@ final class PostCopyFetcher implements FrameFetcher {
         volatile byte[] bytes;
     }
 
-    private final Transport transport;
+    /** The connection requests go over; a post-copy recovery swaps in the new one. */
+    private volatile Transport transport;
+    /**
+     * The migration is paused (QEMU's postcopy-paused): the connection is lost, a vCPU touching a frame
+     * not here waits for a recovery instead of failing after the stall timeout.
+     */
+    private volatile boolean paused;
     private final long stallNanos;
     private final ConcurrentHashMap<Long, Arrival> arrivals = new ConcurrentHashMap<>();
     private final ConcurrentHistogram latencyMicros = new ConcurrentHistogram(TimeUnit.SECONDS.toMicros(60), 3);
     private final AtomicLong faults = new AtomicLong();
 
-    PostCopyFetcher(Transport transport, long stallMillis) {
+    /** The VM whose frames this fetches: a waiter gives up when it is destroyed. */
+    private final io.vmpage.engine.Vm vm;
+
+    PostCopyFetcher(io.vmpage.engine.Vm vm, Transport transport, long stallMillis) {
+        this.vm = vm;
         this.transport = transport;
         this.stallNanos = TimeUnit.MILLISECONDS.toNanos(stallMillis);
     }
@@ -41,11 +51,21 @@ final class PostCopyFetcher implements FrameFetcher {
         long start = System.nanoTime();
         faults.incrementAndGet();
         Arrival a = arrivals.computeIfAbsent(gfn, g -> new Arrival());
-        if (a.requested.compareAndSet(false, true) && a.bytes == null) {
-            transport.request(gfn);
-        }
+        long waitingSince = start;
         for (int spins = 1; a.bytes == null; spins++) {
-            if (System.nanoTime() - start > stallNanos) {
+            if (paused) {
+                waitingSince = System.nanoTime();
+            } else if (a.requested.compareAndSet(false, true) && a.bytes == null) {
+                try {
+                    transport.request(gfn);
+                } catch (MigrationException lost) { // asked again on the connection a recovery brings
+                    a.requested.set(false);
+                }
+            }
+            if (vm.destroyed()) {
+                throw new MigrationException("post-copy: the VM was destroyed while guest frame " + gfn + " was on its way");
+            }
+            if (System.nanoTime() - waitingSince > stallNanos) {
                 throw new MigrationException("post-copy: guest frame " + gfn + " did not arrive within "
                     + TimeUnit.NANOSECONDS.toMillis(stallNanos) + " ms");
             }
@@ -63,6 +83,20 @@ final class PostCopyFetcher implements FrameFetcher {
     /** The receiver has the bytes of a frame a vCPU claimed (or is about to claim): hand them over. */
     void deliver(long gfn, byte[] page) {
         arrivals.computeIfAbsent(gfn, g -> new Arrival()).bytes = page.clone();
+    }
+
+    /** The connection is lost: touches of frames not here wait for {@link #reconnect}. */
+    void pause() {
+        paused = true;
+    }
+
+    /** A post-copy recovery's new connection: every frame waited for is asked for again on it. */
+    void reconnect(Transport fresh) {
+        transport = fresh;
+        for (java.util.Map.Entry<Long, Arrival> e : arrivals.entrySet()) {
+            e.getValue().requested.set(false); // the waiting toucher asks again, on the new connection
+        }
+        paused = false;
     }
 
     long faults() {

@@ -38,6 +38,11 @@ package io.vmpage.migration;
  *          |              | round may travel on another channel)
  *  END     | as above, over this channel's records; PAGE records here are ZERO or FULL
  * </pre>
+ * A post-copy recovery (QEMU's postcopy recovery, {@link Destination#recover}) is a stream of its own on a new
+ * connection, after the destination replied with the bitmap of the remote frames it holds:
+ * <pre>
+ *  recovery = RECOVER (type u8 = 12) PAGE* END   (the PAGE records of every remote frame it lacked, each once)
+ * </pre>
  * Every channel ends before the main stream goes on past its rounds (its STATE, or post-copy's pages).
  * A record never spans two transport chunks. A page may be sent several times (once per round it was
  * dirty); the last copy counts. A ZERO page is all zeros without its bytes on the wire; pages never
@@ -59,6 +64,7 @@ final class StreamFormat {
     static final byte MULTIFD = 9;
     static final byte CHANNEL = 10;
     static final byte SYNC = 11;
+    static final byte RECOVER = 12;
     /** Bytes of a DEVICE record before its name and its part. */
     static final int DEVICE_HEADER = 1 + 1 + 3 * 4;
     /** Bytes of a PVTABLE record. */

@@ -30,6 +30,12 @@ final class StreamWriter {
             .put((byte) (m.tlbEnabled() ? 1 : 0)).putInt(m.pscEntries()).putInt(m.nestedEntries()).put((byte) m.maxPhysAddrBits());
     }
 
+    /** A post-copy recovery stream's first record. */
+    void recover() {
+        room(1);
+        chunk.put(StreamFormat.RECOVER);
+    }
+
     /** The MULTIFD record: pages go over {@code channels} channels of this {@code session}. */
     void multifd(int channels, long session) {
         room(11);

@@ -268,6 +268,7 @@ public final class TcpTransport implements Transport {
      * Destination end: the one reply of a migration between two processes, {@code words} back to the
      * source ({@link #awaitReply}).
      */
+    @Override
     public void reply(long[] words) {
         requireSide(false, "reply");
         check();
@@ -282,6 +283,7 @@ public final class TcpTransport implements Transport {
     }
 
     /** Source end: the destination's {@link #reply}, waiting at most {@code millis}. */
+    @Override
     public long[] awaitReply(long millis) {
         requireSide(true, "awaitReply");
         try {
@@ -546,6 +548,16 @@ public final class TcpTransport implements Transport {
         @Override
         public long pollRequest() {
             return sourceEnd.pollRequest();
+        }
+
+        @Override
+        public void reply(long[] words) {
+            destinationEnd.reply(words);
+        }
+
+        @Override
+        public long[] awaitReply(long millis) {
+            return sourceEnd.awaitReply(millis);
         }
 
         @Override

@@ -32,6 +32,21 @@ public interface Transport extends AutoCloseable {
     long pollRequest();
 
     /**
+     * Destination: one message of {@code words} back to the source over the return path (a migration
+     * between processes replies with its page hashes; a post-copy recovery opens with the frames it holds).
+     *
+     * @throws UnsupportedOperationException when this transport has no such message
+     */
+    default void reply(long[] words) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " carries no reply");
+    }
+
+    /** Source: the destination's {@link #reply}, waited for at most {@code millis}. */
+    default long[] awaitReply(long millis) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " carries no reply");
+    }
+
+    /**
      * Multifd channel {@code index} (1, 2, ...) of this connection: another connection to the same peer
      * for pages alone (QEMU's multifd channels), opened by the source and taken by the destination. The
      * destination end takes the channels in the order they arrive (each names itself in its first

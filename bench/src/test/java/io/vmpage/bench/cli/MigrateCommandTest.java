@@ -187,6 +187,8 @@ class MigrateCommandTest {
         "--wws|1g|--wws",
         "--xbzrle-cache|2g|--xbzrle-cache 2g",
         "--channels|0|--channels 0",
+        "--heap|1k|--heap 1k",
+        "--heap|1g|--heap 1g",
         "--channels|17|--channels 17",
         "--channels|two|--channels",
         "--to|nohost|--to nohost",
@@ -227,6 +229,19 @@ class MigrateCommandTest {
         assertTrue(err.toString().contains("--channels 3") && err.toString().contains("hybrid"), err.toString());
         assertEquals(0, cli.exec("migrate", "--memory", "64m", "--wws", "4m", "--json"), err.toString());
         assertEquals(1, new ObjectMapper().readTree(out.toString()).get("channels").asInt());
+    }
+
+    /** --heap writes only that much of the guest: the rest is never populated and never sent. */
+    @Test
+    void aGuestWrittenOnlyInPartSendsOnlyThatPart() throws Exception {
+        assertEquals(0, cli.exec("migrate", "--memory", "512m", "--heap", "16m", "--mode", "stopcopy", "--bandwidth", "unlimited",
+            "--json"), err.toString());
+        JsonNode root = new ObjectMapper().readTree(out.toString());
+        assertTrue(root.get("verified").asBoolean(), root.toString());
+        assertEquals(512L << 20, root.get("memory_bytes").asLong());
+        long sent = root.get("pages_sent").asLong();
+        assertTrue(sent >= 4096 && sent < 4096 + (32 << 20) / 4096, "the 16 MiB heap and at most the kernel's 32 MiB, not 512 MiB: "
+            + sent + " pages");
     }
 
     @Test
