@@ -459,6 +459,9 @@ public final class Destination {
                         throw new MigrationException("the recovery ended with " + (p.remoteCount - p.pushed) + " post-copy pages never sent");
                     }
                     fresh.release(chunk);
+                    if (fresh.receive() != null) {
+                        throw new MigrationException("the recovery stream continues after its END record");
+                    }
                     vm.setFrameFetcher(null); // every frame is here
                     return new Received(vm, p.pages, p.zeroPages, p.deltas, p.rounds, new MigrationReport.PostCopy(p.fetcher.faults(),
                         p.fetcher.latencyMicros(50), p.fetcher.latencyMicros(99), p.fetcher.maxLatencyMicros(), p.pushed));

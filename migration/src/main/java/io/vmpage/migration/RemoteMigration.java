@@ -50,6 +50,34 @@ public final class RemoteMigration {
     public static MigrationReport send(Vm source, TcpTransport connection, MigrationConfig config, Devices devices,
                                        Consumer<MigrationReport.Round> progress) {
         Migration.Sent sent = Migration.send(source, connection, config, devices, progress);
+        return verify(source, connection, config, sent);
+    }
+
+    /**
+     * Source side of QEMU's postcopy recovery between processes: the post-copy {@code paused} (thrown by
+     * {@link #send}) goes on over {@code fresh}, a new connection to the destination, which replies with
+     * the frames it holds and then, as {@link #send} expects, with its page hashes.
+     *
+     * @throws PostCopyPausedException when this connection is lost too (recover again)
+     * @throws IllegalArgumentException when {@code paused} is not the source's half
+     */
+    public static MigrationReport recover(PostCopyPausedException paused, TcpTransport fresh) {
+        PostCopyRecovery.Source src = paused.source();
+        if (src == null) {
+            throw new IllegalArgumentException("this is the destination's half of a paused post-copy, not the source's");
+        }
+        PostCopyRecovery.resume(src, fresh);
+        try {
+            return verify(src.vm(), fresh, src.config(), src.sent());
+        } catch (PostCopyPausedException e) {
+            throw e;
+        } catch (RuntimeException e) { // every page went; the destination's hashes did not come back
+            throw new MigrationException("post-copy recovered, but the destination's page hashes did not arrive: " + e.getMessage(), e);
+        }
+    }
+
+    /** Compares the destination's page hashes, its reply on {@code connection}, with the paused source. */
+    private static MigrationReport verify(Vm source, TcpTransport connection, MigrationConfig config, Migration.Sent sent) {
         long[] reply = connection.awaitReply(REPLY_MILLIS);
         long frames = source.physicalMap().frames();
         int words = (int) ((frames + 63) >>> 6);
@@ -99,6 +127,27 @@ public final class RemoteMigration {
             switchOver[1] = System.nanoTime();
             resumed.accept(vm);
         });
+        return replyWithHashes(r, connection, switchOver, resumed);
+    }
+
+    /**
+     * Destination side of QEMU's postcopy recovery between processes: the post-copy {@code paused} (thrown
+     * by {@link #receive}) goes on over {@code fresh}, a new connection from the source; once every frame
+     * is here the destination replies with its page hashes, as {@link #receive} does.
+     *
+     * @throws PostCopyPausedException when this connection is lost too (recover again)
+     */
+    public static Received recover(Destination.Paused paused, TcpTransport fresh) {
+        Destination.Received r = Destination.recover(paused, fresh);
+        return replyWithHashes(r, fresh, null, vm -> { });
+    }
+
+    /**
+     * The end of a destination's migration: hashes every page and replies with them (before resuming the
+     * VM in pre-copy; post-copy resumed it at the switch-over, {@code switchOver} holding when, or null
+     * after a recovery).
+     */
+    private static Received replyWithHashes(Destination.Received r, TcpTransport connection, long[] switchOver, Consumer<Vm> resumed) {
         Vm vm = r.vm();
         long frames = vm.physicalMap().frames();
         long[] reply = new long[HEAD + (int) frames + (int) ((frames + 63) >>> 6)];
@@ -117,7 +166,7 @@ public final class RemoteMigration {
             reply[0] = System.nanoTime() - hashed;
             resumed.accept(vm);
         } else {
-            reply[0] = switchOver[1] - switchOver[0];
+            reply[0] = switchOver != null ? switchOver[1] - switchOver[0] : 0;
             DirtySnapshot written = Migration.writtenSinceSwitchOver(vm); // after the hashes: a write meanwhile is in it
             for (long gfn = written.next(0); gfn >= 0; gfn = written.next(gfn + 1)) {
                 reply[HEAD + (int) frames + (int) (gfn >>> 6)] |= 1L << gfn;

@@ -11,10 +11,7 @@ import java.nio.channels.Selector;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.util.concurrent.ArrayBlockingQueue;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.TimeoutException;
 import org.jctools.queues.MpscArrayQueue;
 
 /**
@@ -63,7 +60,9 @@ public final class TcpTransport implements Transport {
     /** Source end: guest frames the destination asked for, filled by the return-path reader. */
     private final MpscArrayQueue<Long> requests = new MpscArrayQueue<>(1 << 16);
     /** Source end: the destination's reply, completed by the return-path reader. */
-    private final CompletableFuture<long[]> replied = new CompletableFuture<>();
+    private final java.util.concurrent.LinkedBlockingQueue<long[]> replied = new java.util.concurrent.LinkedBlockingQueue<>();
+    /** A reply that stands for the return path's end in {@link #replied}. */
+    private static final long[] RETURN_PATH_ENDED = new long[0];
     private final Thread returnPath;
     /** Why the connection broke, null while it works. Written once, read by every caller. */
     private volatile String failure;
@@ -287,13 +286,17 @@ public final class TcpTransport implements Transport {
     public long[] awaitReply(long millis) {
         requireSide(true, "awaitReply");
         try {
-            return replied.get(millis, TimeUnit.MILLISECONDS);
-        } catch (TimeoutException e) {
-            fail("the destination did not reply within " + millis + " ms");
-            throw new MigrationException("migration connection lost: " + failure, e);
-        } catch (ExecutionException e) {
-            check();
-            throw new MigrationException("migration connection lost: " + e.getCause().getMessage(), e.getCause());
+            long[] reply = replied.poll(millis, TimeUnit.MILLISECONDS);
+            if (reply == null) {
+                fail("the destination did not reply within " + millis + " ms");
+                throw new MigrationException("migration connection lost: " + failure);
+            }
+            if (reply == RETURN_PATH_ENDED) {
+                replied.add(reply); // for the next caller too
+                check();
+                throw new MigrationException("migration connection lost: the return path ended");
+            }
+            return reply;
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new MigrationException("interrupted while waiting for the destination's reply", e);
@@ -328,7 +331,7 @@ public final class TcpTransport implements Transport {
                     readFully(words, false, "the destination closed the connection inside its reply");
                     long[] reply = new long[n];
                     words.flip().asLongBuffer().get(reply);
-                    replied.complete(reply);
+                    replied.add(reply);
                     continue;
                 }
                 while (!requests.offer(gfn)) {
@@ -341,8 +344,7 @@ public final class TcpTransport implements Transport {
         } catch (RuntimeException e) {
             // the connection broke: failure says why
         } finally {
-            replied.completeExceptionally(new MigrationException("migration connection lost: "
-                + (failure != null ? failure : "the return path ended")));
+            replied.add(RETURN_PATH_ENDED);
         }
     }
 

@@ -72,6 +72,64 @@ class PostCopyRecoveryTest {
         }
     }
 
+    /**
+     * Between two processes' worth of code sharing only a listener: the destination's connection drops in
+     * the middle of the push; the source reconnects and recovers, the destination takes the new connection
+     * and recovers, replies with its hashes, and the source verifies every page against its paused copy.
+     */
+    @Test
+    @Timeout(value = 120, unit = TimeUnit.SECONDS)
+    void aMigrationBetweenProcessesRecoversOverANewTcpConnection() throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20);
+             java.nio.channels.ServerSocketChannel listener = TcpTransport.listen(
+                 new java.net.InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), 0))) {
+            java.util.concurrent.atomic.AtomicReference<Object> received = new java.util.concurrent.atomic.AtomicReference<>();
+            java.util.concurrent.atomic.AtomicBoolean pausedThere = new java.util.concurrent.atomic.AtomicBoolean();
+            Thread destinationProcess = new Thread(() -> {
+                try (TcpTransport end = TcpTransport.accept(listener, SMALL_CHUNK, 10_000)) {
+                    RemoteMigration.receive(destination, end, vm -> new Thread(() -> { // drop the link 20 ms into the push
+                        java.util.concurrent.locks.LockSupport.parkNanos(20_000_000);
+                        end.fail("link dropped");
+                    }).start());
+                    received.set("completed without the drop");
+                } catch (PostCopyPausedException paused) {
+                    pausedThere.set(true);
+                    try (TcpTransport again = TcpTransport.accept(listener, SMALL_CHUNK, 10_000)) {
+                        received.set(RemoteMigration.recover(paused.destination(), again));
+                    } catch (Throwable t) {
+                        received.set(t);
+                    }
+                } catch (Throwable t) {
+                    received.set(t);
+                }
+            });
+            destinationProcess.start();
+            Workload guest = new Workload(source, PagingMode.NESTED, WRITERS, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
+            java.net.InetSocketAddress at = (java.net.InetSocketAddress) listener.getLocalAddress();
+            try (guest) {
+                guest.start(true, 47);
+                guest.awaitWrites(200);
+                MigrationConfig config = MigrationConfig.defaults().withMode(MigrationConfig.Mode.POSTCOPY).withBandwidth(8L << 20);
+                PostCopyPausedException paused;
+                try (TcpTransport link = TcpTransport.connect(at, SMALL_CHUNK, 10_000)) {
+                    paused = assertThrows(PostCopyPausedException.class, () -> RemoteMigration.send(guest.vm(), link, config, r -> { }));
+                }
+                assertTrue(guest.vm().paused(), "the source keeps its copy, paused");
+                MigrationReport report;
+                try (TcpTransport again = TcpTransport.connect(at, SMALL_CHUNK, 10_000)) {
+                    report = RemoteMigration.recover(paused, again);
+                }
+                destinationProcess.join();
+                assertTrue(pausedThere.get(), "the destination paused too");
+                assertTrue(received.get() instanceof RemoteMigration.Received, String.valueOf(received.get()));
+                assertTrue(report.verified(), report.mismatchedPages() + " pages differ from the paused source");
+                guest.vm().retireVcpus();
+                guest.stop();
+                assertEquals(0, guest.journalMismatches(((RemoteMigration.Received) received.get()).vm()));
+            }
+        }
+    }
+
     /** A recovery whose own connection is lost too pauses again; a third connection completes it. */
     @Test
     @Timeout(value = 120, unit = TimeUnit.SECONDS)

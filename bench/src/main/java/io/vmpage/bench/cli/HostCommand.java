@@ -7,9 +7,11 @@ import io.vmpage.engine.Host;
 import io.vmpage.engine.Vcpu;
 import io.vmpage.engine.Vm;
 import io.vmpage.engine.guest.GuestKernel;
+import io.vmpage.migration.Destination;
 import io.vmpage.migration.Devices;
 import io.vmpage.migration.MigrationException;
 import io.vmpage.migration.MemoryTransport;
+import io.vmpage.migration.PostCopyPausedException;
 import io.vmpage.migration.RemoteMigration;
 import io.vmpage.migration.TcpTransport;
 import io.vmpage.migration.Workload;
@@ -90,11 +92,9 @@ public final class HostCommand implements Callable<Integer> {
             RemoteMigration.Received received;
             long resumedAt;
             AtomicReference<GuestKernel> kernel = new AtomicReference<>(); // the guest's kernel, when the stream carries it
-            try (TcpTransport connection = TcpTransport.accept(listener, MemoryTransport.DEFAULT_CHUNK, stallNanos / 1_000_000,
-                waitNanos / 1_000_000)) {
-                AtomicLong resumed = new AtomicLong();
-                received = RemoteMigration.receive(host, connection, Workload.loadKernel(Devices.none(), kernel),
-                    vm -> resumed.set(System.nanoTime()));
+            AtomicLong resumed = new AtomicLong();
+            try {
+                received = receiveRecovering(host, listener, kernel, resumed, err, waitNanos, stallNanos);
                 resumedAt = resumed.get();
             } catch (MigrationException e) {
                 err.println("vmpage: host: migration failed: " + e.getMessage());
@@ -108,6 +108,38 @@ public final class HostCommand implements Callable<Integer> {
             Cli.emit(out, json, () -> json(vm, received, driven, restored), () -> text(vm, received, driven, ranFor, restored));
             host.destroyVm(vm);
             return driven.failure == null ? Cli.OK : Cli.VERIFICATION_FAILED;
+        }
+    }
+
+    /**
+     * Receives one VM; when its post-copy loses the connection after the switch-over (QEMU's
+     * postcopy-paused: the VM runs here on what it has), waits on the same listener for the source to
+     * reconnect and recovers, as often as it takes (each wait at most --wait, or 60 s when that is 0).
+     */
+    private static RemoteMigration.Received receiveRecovering(Host host, ServerSocketChannel listener, AtomicReference<GuestKernel> kernel,
+                                                       AtomicLong resumed, PrintWriter err, long waitNanos, long stallNanos) {
+        long stallMillis = stallNanos / 1_000_000;
+        try (TcpTransport connection = TcpTransport.accept(listener, MemoryTransport.DEFAULT_CHUNK, stallMillis, waitNanos / 1_000_000)) {
+            return RemoteMigration.receive(host, connection, Workload.loadKernel(Devices.none(), kernel), vm -> resumed.set(System.nanoTime()));
+        } catch (PostCopyPausedException paused) {
+            Destination.Paused here = paused.destination();
+            long recoverMillis = waitNanos > 0 ? waitNanos / 1_000_000 : 60_000;
+            while (true) {
+                err.println("vmpage: host: post-copy paused (" + here.framesLeft() + " frames still on the source; the VM runs on"
+                    + " what it has): " + paused.getMessage() + "; waiting " + recoverMillis + " ms for the source to reconnect");
+                err.flush();
+                try (TcpTransport again = TcpTransport.accept(listener, MemoryTransport.DEFAULT_CHUNK, stallMillis, recoverMillis)) {
+                    RemoteMigration.Received r = RemoteMigration.recover(here, again);
+                    err.println("vmpage: host: post-copy recovered");
+                    err.flush();
+                    return r;
+                } catch (PostCopyPausedException again) {
+                    paused = again;
+                } catch (MigrationException gaveUp) {
+                    host.destroyVm(here.vm());
+                    throw new MigrationException("post-copy paused and not recovered: " + gaveUp.getMessage(), gaveUp);
+                }
+            }
         }
     }
 

@@ -34,6 +34,56 @@ class HostCommandTest {
         assertTrue(cli.err.toString().contains("no source connected within 200 ms"), cli.err.toString());
     }
 
+    /**
+     * Post-copy recovery with {@code vmpage host} as the destination: the source's connection drops in the
+     * middle of the push; the host, running the VM on what it has, waits for the source to reconnect, takes
+     * the rest over the new connection and replies with hashes the source verifies; its vCPUs then run.
+     */
+    @Test
+    void aHostWaitsForTheSourceToReconnectAfterAPostCopyLostItsConnection() throws Exception {
+        int[] exit = {-1};
+        Thread host = new Thread(() -> exit[0] = cli.exec("host", "--listen", "127.0.0.1:0", "--memory-limit", "256m",
+            "--wait", "30s", "--json"));
+        host.start();
+        int port = -1;
+        for (long until = System.nanoTime() + 30_000_000_000L; port < 0 && System.nanoTime() < until; Thread.sleep(10)) {
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("listening on 127\\.0\\.0\\.1:(\\d+)").matcher(cli.err.toString());
+            port = m.find() ? Integer.parseInt(m.group(1)) : -1;
+        }
+        java.net.InetSocketAddress at = new java.net.InetSocketAddress("127.0.0.1", port);
+        try (io.vmpage.engine.Host source = io.vmpage.engine.Host.create(128L << 20)) {
+            io.vmpage.migration.Workload guest = new io.vmpage.migration.Workload(source, io.vmpage.engine.PagingMode.NESTED, 2,
+                64L << 20, 1024, io.vmpage.migration.Workload.Pattern.UNIFORM, 1024, 0);
+            try (guest) {
+                guest.start(true, 3);
+                guest.awaitWrites(100);
+                io.vmpage.migration.MigrationConfig config = io.vmpage.migration.MigrationConfig.defaults()
+                    .withMode(io.vmpage.migration.MigrationConfig.Mode.POSTCOPY).withBandwidth(8L << 20);
+                io.vmpage.migration.PostCopyPausedException paused;
+                try (io.vmpage.migration.TcpTransport link = io.vmpage.migration.TcpTransport.connect(at, 64 << 10, 10_000)) {
+                    new Thread(() -> { // the link drops 100 ms into the push of about 4 MiB at 8 MiB/s
+                        java.util.concurrent.locks.LockSupport.parkNanos(100_000_000);
+                        link.fail("link dropped");
+                    }).start();
+                    paused = org.junit.jupiter.api.Assertions.assertThrows(io.vmpage.migration.PostCopyPausedException.class,
+                        () -> io.vmpage.migration.RemoteMigration.send(guest.vm(), link, config, r -> { }));
+                }
+                io.vmpage.migration.MigrationReport report;
+                try (io.vmpage.migration.TcpTransport again = io.vmpage.migration.TcpTransport.connect(at, 64 << 10, 10_000)) {
+                    report = io.vmpage.migration.RemoteMigration.recover(paused, again);
+                }
+                assertTrue(report.verified(), report.mismatchedPages() + " pages differ");
+                guest.vm().retireVcpus();
+                guest.stop();
+            }
+        }
+        host.join(60_000);
+        assertEquals(0, exit[0], cli.err.toString());
+        assertTrue(cli.err.toString().contains("post-copy paused") && cli.err.toString().contains("post-copy recovered"),
+            cli.err.toString());
+        assertTrue(new com.fasterxml.jackson.databind.ObjectMapper().readTree(cli.out.toString()).get("ran").asBoolean());
+    }
+
     /** A peer that sends garbage instead of a migration stream: the host says so and exits 1, keeping nothing. */
     @Test
     void aStreamThatIsNotAMigrationIsRejectedClearly() throws Exception {
