@@ -139,9 +139,16 @@ class PostCopyRecoveryTest {
             try (guest) {
                 guest.start(true, 43);
                 guest.awaitWrites(200);
+                java.util.concurrent.atomic.AtomicLong sendsAtSwitch = new java.util.concurrent.atomic.AtomicLong(-1);
+                java.util.concurrent.atomic.AtomicLong sends = new java.util.concurrent.atomic.AtomicLong();
+                Transport dropping = new FaultyTransport(new MemoryTransport(16, SMALL_CHUNK, 5_000), n -> {
+                    sends.set(n);
+                    return sendsAtSwitch.get() >= 0 && n == sendsAtSwitch.get() + 4;
+                }, false, false);
                 PostCopyPausedException first = assertThrows(PostCopyPausedException.class, () -> Migration.toHost(guest.vm(),
-                    destination, new FaultyTransport(new MemoryTransport(16, SMALL_CHUNK, 5_000), n -> n == 6, false, false),
-                    MigrationConfig.defaults().withMode(MigrationConfig.Mode.POSTCOPY).withBandwidth(32L << 20), r -> { }, running -> {
+                    destination, dropping, MigrationConfig.defaults().withMode(MigrationConfig.Mode.POSTCOPY).withBandwidth(32L << 20),
+                    r -> { }, running -> {
+                        sendsAtSwitch.set(sends.get());
                         guest.follow(running);
                         guest.vm().retireVcpus();
                     }));
