@@ -221,15 +221,7 @@ public final class Destination {
                         switched = true;
                         break;
                     case StreamFormat.END: {
-                        ByteBuffer covered = chunk.duplicate();
-                        covered.position(0).limit(at);
-                        crc.update(covered);
-                        long sent = chunk.getLong();
-                        int expected = chunk.getInt();
-                        if (expected != (int) crc.getValue()) {
-                            throw new MigrationException("stream is corrupted: CRC32C 0x" + Integer.toHexString((int) crc.getValue())
-                                + " where the source computed 0x" + Integer.toHexString(expected));
-                        }
+                        long sent = endRecord(chunk, at, crc, "stream");
                         if (sent != pages) {
                             throw new MigrationException("stream ended after " + pages + " page records; the source sent " + sent);
                         }
@@ -323,6 +315,23 @@ public final class Destination {
             }
             return states;
         }
+    }
+
+    /**
+     * The END record at chunk offset {@code at} of {@code stream} (its type byte read): checks its CRC32C
+     * against {@code crc}, which has every chunk before this one, and returns the page count it carries.
+     */
+    static long endRecord(ByteBuffer chunk, int at, CRC32C crc, String stream) {
+        ByteBuffer covered = chunk.duplicate();
+        covered.position(0).limit(at);
+        crc.update(covered);
+        long sent = chunk.getLong();
+        int expected = chunk.getInt();
+        if (expected != (int) crc.getValue()) {
+            throw new MigrationException(stream + " is corrupted: CRC32C 0x" + Integer.toHexString((int) crc.getValue())
+                + " where the source computed 0x" + Integer.toHexString(expected));
+        }
+        return sent;
     }
 
     /**
@@ -446,15 +455,7 @@ public final class Destination {
                     p.pushed++;
                     received++;
                 } else if (type == StreamFormat.END) {
-                    ByteBuffer covered = chunk.duplicate();
-                    covered.position(0).limit(at);
-                    crc.update(covered);
-                    long sent = chunk.getLong();
-                    int expected = chunk.getInt();
-                    if (expected != (int) crc.getValue()) {
-                        throw new MigrationException("the recovery stream is corrupted: CRC32C 0x" + Integer.toHexString((int) crc.getValue())
-                            + " where the source computed 0x" + Integer.toHexString(expected));
-                    }
+                    long sent = endRecord(chunk, at, crc, "the recovery stream");
                     if (sent != received || p.pushed != p.remoteCount) {
                         throw new MigrationException("the recovery ended with " + (p.remoteCount - p.pushed) + " post-copy pages never sent");
                     }

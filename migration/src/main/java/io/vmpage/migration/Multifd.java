@@ -40,6 +40,15 @@ final class Multifd {
     private Multifd() {
     }
 
+    /** A waiting thread's {@code spins}-th turn: spin first, then park, longer after a while (2 cores are shared). */
+    private static void backOff(int spins) {
+        if (spins < 256) {
+            Thread.onSpinWait();
+        } else {
+            LockSupport.parkNanos(spins < 4096 ? 1_000 : 50_000);
+        }
+    }
+
     /** Spins, then parks, until {@code queue} has an element; {@code failed} is checked in between. */
     private static long[] take(SpscArrayQueue<long[]> queue, Runnable failed) {
         for (int spins = 1; ; spins++) {
@@ -48,11 +57,7 @@ final class Multifd {
                 return b;
             }
             failed.run();
-            if (spins < 256) {
-                Thread.onSpinWait();
-            } else {
-                LockSupport.parkNanos(spins < 4096 ? 1_000 : 50_000);
-            }
+            backOff(spins);
         }
     }
 
@@ -130,11 +135,7 @@ final class Multifd {
                 for (int spins = 1; c.done.get() != c.issued; spins++) {
                     check();
                     keepAlive();
-                    if (spins < 256) {
-                        Thread.onSpinWait();
-                    } else {
-                        LockSupport.parkNanos(spins < 4096 ? 1_000 : 50_000);
-                    }
+                    backOff(spins);
                 }
             }
         }
@@ -217,11 +218,7 @@ final class Multifd {
                 if (b == null) {
                     check();
                     keepAlive();
-                    if (spins < 256) {
-                        Thread.onSpinWait();
-                    } else {
-                        LockSupport.parkNanos(spins < 4096 ? 1_000 : 50_000);
-                    }
+                    backOff(spins);
                 }
             }
             b[0] = PAGES;
@@ -486,15 +483,7 @@ final class Multifd {
                             + stallMillis + " ms", e);
                     }
                 } else if (type == StreamFormat.END) {
-                    ByteBuffer covered = chunk.duplicate();
-                    covered.position(0).limit(at);
-                    crc.update(covered);
-                    long sent = chunk.getLong();
-                    int expected = chunk.getInt();
-                    if (expected != (int) crc.getValue()) {
-                        throw new MigrationException("stream is corrupted: multifd channel " + index + " CRC32C 0x"
-                            + Integer.toHexString((int) crc.getValue()) + " where the source computed 0x" + Integer.toHexString(expected));
-                    }
+                    long sent = Destination.endRecord(chunk, at, crc, "multifd channel " + index);
                     if (sent != received) {
                         throw new MigrationException("multifd channel " + index + " ended after " + received
                             + " page records; the source sent " + sent);

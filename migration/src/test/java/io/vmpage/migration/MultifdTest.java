@@ -280,13 +280,14 @@ class MultifdTest {
     }
 
     /** A transport whose channels are wrapped (to break one) and whose channels' bytes are counted. */
-    static final class Tapped implements Transport {
-        final Transport inner;
+    static final class Tapped extends FaultyTransport {
         final BiFunction<Integer, Transport, Transport> wrap;
         final Map<Integer, AtomicLong> bytesByChannel = new ConcurrentHashMap<>();
+        private final Transport inner;
         private final Map<Integer, Transport> channels = new ConcurrentHashMap<>();
 
         Tapped(Transport inner, BiFunction<Integer, Transport, Transport> wrap) {
+            super(inner, n -> false, false, false);
             this.inner = inner;
             this.wrap = wrap;
         }
@@ -295,92 +296,20 @@ class MultifdTest {
         public Transport channel(int index) {
             return channels.computeIfAbsent(index, i -> {
                 AtomicLong bytes = bytesByChannel.computeIfAbsent(i, k -> new AtomicLong());
-                Transport t = wrap.apply(i, inner.channel(i));
-                return new Transport() {
-                    public ByteBuffer acquire() {
-                        return t.acquire();
-                    }
-
+                return new FaultyTransport(wrap.apply(i, inner.channel(i)), n -> false, false, false) {
+                    @Override
                     public void send(ByteBuffer filled) {
                         bytes.addAndGet(filled.remaining());
-                        t.send(filled);
-                    }
-
-                    public void finish() {
-                        t.finish();
-                    }
-
-                    public ByteBuffer receive() {
-                        return t.receive();
-                    }
-
-                    public void release(ByteBuffer buffer) {
-                        t.release(buffer);
-                    }
-
-                    public void request(long gfn) {
-                        t.request(gfn);
-                    }
-
-                    public long pollRequest() {
-                        return t.pollRequest();
-                    }
-
-                    public void fail(String why) {
-                        t.fail(why);
-                    }
-
-                    public void close() {
-                        t.close();
+                        super.send(filled);
                     }
                 };
             });
         }
 
         @Override
-        public ByteBuffer acquire() {
-            return inner.acquire();
-        }
-
-        @Override
-        public void send(ByteBuffer filled) {
-            inner.send(filled);
-        }
-
-        @Override
-        public void finish() {
-            inner.finish();
-        }
-
-        @Override
-        public ByteBuffer receive() {
-            return inner.receive();
-        }
-
-        @Override
-        public void release(ByteBuffer buffer) {
-            inner.release(buffer);
-        }
-
-        @Override
-        public void request(long gfn) {
-            inner.request(gfn);
-        }
-
-        @Override
-        public long pollRequest() {
-            return inner.pollRequest();
-        }
-
-        @Override
         public void fail(String why) {
-            inner.fail(why);
+            super.fail(why);
             channels.values().forEach(c -> c.fail(why));
-        }
-
-        @Override
-        public void close() {
-            inner.close();
         }
     }
 }
