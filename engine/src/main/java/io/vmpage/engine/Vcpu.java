@@ -873,6 +873,9 @@ public final class Vcpu {
         } finally {
             mode = IN_GUEST;
         }
+        if (retired) { // let go because the vCPU was retired: it never runs guest code again (retire's kick may not be posted yet)
+            retiredFault();
+        }
         serviceRequests();
     }
 
