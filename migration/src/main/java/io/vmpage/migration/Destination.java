@@ -57,7 +57,6 @@ public final class Destination {
     public static Received receive(Host host, Transport transport, Devices devices, java.util.function.Consumer<Vm> switchOver) {
         Vm vm = null;
         Multifd.Receiver multifd = null; // the channels, while they run
-        VmConfig config = null;
         long pages = 0;
         long zero = 0;
         long deltas = 0;
@@ -73,7 +72,7 @@ public final class Destination {
         try {
             ByteBuffer chunk = next(transport, "the stream header");
             CRC32C crc = new CRC32C();
-            config = header(chunk);
+            VmConfig config = header(chunk);
             if (config.memoryBytes() > host.memory().size()) {
                 throw new MigrationException("stream describes a VM of " + config.memoryBytes() + " bytes; this host has "
                     + host.memory().size());
@@ -255,7 +254,7 @@ public final class Destination {
                 fetcher.pause();
                 throw new PostCopyPausedException("post-copy paused on the destination (" + (remoteCount - pushed)
                     + " frames still on the source): " + e.getMessage(), e,
-                    new Paused(host, vm, config, fetcher, remote, delivered, remoteCount, pushed, pages + channelPages,
+                    new Paused(vm, fetcher, remote, delivered, remoteCount, pushed, pages + channelPages,
                         zero + channelZero, deltas, rounds));
             }
             abort(multifd, "the destination rejected the stream: " + e.getMessage());
@@ -369,9 +368,7 @@ public final class Destination {
      * discarded. {@link #recover} goes on over a new connection.
      */
     public static final class Paused {
-        private final Host host;
         private final Vm vm;
-        private final VmConfig config;
         private final PostCopyFetcher fetcher;
         private final long[] remote;
         private final long[] delivered;
@@ -382,11 +379,9 @@ public final class Destination {
         private final long deltas;
         private final int rounds;
 
-        Paused(Host host, Vm vm, VmConfig config, PostCopyFetcher fetcher, long[] remote, long[] delivered, long remoteCount,
+        Paused(Vm vm, PostCopyFetcher fetcher, long[] remote, long[] delivered, long remoteCount,
                long pushed, long pages, long zeroPages, long deltas, int rounds) {
-            this.host = host;
             this.vm = vm;
-            this.config = config;
             this.fetcher = fetcher;
             this.remote = remote;
             this.delivered = delivered;

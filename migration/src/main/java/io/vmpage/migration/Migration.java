@@ -159,9 +159,7 @@ public final class Migration {
         long mismatched;
         long resumedAt;
         if (r.postCopy() != null) { // running already: compare every frame it has not written since the switch-over
-            List<Long> differ = config.verify() ? differing(source, r.vm()) : List.of();
-            DirtySnapshot written = writtenSinceSwitchOver(r.vm());
-            mismatched = differ.stream().filter(gfn -> !written.isDirty(gfn)).count();
+            mismatched = postCopyMismatches(config, source, r.vm());
             resumedAt = switchedAt.get();
         } else {
             long ready = System.nanoTime();
@@ -219,9 +217,7 @@ public final class Migration {
         Destination.Received r = (Destination.Received) received.get();
         MigrationConfig config = src.config();
         Sent sent = src.sent();
-        List<Long> differ = config.verify() ? differing(src.vm(), r.vm()) : List.of();
-        DirtySnapshot written = writtenSinceSwitchOver(r.vm());
-        long mismatched = differ.stream().filter(gfn -> !written.isDirty(gfn)).count();
+        long mismatched = postCopyMismatches(config, src.vm(), r.vm());
         MigrationReport report = report(config, src.vm(), sent, System.nanoTime(), paused.switchedAt() - sent.pausedAt,
             config.verify(), mismatched, r.postCopy());
         return new Result(r.vm(), report);
@@ -243,6 +239,16 @@ public final class Migration {
     static void resumeLogged(Vm vm) {
         vm.dirtyLog().enable(io.vmpage.engine.dirty.DirtyTracking.WRITE_PROTECT);
         vm.resume();
+    }
+
+    /**
+     * After a post-copy, the destination running: the frames that differ from the paused source, except
+     * those its guest wrote since the switch-over (0 without verification). Ends the destination's logging.
+     */
+    private static long postCopyMismatches(MigrationConfig config, Vm source, Vm destination) {
+        List<Long> differ = config.verify() ? differing(source, destination) : List.of();
+        DirtySnapshot written = writtenSinceSwitchOver(destination);
+        return differ.stream().filter(gfn -> !written.isDirty(gfn)).count();
     }
 
     /** Ends what {@link #resumeLogged} started: the frames the destination wrote since its switch-over. */
@@ -836,8 +842,8 @@ public final class Migration {
             this.cap = bytesPerSecond;
         }
 
-        /** Any sending thread (multifd channels share the link); a thread ahead of the cap waits here. */
-        synchronized void sent(long bytes) {
+        /** The migration thread's pages (one stream: no lock per page); ahead of the cap it waits here. */
+        void sent(long bytes) {
             sent += bytes;
             windowBytes += bytes;
             if (cap > 0) {
@@ -855,7 +861,15 @@ public final class Migration {
             }
         }
 
-        /** The bandwidth of the last full window, or of everything so far before one has passed. */
+        /**
+         * A multifd channel's batch: the channels share the link, and one at a time counts here (while
+         * channels run, the migration thread sends no page itself; it ends them before it does).
+         */
+        synchronized void sentShared(long bytes) {
+            sent(bytes);
+        }
+
+        /** The bandwidth of the last full window, or of everything so far before one has passed (any thread). */
         synchronized double measured() {
             if (measured > 0) {
                 return measured;

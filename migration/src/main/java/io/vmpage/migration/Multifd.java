@@ -307,10 +307,11 @@ final class Multifd {
                         if (b[0] == SYNC) {
                             out.sync((int) b[1]);
                         } else {
+                            long payload = 0;
                             for (int i = 0; i < b[1]; i++) {
-                                boolean zero = out.page(vm, b[2 + i]);
-                                pacer.sent(zero ? 0 : PAGE);
+                                payload += out.page(vm, b[2 + i]) ? 0 : PAGE;
                             }
+                            pacer.sentShared(payload); // once a batch: the channels share the link and its lock
                         }
                         publish(out);
                         if (b[0] == PAGES) {

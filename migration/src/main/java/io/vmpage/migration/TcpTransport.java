@@ -68,20 +68,22 @@ public final class TcpTransport implements Transport {
     private volatile String failure;
     /** Destination end: the END frame arrived. Destination thread only. */
     private boolean ended;
-    /** Source end: where it connected; multifd channels connect there too. */
-    private InetSocketAddress peer;
-    /** Destination end: the listener it was accepted on, where the channels arrive, and how long to wait for one. */
-    private ServerSocketChannel listener;
-    private long waitMillis;
+    /** Source end: where it connected; multifd channels connect there too (null at the destination end). */
+    private final InetSocketAddress peer;
+    /** Destination end: the listener it was accepted on, where the channels arrive (null at the source end). */
+    private final ServerSocketChannel listener;
     /** Multifd channels opened through this connection (failed and closed with it). */
     private final java.util.List<TcpTransport> channels = new java.util.concurrent.CopyOnWriteArrayList<>();
 
-    private TcpTransport(SocketChannel channel, boolean source, int chunkBytes, long stallMillis) throws IOException {
+    private TcpTransport(SocketChannel channel, InetSocketAddress peer, ServerSocketChannel listener, int chunkBytes, long stallMillis)
+        throws IOException {
         if (chunkBytes < 16 << 10) {
             throw new IllegalArgumentException("a migration chunk needs at least 16 KiB");
         }
         this.channel = channel;
-        this.source = source;
+        this.source = peer != null;
+        this.peer = peer;
+        this.listener = listener;
         this.chunkBytes = chunkBytes;
         this.stallNanos = TimeUnit.MILLISECONDS.toNanos(stallMillis);
         channel.setOption(StandardSocketOptions.TCP_NODELAY, true);
@@ -109,9 +111,7 @@ public final class TcpTransport implements Transport {
         try {
             channel = SocketChannel.open();
             channel.socket().connect(address, (int) Math.min(Integer.MAX_VALUE, stallMillis));
-            TcpTransport t = new TcpTransport(channel, true, chunkBytes, stallMillis);
-            t.peer = address;
-            return t;
+            return new TcpTransport(channel, address, null, chunkBytes, stallMillis);
         } catch (IOException e) {
             closeQuietly(channel);
             throw new MigrationException("cannot connect to the destination at " + address + ": " + e.getMessage(), e);
@@ -145,10 +145,7 @@ public final class TcpTransport implements Transport {
                 waiting.selectedKeys().clear();
             }
             key.cancel();
-            TcpTransport t = new TcpTransport(channel, false, chunkBytes, stallMillis);
-            t.listener = listener;
-            t.waitMillis = stallMillis;
-            return t;
+            return new TcpTransport(channel, null, listener, chunkBytes, stallMillis);
         } catch (IOException e) {
             closeQuietly(channel);
             throw new MigrationException("accepting the source's connection failed: " + e.getMessage(), e);
@@ -421,11 +418,8 @@ public final class TcpTransport implements Transport {
             throw new IllegalArgumentException("multifd channels are numbered from 1: " + index);
         }
         check();
-        if (source ? peer == null : listener == null) {
-            throw new UnsupportedOperationException("this connection was not made by connect or accept: it has no channels");
-        }
-        TcpTransport c = source ? connect(peer, chunkBytes, TimeUnit.NANOSECONDS.toMillis(stallNanos))
-            : accept(listener, chunkBytes, TimeUnit.NANOSECONDS.toMillis(stallNanos), waitMillis);
+        long stallMillis = TimeUnit.NANOSECONDS.toMillis(stallNanos);
+        TcpTransport c = source ? connect(peer, chunkBytes, stallMillis) : accept(listener, chunkBytes, stallMillis, stallMillis);
         channels.add(c);
         if (failure != null) { // failed meanwhile
             c.fail(failure);
