@@ -2,7 +2,7 @@ package io.vmpage.migration;
 
 import java.nio.ByteBuffer;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.locks.LockSupport;
+import org.agrona.concurrent.IdleStrategy;
 import org.jctools.queues.MpscArrayQueue;
 import org.jctools.queues.SpscArrayQueue;
 
@@ -24,7 +24,7 @@ public final class MemoryTransport implements Transport {
     private final SpscArrayQueue<ByteBuffer> filled;
     private final SpscArrayQueue<ByteBuffer> empty;
     /** The return path: guest frames the destination's vCPUs wait for (several may ask at once). */
-    private final MpscArrayQueue<Long> requests = new MpscArrayQueue<>(1 << 16);
+    private final MpscArrayQueue<Long> requests = new MpscArrayQueue<>(1 << 10); // one per waiting vCPU at most
     private final long stallNanos;
     private final int buffers;
     private final int chunkBytes;
@@ -34,6 +34,11 @@ public final class MemoryTransport implements Transport {
     private volatile String failure;
     /** The destination's one return-path message ({@link #reply}). */
     private final java.util.concurrent.CompletableFuture<long[]> replied = new java.util.concurrent.CompletableFuture<>();
+    /** How the source thread waits for an empty buffer, and the destination thread for a filled one. */
+    private final IdleStrategy sourceIdle = Waiting.backOff();
+    private final IdleStrategy destinationIdle = Waiting.backOff();
+    /** Pool buffers made so far (at most {@code buffers}). Source thread only. */
+    private int allocated;
     /** The destination saw the end. Destination thread only. */
     private boolean ended;
 
@@ -44,9 +49,6 @@ public final class MemoryTransport implements Transport {
         }
         this.filled = new SpscArrayQueue<>(buffers + 1);
         this.empty = new SpscArrayQueue<>(buffers);
-        for (int i = 0; i < buffers; i++) {
-            empty.offer(ByteBuffer.allocateDirect(chunkBytes));
-        }
         this.stallNanos = TimeUnit.MILLISECONDS.toNanos(stallMillis);
         this.buffers = buffers;
         this.chunkBytes = chunkBytes;
@@ -59,7 +61,13 @@ public final class MemoryTransport implements Transport {
 
     @Override
     public ByteBuffer acquire() {
-        ByteBuffer b = await(empty, "the destination stopped taking data");
+        ByteBuffer b = allocated < buffers ? empty.relaxedPoll() : null;
+        if (b == null && allocated < buffers) { // the pool grows to its size as the stream needs it
+            allocated++;
+            b = ByteBuffer.allocateDirect(chunkBytes);
+        } else if (b == null) {
+            b = await(empty, sourceIdle, "the destination stopped taking data");
+        }
         b.clear();
         return b;
     }
@@ -81,7 +89,7 @@ public final class MemoryTransport implements Transport {
         if (ended) {
             return null;
         }
-        ByteBuffer b = await(filled, "the source stopped sending");
+        ByteBuffer b = await(filled, destinationIdle, "the source stopped sending");
         if (b == END) {
             ended = true;
             return null;
@@ -128,13 +136,14 @@ public final class MemoryTransport implements Transport {
     @Override
     public long[] awaitReply(long millis) {
         long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
-        for (int spins = 1; !replied.isDone(); spins++) {
+        IdleStrategy idle = Waiting.backOff();
+        while (!replied.isDone()) {
             check();
             if (System.nanoTime() - deadline > 0) {
                 fail("the destination did not reply within " + millis + " ms");
                 check();
             }
-            LockSupport.parkNanos(spins < 64 ? 1_000 : 100_000);
+            idle.idle();
         }
         return replied.join();
     }
@@ -152,9 +161,10 @@ public final class MemoryTransport implements Transport {
         fail("connection closed");
     }
 
-    private ByteBuffer await(SpscArrayQueue<ByteBuffer> queue, String stalled) {
+    private ByteBuffer await(SpscArrayQueue<ByteBuffer> queue, IdleStrategy idle, String stalled) {
         long deadline = System.nanoTime() + stallNanos;
-        for (int spins = 1; ; spins++) {
+        idle.reset();
+        for (;;) {
             check();
             ByteBuffer b = queue.relaxedPoll();
             if (b != null) {
@@ -164,11 +174,7 @@ public final class MemoryTransport implements Transport {
                 fail("stalled: " + stalled + " for " + TimeUnit.NANOSECONDS.toMillis(stallNanos) + " ms");
                 check();
             }
-            if (spins < 256) {
-                Thread.onSpinWait();
-            } else {
-                LockSupport.parkNanos(spins < 4096 ? 1_000 : 50_000);
-            }
+            idle.idle();
         }
     }
 

@@ -10,8 +10,8 @@ import java.util.concurrent.TimeoutException;
 import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
-import java.util.concurrent.locks.LockSupport;
 import java.util.zip.CRC32C;
+import org.agrona.concurrent.IdleStrategy;
 import org.jctools.queues.SpscArrayQueue;
 
 /**
@@ -40,24 +40,16 @@ final class Multifd {
     private Multifd() {
     }
 
-    /** A waiting thread's {@code spins}-th turn: spin first, then park, longer after a while (2 cores are shared). */
-    private static void backOff(int spins) {
-        if (spins < 256) {
-            Thread.onSpinWait();
-        } else {
-            LockSupport.parkNanos(spins < 4096 ? 1_000 : 50_000);
-        }
-    }
-
     /** Spins, then parks, until {@code queue} has an element; {@code failed} is checked in between. */
     private static long[] take(SpscArrayQueue<long[]> queue, Runnable failed) {
-        for (int spins = 1; ; spins++) {
+        IdleStrategy idle = Waiting.backOff();
+        for (;;) {
             long[] b = queue.relaxedPoll();
             if (b != null) {
                 return b;
             }
             failed.run();
-            backOff(spins);
+            idle.idle();
         }
     }
 
@@ -132,10 +124,11 @@ final class Multifd {
         void drain() {
             dispatch();
             for (Channel c : channels) {
-                for (int spins = 1; c.done.get() != c.issued; spins++) {
+                IdleStrategy idle = Waiting.backOff();
+                while (c.done.get() != c.issued) {
                     check();
                     keepAlive();
-                    backOff(spins);
+                    idle.idle();
                 }
             }
         }
@@ -207,7 +200,8 @@ final class Multifd {
             }
             long[] b = null;
             Channel to = null;
-            for (int spins = 1; b == null; spins++) { // the next channel with room (QEMU takes the next idle one)
+            IdleStrategy idle = Waiting.backOff();
+            while (b == null) { // the next channel with room (QEMU takes the next idle one)
                 for (int i = 0; i < channels.length && b == null; i++) {
                     to = channels[(next + i) % channels.length];
                     b = to.freeBatches.relaxedPoll();
@@ -218,7 +212,7 @@ final class Multifd {
                 if (b == null) {
                     check();
                     keepAlive();
-                    backOff(spins);
+                    idle.idle();
                 }
             }
             b[0] = PAGES;

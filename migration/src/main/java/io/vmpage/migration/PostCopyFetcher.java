@@ -6,7 +6,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.locks.LockSupport;
+import org.agrona.concurrent.IdleStrategy;
 import org.HdrHistogram.ConcurrentHistogram;
 
 /**
@@ -52,7 +52,8 @@ final class PostCopyFetcher implements FrameFetcher {
         faults.incrementAndGet();
         Arrival a = arrivals.computeIfAbsent(gfn, g -> new Arrival());
         long waitingSince = start;
-        for (int spins = 1; a.bytes == null; spins++) {
+        IdleStrategy idle = Waiting.backOff();
+        while (a.bytes == null) {
             if (paused) {
                 waitingSince = System.nanoTime();
             } else if (a.requested.compareAndSet(false, true) && a.bytes == null) {
@@ -69,11 +70,7 @@ final class PostCopyFetcher implements FrameFetcher {
                 throw new MigrationException("post-copy: guest frame " + gfn + " did not arrive within "
                     + TimeUnit.NANOSECONDS.toMillis(stallNanos) + " ms");
             }
-            if (spins < 256) {
-                Thread.onSpinWait();
-            } else {
-                LockSupport.parkNanos(10_000);
-            }
+            idle.idle();
         }
         memory.putBytes(frameAddress, a.bytes, 0, PAGE);
         arrivals.remove(gfn);
