@@ -8,7 +8,6 @@ import io.vmpage.mmu.MachineMemory;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * A physical host: machine memory, its frame table, and the VMs running on it. The engine's entry point
@@ -24,8 +23,10 @@ public final class Host implements AutoCloseable {
     private final MachineMemory memory;
     private final FrameAllocator frames;
     private final List<Vm> vms = new ArrayList<>();
-    private final AtomicInteger nextVmId = new AtomicInteger(1);
-    private final AtomicInteger nextVpid = new AtomicInteger(1);
+    /** VM ids (16 bits in a frame descriptor's owner field; 0 is the host itself). Under this host's lock. */
+    private final IdSpace vmIds = new IdSpace("VM ids", 0xFFFF);
+    /** vCPU VPIDs (16 bits, as VMX's; 0 tags the host's own translations). Under this host's lock. */
+    private final IdSpace vpids = new IdSpace("VPIDs", 0xFFFF);
     /** Machine frames shared copy-on-write right now. Updated by CAS winners only. */
     private final java.util.concurrent.atomic.AtomicLong sharedFrames = new java.util.concurrent.atomic.AtomicLong();
     /**
@@ -63,13 +64,24 @@ public final class Host implements AutoCloseable {
 
     /** Creates a VM; its guest memory is allocated on first touch. */
     public synchronized Vm createVm(VmConfig config) {
-        int id = nextVmId.getAndIncrement();
-        if (id > 0xFFFF) {
-            throw new IllegalStateException("no VM ids left");
+        int id = vmIds.take();
+        int[] vcpuIds = new int[config.vcpus()];
+        int taken = 0;
+        try {
+            while (taken < vcpuIds.length) {
+                vcpuIds[taken] = vpids.take();
+                taken++;
+            }
+            Vm vm = new Vm(this, id, config, vcpuIds);
+            vms.add(vm);
+            return vm;
+        } catch (RuntimeException | Error e) {
+            vmIds.give(id);
+            for (int i = 0; i < taken; i++) {
+                vpids.give(vcpuIds[i]);
+            }
+            throw e;
         }
-        Vm vm = new Vm(this, id, config);
-        vms.add(vm);
-        return vm;
     }
 
     /**
@@ -81,6 +93,10 @@ public final class Host implements AutoCloseable {
         if (vms.remove(vm)) {
             synchronized (sharing) { // no merge is half-way through this VM's frames
                 vm.destroy();
+            }
+            vmIds.give(vm.id()); // every frame it owned is free again: a later VM may carry the id
+            for (Vcpu v : vm.vcpus()) {
+                vpids.give(v.vpid());
             }
         }
     }
@@ -211,12 +227,40 @@ public final class Host implements AutoCloseable {
         }
     }
 
-    int allocateVpid() {
-        int vpid = nextVpid.getAndIncrement();
-        if (vpid > 0xFFFF) {
-            throw new IllegalStateException("no VPIDs left");
+    /**
+     * Ids 1..max, handed out as Xen hands out domain ids: the next free one after the last one given,
+     * wrapping around, so a freed id comes back as late as possible (a stale handle or log line names a
+     * new VM only after every other id was used). KVM likewise frees a vCPU's VPID when the vCPU goes and
+     * reuses it from its bitmap; here each vCPU has its own TLB, so a reused VPID finds no stale entries.
+     * Not thread-safe: the host's lock guards both spaces.
+     */
+    private static final class IdSpace {
+        private final String what;
+        private final int max;
+        private final java.util.BitSet used = new java.util.BitSet();
+        private int last;
+
+        IdSpace(String what, int max) {
+            this.what = what;
+            this.max = max;
         }
-        return vpid;
+
+        int take() {
+            int id = used.nextClearBit(last + 1);
+            if (id > max) {
+                id = used.nextClearBit(1);
+            }
+            if (id > max) {
+                throw new IllegalStateException("no " + what + " left: " + max + " are in use on this host");
+            }
+            used.set(id);
+            last = id;
+            return id;
+        }
+
+        void give(int id) {
+            used.clear(id);
+        }
     }
 
     /** A zeroed host frame for a paging structure (EPT or shadow table), charged to {@code vmId}. */

@@ -59,7 +59,8 @@ public final class Vm {
     /** Host-side accesses in flight: a frame leaving the VM waits for them ({@link #releaseFrame}). */
     private final HostAccesses hostAccesses = new HostAccesses();
 
-    Vm(Host host, int id, VmConfig config) {
+    /** A VM with id {@code id} whose vCPU {@code i} has VPID {@code vpids[i]} (the host hands out both). */
+    Vm(Host host, int id, VmConfig config, int[] vpids) {
         this.host = host;
         this.id = id;
         this.config = config;
@@ -70,7 +71,7 @@ public final class Vm {
         this.backend = PagingBackend.create(new Context());
         List<Vcpu> list = new ArrayList<>();
         for (int i = 0; i < config.vcpus(); i++) {
-            Vcpu vcpu = new Vcpu(this, i, host.allocateVpid());
+            Vcpu vcpu = new Vcpu(this, i, vpids[i]);
             backend.attach(vcpu.context());
             list.add(vcpu);
         }

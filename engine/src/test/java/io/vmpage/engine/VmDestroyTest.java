@@ -135,4 +135,52 @@ class VmDestroyTest {
         assertEquals(null, ended.get(), "the writer runs");
         return writer;
     }
+
+    /**
+     * A long-running host (a migration destination, a lab creating a VM per experiment) outlives the
+     * 16-bit id spaces: destroyed VMs give their VM id and their vCPUs' VPIDs back, and a freed id comes
+     * back only after the others (Xen's domain ids), never while a VM holds it.
+     */
+    @org.junit.jupiter.api.Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void destroyedVmsGiveTheirIdsAndVpidsBackAndALiveVmKeepsItsOwn() {
+        try (Host host = Host.create(16L << 20)) {
+            Vm kept = host.createVm(VmConfig.of(1L << 20).withVcpus(2));
+            kept.writePhysicalLong(0x1000, 0x5EED);
+            long freeFrames = host.frames().freeFrames();
+            java.util.Set<Integer> keptVpids = java.util.Set.of(kept.vcpu(0).vpid(), kept.vcpu(1).vpid());
+            int previous = -1;
+            for (int i = 0; i < 70_000; i++) { // more VMs, and twice as many vCPUs, than 16 bits number
+                Vm vm = host.createVm(VmConfig.of(1L << 20).withVcpus(2));
+                assertTrue(vm.id() != kept.id() && vm.id() > 0 && vm.id() <= 0xFFFF, "VM id " + vm.id());
+                assertTrue(vm.id() != previous, "id " + previous + " came back at once");
+                for (Vcpu v : vm.vcpus()) {
+                    assertTrue(!keptVpids.contains(v.vpid()) && v.vpid() > 0 && v.vpid() <= 0xFFFF, "VPID " + v.vpid());
+                }
+                if (i % 10_000 == 0) { // now and then the VM runs: its frames are its own
+                    mapped(vm, 0).writeLong(VA, i);
+                    assertEquals(i, vm.readPhysicalLong(0x1000));
+                }
+                previous = vm.id();
+                host.destroyVm(vm);
+            }
+            assertEquals(freeFrames, host.frames().freeFrames(), "frames leaked");
+            assertEquals(0x5EED, kept.readPhysicalLong(0x1000));
+            mapped(kept, 1).writeLong(VA + 0x1000, 7);
+            assertEquals(7, kept.readPhysicalLong(0x2000));
+
+        }
+    }
+
+    private static final long VA = 0x7f00_0000_0000L;
+
+    /** vCPU {@code index} of {@code vm} with guest page tables mapping {@link #VA} to guest-physical 0x1000 (and the next page). */
+    private static Vcpu mapped(Vm vm, int index) {
+        io.vmpage.mmu.PageTables tables = vm.guestPageTables(vm.memorySize() - (32L << 10), vm.memorySize());
+        tables.map(VA, 0x1000, io.vmpage.mmu.Pte.SHIFT_4K, io.vmpage.mmu.Pte.P | io.vmpage.mmu.Pte.RW);
+        tables.map(VA + 0x1000, 0x2000, io.vmpage.mmu.Pte.SHIFT_4K, io.vmpage.mmu.Pte.P | io.vmpage.mmu.Pte.RW);
+        Vcpu cpu = vm.vcpu(index);
+        cpu.loadCr3(tables.root());
+        return cpu;
+    }
 }
