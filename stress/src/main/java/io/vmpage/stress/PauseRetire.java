@@ -5,6 +5,9 @@ import io.vmpage.engine.PagingMode;
 import io.vmpage.engine.Vcpu;
 import io.vmpage.engine.Vm;
 import io.vmpage.engine.VmConfig;
+import io.vmpage.engine.guest.GuestKernel;
+import io.vmpage.mmu.Access;
+import io.vmpage.mmu.MachineMemory;
 import io.vmpage.mmu.PageTables;
 import io.vmpage.mmu.Pte;
 import org.openjdk.jcstress.infra.results.III_Result;
@@ -18,7 +21,7 @@ import org.openjdk.jcstress.infra.results.III_Result;
  * copy, or a faulted one present in it, breaks the pause's promise that the vCPU is outside guest mode.
  *
  * <p>Each trial has its own VM (a vCPU cannot be un-retired), created on a shared host and destroyed by
- * the arbiter; jcstress keeps at most 10,240 trials live (see {@link Slots}), a few frames each. The
+ * the arbiter; jcstress keeps at most 10,240 trials live (see {@link Slots}), at most 32 frames each. The
  * host hands destroyed VMs' ids and VPIDs out again, so the 16-bit id spaces last.
  */
 final class PauseRetire {
@@ -29,20 +32,42 @@ final class PauseRetire {
     private PauseRetire() {
     }
 
-    /** A 64 KiB VM with one vCPU whose address {@link #VA} maps {@link #GPA}, written 0 (TLB warm). */
-    static Vm guest(PagingMode mode) {
-        Vm vm = HOST.createVm(VmConfig.of(64L << 10).withPaging(mode));
-        PageTables tables = vm.guestPageTables(32L << 10, 64L << 10);
-        tables.map(VA, GPA, Pte.SHIFT_4K, Pte.P | Pte.RW);
-        Vcpu cpu = vm.vcpu(0);
-        cpu.loadCr3(tables.root());
+    /** A trial's VM and the guest-physical address of the word its writer stores to. */
+    record Guest(Vm vm, long gpa) {
+    }
+
+    /**
+     * A small VM with one vCPU whose address {@link #VA} is mapped and written 0 (TLB warm). Nested and
+     * shadow: 64 KiB, page tables a bootloader builds ({@code Vm.guestPageTables}) mapping it to
+     * {@link #GPA}. Paravirtual: 128 KiB (a PV guest's memory is all there from the start), the guest
+     * kernel model booted, {@link #VA} a page of a user address space it faulted in.
+     */
+    static Guest guest(PagingMode mode) {
+        Vcpu cpu;
+        Vm vm;
+        if (mode == PagingMode.PARAVIRTUAL) {
+            vm = HOST.createVm(VmConfig.of(128L << 10).withPaging(mode));
+            cpu = vm.vcpu(0);
+            GuestKernel kernel = GuestKernel.boot(vm);
+            GuestKernel.AddressSpace space = kernel.createAddressSpace(cpu);
+            kernel.mmap(space, VA, MachineMemory.FRAME_SIZE, GuestKernel.PROT_READ | GuestKernel.PROT_WRITE);
+            cpu.run(() -> kernel.switchTo(cpu, space));
+        } else {
+            vm = HOST.createVm(VmConfig.of(64L << 10).withPaging(mode));
+            PageTables tables = vm.guestPageTables(32L << 10, 64L << 10);
+            tables.map(VA, GPA, Pte.SHIFT_4K, Pte.P | Pte.RW);
+            cpu = vm.vcpu(0);
+            cpu.loadCr3(tables.root());
+        }
         cpu.writeLong(VA, 0);
-        return vm;
+        long hpa = cpu.translate(VA, Access.READ);
+        long gfn = HOST.frames().guestFrame(hpa >>> MachineMemory.FRAME_SHIFT);
+        return new Guest(vm, (gfn << MachineMemory.FRAME_SHIFT) | (hpa & MachineMemory.FRAME_OFFSET_MASK));
     }
 
     /** The writer: stores 1, 2, 3 on a thread attached to the vCPU, or as one-off accesses, until the retirement faults it. */
-    static void write(Vm vm, boolean attached, III_Result r) {
-        Vcpu cpu = vm.vcpu(0);
+    static void write(Guest g, boolean attached, III_Result r) {
+        Vcpu cpu = g.vm().vcpu(0);
         try {
             if (attached) {
                 cpu.attachThread();
@@ -63,15 +88,15 @@ final class PauseRetire {
     }
 
     /** The migration thread: pause, copy, retire (as {@code Migration} does at the switch-over). */
-    static void switchOver(Vm vm, III_Result r) {
-        vm.pause();
-        r.r2 = (int) vm.readPhysicalLong(GPA);
-        vm.retireVcpus();
+    static void switchOver(Guest g, III_Result r) {
+        g.vm().pause();
+        r.r2 = (int) g.vm().readPhysicalLong(g.gpa());
+        g.vm().retireVcpus();
     }
 
     /** The word once both are done; the VM goes. */
-    static void after(Vm vm, III_Result r) {
-        r.r3 = (int) vm.readPhysicalLong(GPA);
-        HOST.destroyVm(vm);
+    static void after(Guest g, III_Result r) {
+        r.r3 = (int) g.vm().readPhysicalLong(g.gpa());
+        HOST.destroyVm(g.vm());
     }
 }

@@ -4,7 +4,6 @@ import static org.openjdk.jcstress.annotations.Expect.ACCEPTABLE;
 import static org.openjdk.jcstress.annotations.Expect.FORBIDDEN;
 
 import io.vmpage.engine.PagingMode;
-import io.vmpage.engine.Vm;
 import org.openjdk.jcstress.annotations.Actor;
 import org.openjdk.jcstress.annotations.Arbiter;
 import org.openjdk.jcstress.annotations.JCStressTest;
@@ -21,20 +20,20 @@ import org.openjdk.jcstress.infra.results.III_Result;
 @Outcome(expect = FORBIDDEN, desc = "LOST WRITE or broken pause: the word changed after the copy, or the copy disagrees with the stores done")
 @State
 public class PauseRetireShadowAttachedStress {
-    private final Vm vm = PauseRetire.guest(PagingMode.SHADOW);
+    private final PauseRetire.Guest g = PauseRetire.guest(PagingMode.SHADOW);
 
     @Actor
     public void guest(III_Result r) {
-        PauseRetire.write(vm, true, r);
+        PauseRetire.write(g, true, r);
     }
 
     @Actor
     public void switchOver(III_Result r) {
-        PauseRetire.switchOver(vm, r);
+        PauseRetire.switchOver(g, r);
     }
 
     @Arbiter
     public void after(III_Result r) {
-        PauseRetire.after(vm, r);
+        PauseRetire.after(g, r);
     }
 }
