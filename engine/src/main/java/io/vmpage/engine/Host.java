@@ -27,6 +27,8 @@ public final class Host implements AutoCloseable {
     private final IdSpace vmIds = new IdSpace("VM ids", 0xFFFF);
     /** vCPU VPIDs (16 bits, as VMX's; 0 tags the host's own translations). Under this host's lock. */
     private final IdSpace vpids = new IdSpace("VPIDs", 0xFFFF);
+    /** Copy-on-write breaks ({@link #copyOnWriteBreaks}). Incremented by the breaking thread. */
+    private final java.util.concurrent.atomic.AtomicLong copyOnWriteBreaks = new java.util.concurrent.atomic.AtomicLong();
     /** Machine frames shared copy-on-write right now. Updated by CAS winners only. */
     private final java.util.concurrent.atomic.AtomicLong sharedFrames = new java.util.concurrent.atomic.AtomicLong();
     /**
@@ -35,6 +37,10 @@ public final class Host implements AutoCloseable {
      * reclaim of the frame costs, and keeps the count far from the descriptor's 16-bit reference field.
      */
     public static final int MAX_SHARERS = 256;
+    /** The page-sharing scanner and its agent runner while one runs. Guarded by this. */
+    private io.vmpage.engine.sharing.PageSharingScanner scanner;
+    private org.agrona.concurrent.AgentRunner scannerRunner;
+    private final java.util.concurrent.atomic.AtomicLong scannerErrors = new java.util.concurrent.atomic.AtomicLong();
     /** One merge at a time (as KSM's single ksmd thread): merges of the same frames never interleave. */
     private final Object sharing = new Object();
 
@@ -150,17 +156,91 @@ public final class Host implements AutoCloseable {
             if (!na.mapShared(gfnA, ma, ma)) { // a's frame becomes (or already is) the shared one
                 return false;
             }
-            if (!takeSharedReference(ma)) {
-                return false; // a wrote its page meanwhile and took the frame back, or the frame is at the cap
+            return join(ma, nb, b, gfnB, mb);
+        }
+    }
+
+    /**
+     * Content-based sharing into an existing shared frame (ESX's match against a "shared frame" entry of
+     * its hash table, which holds the machine frame): if guest frame {@code gfn} of {@code vm} holds the
+     * same bytes as shared frame {@code sharedFrame}, it comes to map that frame read-only and its own
+     * frame returns to the host. Safe while the VM's vCPUs run, as {@link #share} is.
+     *
+     * @return true when {@code gfn} maps {@code sharedFrame} now; false when the frame is no longer a
+     *     shared frame (its sharers all wrote or went), the contents differ, {@code gfn} is not populated,
+     *     a write raced with the merge, or the frame has {@link #MAX_SHARERS} sharers
+     * @throws IllegalArgumentException as {@link #share} does, or when {@code sharedFrame} is not a
+     *     frame of this host
+     */
+    public boolean joinShared(long sharedFrame, Vm vm, long gfn) {
+        FrameSharing sharing = sharingBackend(vm, gfn);
+        if (sharedFrame < 0 || sharedFrame >= frames.table().frames()) {
+            throw new IllegalArgumentException("machine frame " + sharedFrame + " is not a frame of this host");
+        }
+        synchronized (this.sharing) {
+            if (vm.destroyed()) {
+                throw new IllegalArgumentException(vm + " was destroyed");
             }
-            if (!nb.mapShared(gfnB, mb, ma)) {
-                dropSharedReference(ma);
+            long d = frames.descriptor(sharedFrame);
+            if (FrameDescriptor.type(d) != FrameDescriptor.TYPE_SHARED || FrameDescriptor.isFree(d)) {
                 return false;
             }
-            b.flushRemoteTlbs(); // b's vCPUs stop using its old frame...
-            b.releaseFrame(mb); // ...before the frame goes back to the host (or loses a sharer)
-            return true;
+            long mine = sharing.writeProtectForSharing(gfn);
+            if (mine < 0) {
+                return false;
+            }
+            if (mine == sharedFrame) {
+                return true;
+            }
+            vm.flushRemoteTlbs(); // no vCPU nor host store can write gfn's frame now without making the merge give up
+            vm.awaitHostAccesses();
+            if (!memory.frameEquals(sharedFrame, mine)) {
+                return false; // the leaf stays read-only: the next write exits and gets write access back
+            }
+            return join(sharedFrame, sharing, vm, gfn, mine);
         }
+    }
+
+    /**
+     * Under the sharing lock, after the compare: guest frame {@code gfn} of {@code b}, write-protected and
+     * backed by {@code mine}, maps {@code shared} from now on and {@code mine} goes back to the host.
+     */
+    private boolean join(long shared, FrameSharing nb, Vm b, long gfn, long mine) {
+        if (!takeSharedReference(shared)) {
+            return false; // the last sharer wrote its page meanwhile and took the frame back, or the frame is at the cap
+        }
+        if (!nb.mapShared(gfn, mine, shared)) {
+            dropSharedReference(shared);
+            return false;
+        }
+        b.flushRemoteTlbs(); // b's vCPUs stop using its old frame...
+        b.releaseFrame(mine); // ...before the frame goes back to the host (or loses a sharer)
+        return true;
+    }
+
+    /** Copy-on-write breaks so far: writes (by vCPUs or the host) that gave a guest frame a private frame again. */
+    public long copyOnWriteBreaks() {
+        return copyOnWriteBreaks.get();
+    }
+
+    void copyOnWriteBroken() {
+        copyOnWriteBreaks.incrementAndGet();
+    }
+
+    /**
+     * Guest frames mapping a shared frame right now (a walk of the frame table): the bytes sharing saves
+     * are {@code (sharers - sharedFrames) x 4 KiB}.
+     */
+    public long sharers() {
+        long n = 0;
+        FrameTable table = frames.table();
+        for (long f = 0; f < table.frames(); f++) {
+            long d = table.descriptor(f);
+            if (FrameDescriptor.type(d) == FrameDescriptor.TYPE_SHARED && !FrameDescriptor.isFree(d)) {
+                n += FrameDescriptor.refs(d);
+            }
+        }
+        return n;
     }
 
     /** Machine frames currently shared copy-on-write. */
@@ -176,6 +256,10 @@ public final class Host implements AutoCloseable {
             throw new IllegalArgumentException("guest frame 0x" + Long.toHexString(gfn) + " is outside " + vm + "'s memory");
         }
         FrameSharing sharing = vm.backend().sharing();
+        if (sharing == null && vm.pagingMode() == PagingMode.PARAVIRTUAL) {
+            throw new IllegalArgumentException("page sharing does not apply to " + vm + ": a paravirtual guest's page tables"
+                + " hold machine frames, so its memory is not shared (Xen does not share PV memory)");
+        }
         if (sharing == null) {
             throw new IllegalArgumentException("page sharing needs paging mode NESTED; " + vm + " runs " + vm.pagingMode());
         }
@@ -272,8 +356,61 @@ public final class Host implements AutoCloseable {
         return frame;
     }
 
+    // ------------------------------------------------------------------ the page-sharing scanner
+
+    /**
+     * Starts content-based page sharing: a {@link io.vmpage.engine.sharing.PageSharingScanner} on a
+     * thread of its own (an Agrona agent, idling 1 ms between calls with nothing to do), until
+     * {@link #stopPageSharing} or {@link #close}.
+     *
+     * @throws IllegalStateException when a scanner runs already
+     */
+    public synchronized io.vmpage.engine.sharing.PageSharingScanner startPageSharing(io.vmpage.engine.sharing.SharingConfig config) {
+        if (scanner != null) {
+            throw new IllegalStateException("page sharing runs already on this host: stop it first");
+        }
+        io.vmpage.engine.sharing.PageSharingScanner s = new io.vmpage.engine.sharing.PageSharingScanner(this, config);
+        scannerRunner = new org.agrona.concurrent.AgentRunner(new org.agrona.concurrent.SleepingMillisIdleStrategy(1),
+            error -> scannerErrors.incrementAndGet(), null, s);
+        org.agrona.concurrent.AgentRunner.startOnThread(scannerRunner, r -> {
+            Thread t = new Thread(r, "page-sharing-scanner");
+            t.setDaemon(true);
+            return t;
+        });
+        scanner = s;
+        return s;
+    }
+
+    /** Stops the page-sharing scanner (waits for its thread); shared frames stay shared. No-op when none runs. */
+    public void stopPageSharing() {
+        org.agrona.concurrent.AgentRunner runner;
+        synchronized (this) {
+            runner = scannerRunner;
+            scannerRunner = null;
+            scanner = null;
+        }
+        if (runner != null) {
+            runner.close(); // outside the host's lock: the scanner's step may be waiting for it (vms())
+        }
+    }
+
+    /** The running page-sharing scanner, or null. */
+    public synchronized io.vmpage.engine.sharing.PageSharingScanner pageSharing() {
+        return scanner;
+    }
+
+    /** Errors the scanner's agent hit (an engine bug if ever non-zero: a destroyed VM is not an error). */
+    public long pageSharingErrors() {
+        return scannerErrors.get();
+    }
+
     @Override
-    public synchronized void close() {
+    public void close() {
+        stopPageSharing();
+        closeVms();
+    }
+
+    private synchronized void closeVms() {
         for (Vm vm : new ArrayList<>(vms)) {
             destroyVm(vm);
         }

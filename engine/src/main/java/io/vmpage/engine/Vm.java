@@ -58,6 +58,8 @@ public final class Vm {
     private Thread throttler;
     /** Host-side accesses in flight: a frame leaving the VM waits for them ({@link #releaseFrame}). */
     private final HostAccesses hostAccesses = new HostAccesses();
+    /** Page-sharing domain ({@link #setSharingDomain}): written by the embedder, read by a scanner thread (volatile). */
+    private volatile String sharingDomain;
 
     /** A VM with id {@code id} whose vCPU {@code i} has VPID {@code vpids[i]} (the host hands out both). */
     Vm(Host host, int id, VmConfig config, int[] vpids) {
@@ -452,6 +454,43 @@ public final class Vm {
      * populated (or was discarded), which reads as zeros without allocating a frame, as QEMU reads such
      * RAM through the zero page: a migration's bulk copy of a sparse guest must not populate it.
      */
+    /**
+     * The 64-bit hash of guest frame {@code gfn}'s contents as they are now ({@link MachineMemory#frameHash}),
+     * read as a host access, as a page-sharing scanner reads a candidate: a frame that is not populated, or
+     * not here (post-copy, on swap), is not brought in and hashes as zeros, which is what the guest would
+     * read there now. A hint only: a merge compares the frames after write-protecting them.
+     */
+    public long frameContentHash(long gfn) {
+        checkFrame(gfn);
+        int access = hostAccesses.enter();
+        try {
+            checkAlive();
+            long mfn = p2m.machineFrame(gfn);
+            return mfn < 0 ? MachineMemory.zeroFrameHash() : host.memory().frameHash(mfn);
+        } finally {
+            hostAccesses.exit(access);
+        }
+    }
+
+    /**
+     * Puts this VM in page-sharing domain {@code domain}: a sharing scanner merges its pages only with
+     * pages of VMs in the same domain (null: this VM alone, the default). This is ESX's share salting
+     * ({@code sched.mem.pshare.salt}, and {@code Mem.ShareForceSalting} making every VM its own domain by
+     * default since 2014): deduplication across tenants is a timing side channel, so VMs that do not trust
+     * each other never share. The all-zero page is shared across domains (it holds nothing to learn).
+     */
+    public void setSharingDomain(String domain) {
+        if (domain != null && domain.isBlank()) {
+            throw new IllegalArgumentException("a sharing domain needs a name (null puts the VM in a domain of its own)");
+        }
+        sharingDomain = domain;
+    }
+
+    /** This VM's page-sharing domain; null when it is a domain of its own. */
+    public String sharingDomain() {
+        return sharingDomain;
+    }
+
     private long readAddress(long gpa, int width) {
         checkPhysical(gpa, width);
         checkAlive();
@@ -969,6 +1008,11 @@ public final class Vm {
         @Override
         public void sharedFrameReleased() {
             host.sharedFrameReleased();
+        }
+
+        @Override
+        public void copyOnWriteBroken() {
+            host.copyOnWriteBroken();
         }
 
         @Override

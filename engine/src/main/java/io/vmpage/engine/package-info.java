@@ -11,6 +11,8 @@
  * <li>{@link io.vmpage.engine.dirty}: the dirty log and its write-protect protocol.
  * <li>{@link io.vmpage.engine.paging}: the paging backends behind one interface, one package per mode.
  * <li>{@link io.vmpage.engine.guest}: a guest kernel model that drives any mode.
+ * <li>{@link io.vmpage.engine.sharing}: the content-based page-sharing scanner (ESX's hint and shared
+ *     frames), an Agrona agent a host runs.
  * </ul>
  * Types marked {@link io.vmpage.engine.Internal} (and all of {@code engine.paging}) are the internal
  * interface between these packages: {@code Vm} hands its backend a {@code VmContext} and each
@@ -21,6 +23,9 @@
  * Which lock protects what, in the order they may be taken (a lock may be held while taking one further
  * down the list, never one above it), after KVM's {@code Documentation/virt/kvm/locking.rst}:
  * <ol>
+ * <li>{@code PageSharingScanner} monitor: its table and counters, for one scan step; it then takes the
+ *     two below (the VM list, a merge). {@code Host.stopPageSharing} joins the scanner's thread without
+ *     holding the host's monitor.
  * <li>{@code Host} monitor: the VM list. {@code destroyVm} holds it while it waits for the VM's vCPUs
  *     to let go (so no vCPU exit path takes it).
  * <li>{@code Host.sharing}: one merge at a time (KSM's single ksmd). Held while waiting for vCPU flushes

@@ -14,7 +14,20 @@ final class FrameHash {
     private static final long P4 = 0x85EBCA77C2B2AE63L;
     private static final long P5 = 0x27D4EB2F165667C5L;
 
+    /** The hash of an all-zero frame. */
+    static final long ZERO = zeroHash();
+
     private FrameHash() {
+    }
+
+    private static long zeroHash() {
+        long address = UnsafeApi.allocateMemory(MachineMemory.FRAME_SIZE);
+        try {
+            UnsafeApi.setMemory(address, MachineMemory.FRAME_SIZE, (byte) 0);
+            return hash(address);
+        } finally {
+            UnsafeApi.freeMemory(address);
+        }
     }
 
     /** Hash of the 4096 bytes at native address {@code address}. */

@@ -304,6 +304,11 @@ public final class MachineMemory implements AutoCloseable {
         return FrameHash.hash(checkFrame(frame));
     }
 
+    /** {@link #frameHash} of an all-zero frame. */
+    public static long zeroFrameHash() {
+        return FrameHash.ZERO;
+    }
+
     // ------------------------------------------------------------------ unchecked hot-path accessors
 
     public byte getByteUnchecked(long pa) {

@@ -74,6 +74,9 @@ public interface VmContext {
     /** Drops one mapping of shared frame {@code mfn}; the last one frees it. The caller flushed TLBs first. */
     void dropSharedReference(long mfn);
 
+    /** A write (by a vCPU or the host) gave a guest frame of this VM a private frame again (host statistics). */
+    void copyOnWriteBroken();
+
     /**
      * Takes an engine lock (KVM's mmu_lock) from any thread; a vCPU thread keeps serving its flushes and
      * IPIs while it waits, so a holder waiting for a remote TLB flush cannot deadlock with it.

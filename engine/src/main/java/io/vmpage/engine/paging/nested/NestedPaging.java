@@ -191,6 +191,7 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
                     FrameDescriptor.inUse(FrameDescriptor.TYPE_DATA, vm.id(), 1))) {
                 mine = shared; // the last mapper keeps the frame: no copy (KSM reuses a page mapped once)
                 vm.sharedFrameReleased();
+                vm.copyOnWriteBroken();
                 frames.setGuestFrame(mine, gfn);
                 replaceEntry(gfn, entry, P2mEntry.privateFrame(mine));
                 vm.privateFrameAdded();
@@ -204,6 +205,7 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
                 frames.setGuestFrame(mine, gfn);
                 replaceEntry(gfn, entry, P2mEntry.privateFrame(mine));
                 vm.privateFrameAdded();
+                vm.copyOnWriteBroken();
                 copied = true;
             }
             long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
