@@ -124,7 +124,7 @@ public final class Host implements AutoCloseable {
      * @return true when the frames are shared now, false when they differ, are not populated, a write
      *     raced with the merge, or {@code a}'s frame already has {@link #MAX_SHARERS} sharers
      * @throws IllegalArgumentException when a VM is not on this host, a frame is outside its VM, or a
-     *     VM does not use nested paging (the only mode this model shares pages in)
+     *     VM uses paravirtual paging (Xen does not share PV memory: its page tables hold machine frames)
      */
     public boolean share(Vm a, long gfnA, Vm b, long gfnB) {
         FrameSharing na = sharingBackend(a, gfnA);
@@ -261,7 +261,7 @@ public final class Host implements AutoCloseable {
                 + " hold machine frames, so its memory is not shared (Xen does not share PV memory)");
         }
         if (sharing == null) {
-            throw new IllegalArgumentException("page sharing needs paging mode NESTED; " + vm + " runs " + vm.pagingMode());
+            throw new IllegalArgumentException("page sharing needs paging mode NESTED or SHADOW; " + vm + " runs " + vm.pagingMode());
         }
         return sharing;
     }

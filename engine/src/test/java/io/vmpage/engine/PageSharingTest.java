@@ -25,6 +25,20 @@ import org.junit.jupiter.params.provider.EnumSource;
 class PageSharingTest {
     private static final int PAGES = 16;
 
+    /** The paging modes that share frames (nested: KSM over EPT; shadow: ESX's own), with each way of driving a vCPU. */
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> sharingModesAndDrivers() {
+        return java.util.stream.Stream.of(PagingMode.NESTED, PagingMode.SHADOW)
+            .flatMap(m -> java.util.Arrays.stream(Driving.values()).map(d -> org.junit.jupiter.params.provider.Arguments.of(m, d)));
+    }
+
+    /** The sharing modes with each dirty-tracking method they support (shadow paging has no D-bit logging). */
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> sharingModesAndMethods() {
+        return java.util.stream.Stream.of(PagingMode.NESTED, PagingMode.SHADOW)
+            .flatMap(m -> java.util.Arrays.stream(DirtyTracking.values())
+                .filter(t -> m == PagingMode.NESTED || t != DirtyTracking.DIRTY_BITS)
+                .map(t -> org.junit.jupiter.params.provider.Arguments.of(m, t)));
+    }
+
     private static void fill(Vcpu cpu, int page, long seed) {
         cpu.run(() -> {
             for (int i = 0; i < 512; i++) {
@@ -37,11 +51,12 @@ class PageSharingTest {
         return cpu.readLong(LoggedGuest.page(page) + 8L * word);
     }
 
-    @Test
-    void equalFramesShareOneMachineFrameAndAWriteGetsAPrivateCopy() {
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    void equalFramesShareOneMachineFrameAndAWriteGetsAPrivateCopy(PagingMode mode) {
         try (Host host = Host.create(96L << 20);
-             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
-             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+             LoggedGuest a = new LoggedGuest(host, mode, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, mode, 1, PAGES)) {
             Vcpu ca = a.vm.vcpu(0);
             Vcpu cb = b.vm.vcpu(0);
             fill(ca, 3, 42);
@@ -99,11 +114,12 @@ class PageSharingTest {
         }
     }
 
-    @Test
-    void differentFramesStayPrivateAndWritable() {
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    void differentFramesStayPrivateAndWritable(PagingMode mode) {
         try (Host host = Host.create(96L << 20);
-             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
-             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+             LoggedGuest a = new LoggedGuest(host, mode, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, mode, 1, PAGES)) {
             fill(a.vm.vcpu(0), 1, 1);
             fill(b.vm.vcpu(0), 1, 2);
             assertFalse(host.share(a.vm, a.gfnOfPage[1], b.vm, b.gfnOfPage[1]));
@@ -136,24 +152,24 @@ class PageSharingTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"SHADOW", "PARAVIRTUAL"})
-    void sharingNeedsNestedPaging(PagingMode mode) {
+    @EnumSource(value = PagingMode.class, names = {"PARAVIRTUAL"})
+    void sharingNeedsNestedOrShadowPaging(PagingMode mode) {
         try (Host host = Host.create(96L << 20);
              LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, 1);
              LoggedGuest b = new LoggedGuest(host, mode, 1, 1)) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> host.share(a.vm, a.gfnOfPage[0], b.vm, b.gfnOfPage[0]));
-            assertTrue(e.getMessage().contains(mode == PagingMode.PARAVIRTUAL ? "Xen does not share PV memory" : "NESTED"), e.getMessage());
+            assertTrue(e.getMessage().contains("Xen does not share PV memory"), e.getMessage());
         }
     }
 
     /** The write that breaks sharing is a write like any other for the dirty log, with every method. */
     @ParameterizedTest
-    @EnumSource(DirtyTracking.class)
-    void dirtyLoggingReportsWritesThatBreakSharing(DirtyTracking how) {
+    @org.junit.jupiter.params.provider.MethodSource("sharingModesAndMethods")
+    void dirtyLoggingReportsWritesThatBreakSharing(PagingMode mode, DirtyTracking how) {
         try (Host host = Host.create(96L << 20);
-             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
-             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+             LoggedGuest a = new LoggedGuest(host, mode, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, mode, 1, PAGES)) {
             Vcpu ca = a.vm.vcpu(0);
             fill(ca, 4, 8);
             fill(b.vm.vcpu(0), 4, 8);
@@ -177,13 +193,14 @@ class PageSharingTest {
      * sharer thread merges random page pairs: each VM must read back exactly what it wrote, and no frame
      * may leak. Bounded: 400 merge attempts, at most 20 s; seeded.
      */
-    @Test
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
     @Timeout(60)
-    void mergesRacingWithWritersNeverMixTheVmsData() throws Exception {
+    void mergesRacingWithWritersNeverMixTheVmsData(PagingMode mode) throws Exception {
         int pages = 128;
         try (Host host = Host.create(96L << 20);
-             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, pages);
-             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, pages)) {
+             LoggedGuest a = new LoggedGuest(host, mode, 1, pages);
+             LoggedGuest b = new LoggedGuest(host, mode, 1, pages)) {
             LoggedGuest[] guests = {a, b};
             long[][][] expected = new long[2][pages][8];
             AtomicReference<Throwable> failure = new AtomicReference<>();
@@ -269,9 +286,9 @@ class PageSharingTest {
      * free every frame exactly once.
      */
     @ParameterizedTest
-    @EnumSource(Driving.class)
+    @org.junit.jupiter.params.provider.MethodSource("sharingModesAndDrivers")
     @Timeout(60)
-    void aMergeNeverGivesAnotherVmTheFrameTheFirstMapperTookBack(Driving driving) throws Exception {
+    void aMergeNeverGivesAnotherVmTheFrameTheFirstMapperTookBack(PagingMode mode, Driving driving) throws Exception {
         // Every merge's flush waits for an attached writer's next access: one that wrote the merged page
         // each time would win every merge, so the attached writer writes it one time in 1024 (and other
         // pages in between, never pausing). One-off writers are not waited for; two of them writing the
@@ -279,8 +296,8 @@ class PageSharingTest {
         boolean attached = driving == Driving.ATTACHED;
         int writers = attached ? 1 : 2;
         try (Host host = Host.create(96L << 20);
-             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, writers, PAGES);
-             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+             LoggedGuest a = new LoggedGuest(host, mode, writers, PAGES);
+             LoggedGuest b = new LoggedGuest(host, mode, 1, PAGES)) {
             long gfnA = a.gfnOfPage[5];
             long gfnB = b.gfnOfPage[5]; // both pages hold 5 in word 0 and zeros elsewhere
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(3);
@@ -376,12 +393,13 @@ class PageSharingTest {
      * remap would make the shared frame carry a's new bytes into VM b. B's page must never change, and a
      * must end with what its last store wrote. Bounded: 2 s or 50,000 merges.
      */
-    @Test
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
     @Timeout(60)
-    void hostStoresRacingMergesNeverReachTheOtherVm() throws Exception {
+    void hostStoresRacingMergesNeverReachTheOtherVm(PagingMode mode) throws Exception {
         try (Host host = Host.create(96L << 20);
-             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES);
-             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, 1, PAGES)) {
+             LoggedGuest a = new LoggedGuest(host, mode, 1, PAGES);
+             LoggedGuest b = new LoggedGuest(host, mode, 1, PAGES)) {
             long gfnA = a.gfnOfPage[9];
             long gfnB = b.gfnOfPage[9]; // both hold 9 in word 0, zeros elsewhere
             AtomicBoolean stop = new AtomicBoolean();
@@ -417,6 +435,54 @@ class PageSharingTest {
             assertTrue(merges > 10, "merges: " + merges);
             assertEquals(last[0], a.vm.readPhysicalLong((gfnA << 12) + 24), "a keeps its last host store");
             assertEquals(9, b.vm.readPhysicalLong(gfnB << 12));
+        }
+    }
+
+    /**
+     * Guest page tables in shared frames: two VMs whose bootloaders built the same tables (not walked yet)
+     * share the table frames. The first walk through one of them sets A/D bits in it: under nested paging
+     * those are writes for the EPT (Intel SDM: the processor's A/D updates to guest paging structures are
+     * write accesses), so they exit and break sharing like any write; under shadow paging the engine's own
+     * walk breaks it first (the engine would set A/D in the table, shadow it and emulate the guest's writes
+     * to it). Either way the other VM's tables never see the A bits of this VM's walk. Under shadow paging
+     * a table the engine shadows already is not merged at all.
+     */
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    void aGuestTableInASharedFrameGetsAPrivateCopyBeforeAWalkWritesIt(PagingMode mode) {
+        try (Host host = Host.create(96L << 20)) {
+            long va = 0x7f00_0000_0000L;
+            Vm[] vms = new Vm[2];
+            io.vmpage.mmu.PageTables[] tables = new io.vmpage.mmu.PageTables[2];
+            for (int i = 0; i < 2; i++) {
+                vms[i] = host.createVm(VmConfig.of(16L << 20).withPaging(mode));
+                tables[i] = vms[i].guestPageTables(8L << 20, 9L << 20);
+                tables[i].map(va, 0x1000, io.vmpage.mmu.Pte.SHIFT_4K, io.vmpage.mmu.Pte.P | io.vmpage.mmu.Pte.RW);
+            }
+            long root = tables[0].root() >>> 12;
+            assertEquals(root, tables[1].root() >>> 12, "both bootloaders put the root at the same place");
+            long firstTable = 8L << 8; // guest-physical 8 MiB: the root, then one table per level
+            for (long gfn = firstTable; gfn < firstTable + 4; gfn++) {
+                assertTrue(host.share(vms[0], gfn, vms[1], gfn), "table frame " + gfn + " shares while no walk used it");
+            }
+            byte[] before = new byte[4096 * 4];
+            vms[1].readPhysical(firstTable << 12, before, 0, before.length);
+
+            Vcpu cpu = vms[0].vcpu(0);
+            cpu.loadCr3(tables[0].root());
+            cpu.writeLong(va, 42); // walks all four tables, setting A (and D in the leaf)
+            assertEquals(42, vms[0].readPhysicalLong(0x1000));
+            byte[] after = new byte[4096 * 4];
+            vms[1].readPhysical(firstTable << 12, after, 0, after.length);
+            assertArrayEquals(before, after, "the other VM's tables never got this VM's A/D bits");
+            for (long gfn = firstTable; gfn < firstTable + 4; gfn++) {
+                assertEquals(P2mEntry.PRIVATE, P2mEntry.kind(vms[0].physicalMap().entry(gfn)), "table " + gfn + " is private again");
+            }
+            assertTrue(cpu.exitCount(ExitReason.COPY_ON_WRITE) >= 4);
+
+            if (mode == PagingMode.SHADOW) { // now shadowed: the engine refuses to merge it again
+                assertFalse(host.share(vms[0], root, vms[1], root));
+            }
         }
     }
 }

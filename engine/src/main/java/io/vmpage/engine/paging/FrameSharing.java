@@ -4,7 +4,7 @@ import io.vmpage.engine.Internal;
 
 /**
  * Copy-on-write page sharing, as a paging mode that can share machine frames between guest frames
- * offers it ({@link PagingBackend#sharing()}; nested paging only in this model): the steps of a merge
+ * offers it ({@link PagingBackend#sharing()}; nested and shadow paging): the steps of a merge
  * ({@code Host.share}), the break a write causes, and the hook that lets a host store take part in the
  * protocol.
  */

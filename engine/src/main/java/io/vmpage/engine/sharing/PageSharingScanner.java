@@ -28,8 +28,9 @@ import org.agrona.concurrent.Agent;
  * its own sharing domain ({@link Vm#setSharingDomain}, ESX's salting): the domain salts the hash, and a
  * match is checked against the other VM's domain before anything is merged.
  *
- * <p>Nested paging only (KSM over EPT). Paravirtual VMs are skipped: their page tables hold machine
- * frames, and Xen does not share PV memory. Shadow-paged VMs are skipped too for now.
+ * <p>Nested paging (KSM over EPT) and shadow paging (what ESX itself did in 2002: every sharer's shadow
+ * leaves read-only). Paravirtual VMs are skipped: their page tables hold machine frames, and Xen does
+ * not share PV memory.
  *
  * <p>Run as an Agrona {@link Agent} on its own thread ({@link Host#startPageSharing}); {@link #scan} is
  * the same step for one chosen page. Threads: the agent's, and any caller of {@link #scan} or
@@ -138,7 +139,7 @@ public final class PageSharingScanner implements Agent {
     }
 
     private static boolean scannable(Vm vm) {
-        return !vm.destroyed() && vm.pagingMode() == PagingMode.NESTED;
+        return !vm.destroyed() && vm.pagingMode() != PagingMode.PARAVIRTUAL;
     }
 
     /**

@@ -188,7 +188,7 @@ class PageSharingScannerTest {
     }
 
     @Test
-    void pagingModesThatDoNotShareAreSkippedAndParavirtualIsRefusedClearly() {
+    void paravirtualVmsAreSkippedAndRefusedClearlyWhileShadowOnesShare() {
         try (Host host = Host.create(64L << 20)) {
             PageSharingScanner scanner = new PageSharingScanner(host, SharingConfig.unlimited());
             Vm pv = host.createVm(VmConfig.of(1L << 20).withPaging(PagingMode.PARAVIRTUAL));
@@ -197,8 +197,8 @@ class PageSharingScannerTest {
             shadow.writePhysicalLong(0, 0);
             nested.writePhysicalLong(0, 0);
             assertEquals(Outcome.SKIPPED, scanner.scan(pv, 0));
-            assertEquals(Outcome.SKIPPED, scanner.scan(shadow, 0));
             assertEquals(Outcome.HINTED, scanner.scan(nested, 0));
+            assertEquals(Outcome.MERGED, scanner.scan(shadow, 0), "shadow paging shares too (ESX's own mode)");
             IllegalArgumentException refused = assertThrows(IllegalArgumentException.class, () -> host.share(pv, 0, nested, 0));
             assertTrue(refused.getMessage().contains("Xen does not share PV memory"), refused.getMessage());
             assertThrows(IllegalArgumentException.class, () -> scanner.scan(nested, 1 << 20));
@@ -264,15 +264,20 @@ class PageSharingScannerTest {
      * both VMs' pages as fast as it can, so merges and copy-on-write breaks race all the time. Each VM
      * ends with exactly what its own writers wrote, word for word, never the other VM's data.
      */
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> sharingModesAndDrivers() {
+        return java.util.stream.Stream.of(PagingMode.NESTED, PagingMode.SHADOW)
+            .flatMap(m -> java.util.Arrays.stream(Driving.values()).map(d -> org.junit.jupiter.params.provider.Arguments.of(m, d)));
+    }
+
     @ParameterizedTest
-    @EnumSource(Driving.class)
+    @org.junit.jupiter.params.provider.MethodSource("sharingModesAndDrivers")
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
-    void writersRacingTheScannerOnlyEverSeeTheirOwnVmsData(Driving driving) throws Exception {
+    void writersRacingTheScannerOnlyEverSeeTheirOwnVmsData(PagingMode mode, Driving driving) throws Exception {
         int pages = 1024;
         int writers = 1; // one per VM: with more runnable threads than cores every remote flush waits for a preempted vCPU
         try (Host host = Host.create(96L << 20);
-             LoggedGuest a = new LoggedGuest(host, PagingMode.NESTED, writers, pages);
-             LoggedGuest b = new LoggedGuest(host, PagingMode.NESTED, writers, pages)) {
+             LoggedGuest a = new LoggedGuest(host, mode, writers, pages);
+             LoggedGuest b = new LoggedGuest(host, mode, writers, pages)) {
             List<LoggedGuest> guests = List.of(a, b);
             for (LoggedGuest g : guests) {
                 g.vm.setSharingDomain("racing");

@@ -51,6 +51,13 @@ final class ShadowGuestWalk {
 
     /** {@link #walk} result: a guest table frame is not here (remote, swapped): bring it in and walk again. */
     static final int ABSENT = -2;
+    /**
+     * {@link #walk} result: a guest table lives in a frame shared copy-on-write ({@link #sharedGfn}): the
+     * walk would write A/D bits into it and the fill would shadow it, so its sharing is broken first.
+     */
+    static final int SHARED_TABLE = -3;
+    /** The guest table frame that is shared when the walk returned {@link #SHARED_TABLE}. */
+    long sharedGfn;
 
     ShadowGuestWalk(VmContext vm, int maxPhysAddrBits) {
         this.vm = vm;
@@ -83,6 +90,10 @@ final class ShadowGuestWalk {
             if (absent(table)) {
                 absentGfn = table;
                 return ABSENT;
+            }
+            if (shared(table)) {
+                sharedGfn = table;
+                return SHARED_TABLE;
             }
             long hpa = (vm.populate(table) << MachineMemory.FRAME_SHIFT) + ((long) Pte.index(va, level) << 3);
             long e = memory.getLongVolatile(hpa);
@@ -140,6 +151,12 @@ final class ShadowGuestWalk {
         }
         long e = vm.physicalMap().entry(gfn);
         return e != P2mEntry.EMPTY && !P2mEntry.isPresent(e);
+    }
+
+    /** Whether guest frame {@code gfn} maps a frame shared copy-on-write. */
+    boolean shared(long gfn) {
+        return vm.physicalMap().contains(gfn) && P2mEntry.kind(vm.physicalMap().entry(gfn)) == P2mEntry.SHARED
+            && P2mEntry.isPresent(vm.physicalMap().entry(gfn));
     }
 
     /** Whether every guest entry the last successful walk used still holds what it read (KVM's gpte re-check). */

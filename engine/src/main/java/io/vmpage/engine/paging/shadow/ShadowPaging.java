@@ -6,6 +6,12 @@ import io.vmpage.engine.Internal;
 import io.vmpage.engine.dirty.DirtySnapshot;
 import io.vmpage.engine.dirty.DirtyTracking;
 import io.vmpage.engine.dirty.WriteProtection;
+import io.vmpage.engine.HostOutOfMemoryException;
+import io.vmpage.engine.memory.FrameAllocator;
+import io.vmpage.engine.memory.FrameDescriptor;
+import io.vmpage.engine.memory.P2mEntry;
+import io.vmpage.engine.memory.PhysicalMapWriter;
+import io.vmpage.engine.paging.FrameSharing;
 import io.vmpage.engine.paging.PagingBackend;
 import io.vmpage.engine.paging.VcpuContext;
 import io.vmpage.engine.paging.VmContext;
@@ -18,6 +24,7 @@ import java.util.concurrent.locks.ReentrantLock;
 import org.agrona.collections.Long2LongHashMap;
 import org.agrona.collections.Long2ObjectHashMap;
 import org.agrona.collections.LongArrayList;
+import org.agrona.collections.LongHashSet;
 
 /**
  * Shadow paging, after KVM's shadow MMU (Documentation/virt/kvm/x86/mmu.rst): the vCPUs' hardware runs
@@ -52,6 +59,15 @@ import org.agrona.collections.LongArrayList;
  * guest A/D bits this engine sets in guest tables are logged as host writes; emulated writes are logged
  * by the vCPU.
  *
+ * <p><b>Copy-on-write sharing</b> (what ESX did in 2002, on shadow tables): a guest frame of kind SHARED
+ * in the p2m is mapped read-only by every shadow leaf; a write faults here, the engine gives the frame
+ * a private copy ({@link #breakSharing}, zapping every shadow leaf of the frame so no alias keeps reading
+ * the shared frame, then a remote flush) and the access retries. A merge write-protects the frame's
+ * leaves through the reverse map and remembers the frame ({@link #protectedForSharing}); a writable leaf
+ * installed or a host store since makes the merge give up. Guest page tables are never shared (the
+ * engine sets A/D in them and emulates the guest's writes to them): a walk that meets a shared table
+ * breaks its sharing first, and a frame the engine shadows is not merged.
+ *
  * <p><b>Concurrency.</b> Shadow edits and guest walks take one lock per VM (KVM's mmu_lock); hardware
  * walks are lock-free. A vCPU waiting for the lock keeps serving its flush requests and IPIs, so a lock
  * holder waiting for a remote TLB flush cannot deadlock with it.
@@ -61,7 +77,7 @@ import org.agrona.collections.LongArrayList;
  * of guest page tables need the guest to run with CR0.WP = 1.
  */
 @Internal
-public final class ShadowPaging implements PagingBackend {
+public final class ShadowPaging implements PagingBackend, FrameSharing {
     private static final long MISSING = -1;
     private static final long NON_LEAF_FLAGS = Pte.P | Pte.A;
     private static final int KEY_DIRECT = 1 << 4;
@@ -85,6 +101,16 @@ public final class ShadowPaging implements PagingBackend {
     private final long[] absentGfn;
     /** Guest walks started (lock held): detects a walk nested in an IPI served during a remote flush. */
     private long walks;
+    /** Per vCPU: the shared guest frame its last fill must give a private copy before it retries, -1 if none. Owner threads. */
+    private final long[] cowGfn;
+    private final PhysicalMapWriter p2m;
+    /**
+     * Guest frames write-protected for a merge ({@link #writeProtectForSharing}) and not written since: a
+     * writable leaf or a host store removes one, and {@link #mapShared} maps only a frame still here. Lock held.
+     */
+    private final LongHashSet protectedForSharing = new LongHashSet();
+    /** {@link #protectedForSharing}'s size: written under the lock, read by host stores without it (volatile). */
+    private volatile int merging;
 
     public ShadowPaging(VmContext vm) {
         this.vm = vm;
@@ -93,6 +119,8 @@ public final class ShadowPaging implements PagingBackend {
         this.guestCr3 = new long[vm.config().vcpus()];
         this.hasCr3 = new boolean[vm.config().vcpus()];
         this.absentGfn = new long[vm.config().vcpus()];
+        this.cowGfn = new long[vm.config().vcpus()];
+        this.p2m = vm.physicalMapWriter();
     }
 
     // ------------------------------------------------------------------ keys and shadow pages
@@ -307,11 +335,16 @@ public final class ShadowPaging implements PagingBackend {
         long va = t.va;
         int access = t.access;
         absentGfn[index] = -1;
+        cowGfn[index] = -1;
         int outcome = fillShadow(vcpu, t, regs, va, access, index);
         if (absentGfn[index] >= 0) {
             // A frame that is not here (post-copy, swap) is brought in without the mmu lock, as KVM
             // faults the pfn in before it takes mmu_lock: other vCPUs keep running meanwhile.
             vm.populate(absentGfn[index]);
+        }
+        if (cowGfn[index] >= 0) { // a write to a shared frame, or a walk through a shared table: copy, then retry
+            vcpu.countExit(ExitReason.COPY_ON_WRITE);
+            breakSharing(vcpu, cowGfn[index]);
         }
         return outcome;
     }
@@ -323,6 +356,10 @@ public final class ShadowPaging implements PagingBackend {
             int fault = walk.walk(regs, guestCr3[index], va, access);
             if (fault == ShadowGuestWalk.ABSENT) {
                 absentGfn[index] = walk.absentGfn; // brought in by handleFault, without the lock
+                return RETRY;
+            }
+            if (fault == ShadowGuestWalk.SHARED_TABLE) {
+                cowGfn[index] = walk.sharedGfn; // given a private copy by handleFault, without the lock
                 return RETRY;
             }
             if (fault == Fault.GENERAL_PROTECTION) {
@@ -340,6 +377,11 @@ public final class ShadowPaging implements PagingBackend {
                 return RETRY;
             }
             long mfn = vm.populate(gfn); // MACHINE_CHECK beyond guest memory: never anyone else's frame
+            boolean shared = walk.shared(gfn);
+            if (shared && io.vmpage.mmu.Access.isWrite(access)) {
+                cowGfn[index] = gfn; // copy-on-write, by handleFault without the lock
+                return RETRY;
+            }
             boolean[] flush = {false};
             long root = page(indirectKey(walk.tableGfn[walk.levels], walk.levels), flush);
             long shadowLeaf = buildPath(root, va, regs.nxe(), flush);
@@ -356,7 +398,7 @@ public final class ShadowPaging implements PagingBackend {
             boolean protectedTable = shadowed(gfn);
             boolean write = io.vmpage.mmu.Access.isWrite(access);
             boolean wasReadOnly = (memory.getLongVolatile(shadowLeaf) & (Pte.P | Pte.RW)) == Pte.P;
-            if (installLeaf(vcpu, shadowLeaf, gfn, mfn, protectedTable, regs.nxe(), write) && wasReadOnly && (vm.dirtyLog().method() != null)) {
+            if (installLeaf(vcpu, shadowLeaf, gfn, mfn, protectedTable || shared, regs.nxe(), write) && wasReadOnly && (vm.dirtyLog().method() != null)) {
                 vcpu.countExit(ExitReason.DIRTY_LOG);
             }
             long hwRoot = regs.tableBase();
@@ -364,7 +406,7 @@ public final class ShadowPaging implements PagingBackend {
                 vcpu.mmu().movToCr3(hardwareCr3(root, regs.cr3() | (regs.pcide() ? ControlRegisters.CR3_NO_FLUSH : 0), regs.pcide()));
             }
             vcpu.mmu().invlpg(va); // drop paging-structure-cache entries that may predate the path just built
-            if (write && protectedTable) {
+            if (write && protectedTable) { // never a shared frame: writes to those break sharing above
                 vcpu.countExit(ExitReason.WRITE_PROTECT);
                 long offset = walk.gpa & MachineMemory.FRAME_OFFSET_MASK;
                 vcpu.emulateAt((mfn << MachineMemory.FRAME_SHIFT) | offset, walk.gpa);
@@ -436,6 +478,9 @@ public final class ShadowPaging implements PagingBackend {
         boolean writable = guestWritableAndDirty && !protectedTable && (write || !(vm.dirtyLog().method() != null));
         if (writable) {
             value |= Pte.RW | Pte.D;
+            if (merging > 0 && protectedForSharing.remove(gfn)) {
+                merging = protectedForSharing.size(); // written since a merge protected it: that merge gives up
+            }
         }
         value |= ge & Pte.G;
         if (leafLevel == Pte.LEVEL_PT) {
@@ -515,6 +560,181 @@ public final class ShadowPaging implements PagingBackend {
             }
         } finally {
             lock.unlock();
+        }
+    }
+
+    // ------------------------------------------------------------------ copy-on-write sharing
+
+    @Override
+    public FrameSharing sharing() {
+        return this;
+    }
+
+    /**
+     * Merge, first step: write-protects every shadow leaf of {@code gfn} (through the reverse map) and
+     * remembers it; the caller flushes the VM's TLBs before it compares. -1 when not populated, or when
+     * the frame holds a guest table the engine shadows (never shared).
+     */
+    @Override
+    public long writeProtectForSharing(long gfn) {
+        lock();
+        try {
+            long e = vm.physicalMap().entry(gfn);
+            long mfn = P2mEntry.isPresent(e) ? P2mEntry.frame(e) : -1;
+            if (mfn < 0 || P2mEntry.kind(e) == P2mEntry.SHARED) {
+                return mfn; // shared already: read-only everywhere
+            }
+            if (shadowed(gfn)) {
+                return -1;
+            }
+            writeProtect(gfn);
+            protectedForSharing.add(gfn);
+            merging = protectedForSharing.size();
+            return mfn;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Merge, second step: {@code gfn}, backed by {@code mfn} and not written since it was protected, maps
+     * {@code shared} from now on (the first mapper's own frame becomes the shared one). Its shadow leaves
+     * of {@code mfn} are zapped when the frame changes (the next access maps the shared one read-only).
+     * False, nothing changed, when a write or a remap got there first. The caller flushes the VM's TLBs.
+     */
+    @Override
+    public boolean mapShared(long gfn, long mfn, long shared) {
+        FrameAllocator frames = vm.frames();
+        lock();
+        try {
+            long e = vm.physicalMap().entry(gfn);
+            boolean alreadyShared = P2mEntry.kind(e) == P2mEntry.SHARED;
+            if (!P2mEntry.isPresent(e) || P2mEntry.frame(e) != mfn || (!alreadyShared && !protectedForSharing.contains(gfn))
+                || shadowed(gfn)) {
+                return false;
+            }
+            if (shared == mfn) {
+                if (!alreadyShared) {
+                    frames.compareAndSetDescriptor(mfn, frames.descriptor(mfn), FrameDescriptor.inUse(FrameDescriptor.TYPE_SHARED, 0, 1));
+                    vm.privateFrameRemoved();
+                    vm.sharedFrameCreated();
+                }
+            } else {
+                zapLeaves(gfn, mfn);
+            }
+            replaceEntry(gfn, e, P2mEntry.sharedFrame(shared));
+            if (protectedForSharing.remove(gfn)) {
+                merging = protectedForSharing.size();
+            }
+            return true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Gives {@code gfn} a private frame again (a write by a vCPU, or the host when {@code vcpu} is null):
+     * the last mapper takes the shared frame over, others get a copy; every shadow leaf of the shared
+     * frame is zapped and every vCPU flushed before this VM's reference to it goes. Returns the private
+     * frame; -1 when the frame is not populated.
+     *
+     * @throws HostOutOfMemoryException when no frame is left for the copy
+     */
+    @Override
+    public long breakSharing(VcpuContext vcpu, long gfn) {
+        FrameAllocator frames = vm.frames();
+        long shared;
+        long mine;
+        boolean copied = false;
+        lock();
+        try {
+            long entry = vm.physicalMap().entry(gfn);
+            shared = P2mEntry.isPresent(entry) ? P2mEntry.frame(entry) : -1;
+            if (shared < 0 || P2mEntry.kind(entry) != P2mEntry.SHARED) {
+                return shared; // not populated, or private already
+            }
+            long d = frames.descriptor(shared);
+            if (FrameDescriptor.refs(d) == 1 && frames.compareAndSetDescriptor(shared, d,
+                    FrameDescriptor.inUse(FrameDescriptor.TYPE_DATA, vm.id(), 1))) {
+                mine = shared; // the last mapper keeps the frame: its read-only leaves stay right
+                vm.sharedFrameReleased();
+            } else {
+                mine = frames.allocate(vm.id(), FrameDescriptor.TYPE_DATA);
+                if (mine < 0) {
+                    throw new HostOutOfMemoryException("host out of machine frames breaking copy-on-write sharing of guest frame 0x"
+                        + Long.toHexString(gfn) + " of VM " + vm.id());
+                }
+                memory.copyFrame(shared, mine);
+                zapLeaves(gfn, shared);
+                copied = true;
+            }
+            frames.setGuestFrame(mine, gfn);
+            replaceEntry(gfn, entry, P2mEntry.privateFrame(mine));
+            vm.privateFrameAdded();
+            vm.copyOnWriteBroken();
+        } finally {
+            lock.unlock();
+        }
+        if (copied) {
+            vm.flushRemoteTlbs(); // no vCPU reads the shared frame through this VM any more...
+            vm.awaitHostAccesses(); // ...nor a host access that looked it up...
+            vm.dropSharedReference(shared); // ...before this VM's reference goes (maybe the last)
+        }
+        return mine;
+    }
+
+    /**
+     * Inside a host store to {@code gfn}, before it writes: false when the frame is shared (the caller
+     * breaks sharing and tries again); otherwise a merge that protected it gives up.
+     */
+    @Override
+    public boolean beforeHostStore(long gfn) {
+        long e = vm.physicalMap().entry(gfn);
+        if (P2mEntry.kind(e) == P2mEntry.SHARED && P2mEntry.isPresent(e)) {
+            return false;
+        }
+        if (merging == 0) {
+            return true; // no merge protects a frame of this VM: nothing to tell
+        }
+        lock();
+        try {
+            e = vm.physicalMap().entry(gfn);
+            if (P2mEntry.kind(e) == P2mEntry.SHARED && P2mEntry.isPresent(e)) {
+                return false;
+            }
+            if (protectedForSharing.remove(gfn)) {
+                merging = protectedForSharing.size();
+            }
+            return true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Lock held. Zaps every shadow leaf that maps guest frame {@code gfn} to machine frame {@code mfn}. */
+    private void zapLeaves(long gfn, long mfn) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
+        LongArrayList leaves = rmap.get(gfn);
+        if (leaves == null) {
+            return;
+        }
+        long target = mfn << MachineMemory.FRAME_SHIFT;
+        for (int i = 0; i < leaves.size(); i++) {
+            long at = leaves.getLong(i);
+            long e = memory.getLongVolatile(at);
+            while ((e & Pte.P) != 0 && (e & Pte.ADDRESS_MASK) == target && changeLeaf(at, e, 0, -1, -1) == ShadowLeaf.RACED) {
+                e = memory.getLongVolatile(at); // the hardware set A meanwhile
+            }
+        }
+    }
+
+    /** Lock held. The p2m entry of a present frame changes only under the lock, so the CAS cannot lose. */
+    private void replaceEntry(long gfn, long expected, long update) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
+        if (!p2m.compareAndSet(gfn, expected, update)) {
+            throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + vm.id()
+                + " changed under the mmu lock: expected " + P2mEntry.describe(expected) + ", found "
+                + P2mEntry.describe(vm.physicalMap().entry(gfn)));
         }
     }
 
