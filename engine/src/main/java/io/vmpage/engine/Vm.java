@@ -58,6 +58,10 @@ public final class Vm {
     private Thread throttler;
     /** Host-side accesses in flight: a frame leaving the VM waits for them ({@link #releaseFrame}). */
     private final HostAccesses hostAccesses = new HostAccesses();
+    /** The virtio-balloon device. */
+    private final Balloon balloon = new Balloon(this);
+    /** Guest touches of ballooned frames ({@link Balloon#touchedWhileBallooned}). Incremented by the toucher. */
+    private final java.util.concurrent.atomic.AtomicLong balloonTouches = new java.util.concurrent.atomic.AtomicLong();
     /** Page-sharing domain ({@link #setSharingDomain}): written by the embedder, read by a scanner thread (volatile). */
     private volatile String sharingDomain;
 
@@ -215,7 +219,9 @@ public final class Vm {
                 continue;
             }
             if (kind == P2mEntry.BALLOONED) { // a guest touching its balloon: a fresh zero frame (ESX, virtio-balloon)
-                p2mWriter.compareAndSet(gfn, e, P2mEntry.EMPTY);
+                if (p2mWriter.compareAndSet(gfn, e, P2mEntry.EMPTY)) {
+                    balloonTouches.incrementAndGet();
+                }
                 continue;
             }
             FrameFetcher f = fetcher;
@@ -355,8 +361,8 @@ public final class Vm {
      */
     private void bringInIfAbsent(long gfn) {
         long e = p2m.entry(gfn);
-        if (e != P2mEntry.EMPTY && !P2mEntry.isPresent(e)) {
-            bringIn(gfn);
+        if (e != P2mEntry.EMPTY && !P2mEntry.isPresent(e) && P2mEntry.kind(e) != P2mEntry.BALLOONED) {
+            bringIn(gfn); // a ballooned frame reads as zeros: a host read (a migration's copy) leaves it in the balloon
         }
     }
 
@@ -434,26 +440,68 @@ public final class Vm {
     }
 
     /**
-     * Gives guest frame {@code gfn}'s machine frame back to the host (what a balloon or a free-page
-     * report allows): afterwards no vCPU can reach the old frame, and the guest reads zeros there.
-     * Returns false when the frame was not populated.
+     * Gives guest frame {@code gfn}'s machine frame back to the host (what a free-page report allows):
+     * afterwards no vCPU can reach the old frame, and the guest reads zeros there. Returns false when the
+     * frame was not populated (or, under shadow paging, holds a guest table the engine shadows).
+     *
+     * @throws IllegalStateException under paravirtual paging (the guest's tables hold machine frames)
      */
     public boolean discardFrame(long gfn) {
-        if (!p2m.contains(gfn)) {
-            throw new IllegalArgumentException("guest frame 0x" + Long.toHexString(gfn) + " is outside VM " + id + "'s memory");
+        checkFrame(gfn);
+        return backend.discard(gfn, P2mEntry.EMPTY);
+    }
+
+    /** The VM's virtio-balloon device (the host's side of the balloon). */
+    public Balloon balloon() {
+        return balloon;
+    }
+
+    /**
+     * The balloon's inflate: guest frame {@code gfn} is the balloon's now; its frame (if any) goes back
+     * to the host and its entry says BALLOONED, so a guest touch anyway is counted. Returns whether a
+     * machine frame was freed.
+     */
+    boolean balloonFrame(long gfn) {
+        checkFrame(gfn);
+        if (config.paging() == PagingMode.PARAVIRTUAL) {
+            throw new IllegalStateException("VM " + id + " runs paravirtual paging: its balloon would have to give frames back through"
+                + " Xen's decrease_reservation after unmapping them from its own tables, which this model does not do");
         }
-        return backend.discard(gfn);
+        long ballooned = P2mEntry.notPresent(P2mEntry.BALLOONED, 0);
+        while (true) {
+            long e = p2m.entry(gfn);
+            if (e == P2mEntry.EMPTY) {
+                if (p2mWriter.compareAndSet(gfn, e, ballooned)) {
+                    return false; // never populated: nothing to free, but a touch is counted all the same
+                }
+            } else if (!P2mEntry.isPresent(e)) {
+                return false; // ballooned already, or on its way in: left as it is
+            } else if (backend.discard(gfn, ballooned)) {
+                return true;
+            } else if (p2m.entry(gfn) == e) {
+                return false; // the mode keeps it (a shadowed guest table)
+            }
+        }
+    }
+
+    /** The balloon's deflate: guest frame {@code gfn} is the guest's again (populated afresh on its next touch, not counted). */
+    void unballoonFrame(long gfn) {
+        checkFrame(gfn);
+        long e = p2m.entry(gfn);
+        if (P2mEntry.kind(e) == P2mEntry.BALLOONED && !P2mEntry.isPresent(e)) {
+            p2mWriter.compareAndSet(gfn, e, P2mEntry.EMPTY);
+        }
+    }
+
+    /** Guest touches of ballooned frames (a guest bug: each got a fresh zero frame). */
+    long balloonTouches() {
+        return balloonTouches.get();
     }
 
     private static long hostAddress(long mfn, long gpa) {
         return (mfn << MachineMemory.FRAME_SHIFT) | (gpa & MachineMemory.FRAME_OFFSET_MASK);
     }
 
-    /**
-     * For a host-side read: the host-physical address of {@code gpa}, or -1 when its frame was never
-     * populated (or was discarded), which reads as zeros without allocating a frame, as QEMU reads such
-     * RAM through the zero page: a migration's bulk copy of a sparse guest must not populate it.
-     */
     /**
      * The 64-bit hash of guest frame {@code gfn}'s contents as they are now ({@link MachineMemory#frameHash}),
      * read as a host access, as a page-sharing scanner reads a candidate: a frame that is not populated, or
@@ -491,6 +539,11 @@ public final class Vm {
         return sharingDomain;
     }
 
+    /**
+     * For a host-side read: the host-physical address of {@code gpa}, or -1 when its frame was never
+     * populated (or was discarded), which reads as zeros without allocating a frame, as QEMU reads such
+     * RAM through the zero page: a migration's bulk copy of a sparse guest must not populate it.
+     */
     private long readAddress(long gpa, int width) {
         checkPhysical(gpa, width);
         checkAlive();

@@ -96,11 +96,37 @@ class PagingModeIsolationTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"SHADOW", "PARAVIRTUAL"})
-    void discardingAFrameNeedsNestedPaging(PagingMode mode) {
+    @EnumSource(value = PagingMode.class, names = {"PARAVIRTUAL"})
+    void discardingAFrameNeedsNestedOrShadowPaging(PagingMode mode) {
         Vm vm = host.createVm(VmConfig.of(8 * MIB).withPaging(mode));
         IllegalStateException e = assertThrows(IllegalStateException.class, () -> vm.discardFrame(1));
         assertTrue(e.getMessage().contains("not supported"), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> vm.discardFrame(8 * MIB / 4096), "beyond guest memory");
+    }
+
+    /**
+     * A discarded frame under nested and shadow paging: every translation to it goes first (the shadow
+     * leaves of every alias are zapped), so after the host hands the frame to another VM the guest's next
+     * read, through a TLB that held the old translation, gets a fresh zero frame, never the other VM's data.
+     */
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    void aDiscardedFrameIsUnreachableBeforeTheHostReusesIt(PagingMode mode) {
+        LoggedGuest g = new LoggedGuest(host, mode, 1, 4);
+        Vm other = host.createVm(VmConfig.of(4 * MIB));
+        byte[] pattern = new byte[(int) (4 * MIB)];
+        java.util.Arrays.fill(pattern, (byte) 0x55);
+        other.writePhysical(0, pattern, 0, 4096); // its EPT tables exist now: the next frames it takes hold data
+        Vcpu cpu = g.vm.vcpu(0);
+        cpu.run(() -> cpu.writeLong(LoggedGuest.page(1), 0x77)); // the TLB holds the translation
+        long mfn = g.vm.physicalMap().machineFrame(g.gfnOfPage[1]);
+        long free = host.frames().freeFrames();
+        assertTrue(g.vm.discardFrame(g.gfnOfPage[1]));
+        assertEquals(free + 1, host.frames().freeFrames());
+        other.writePhysical(4096, pattern, 4096, pattern.length - 4096);
+        assertEquals(other.id(), io.vmpage.engine.memory.FrameDescriptor.owner(host.frames().descriptor(mfn)), "the other VM holds the frame now");
+        cpu.run(() -> assertEquals(0, cpu.readLong(LoggedGuest.page(1)), "a fresh zero frame, not the other VM's 0x55"));
+        host.destroyVm(other);
+        host.destroyVm(g.vm);
     }
 }

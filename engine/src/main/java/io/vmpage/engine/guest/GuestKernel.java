@@ -53,7 +53,11 @@ public final class GuestKernel {
     /** Every address space, the kernel's first, in creation order (their indices travel in {@link #saveState}). Kernel lock. */
     private final List<AddressSpace> spaces = new ArrayList<>();
 
+    /** The virtio-balloon driver, on the VM's balloon device. */
+    private final BalloonDriver balloon;
+
     private GuestKernel(Vm vm, PagingOps ops, long kernelRoot, long[] freeFrames, int freeCount) {
+        this.balloon = new BalloonDriver(this, vm.balloon());
         this.vm = vm;
         this.ops = ops;
         this.kernelRoot = kernelRoot;
@@ -66,7 +70,7 @@ public final class GuestKernel {
 
     // ------------------------------------------------------------------ migration
 
-    private static final int STATE_MAGIC = 0x474B_5331; // "GKS1"
+    private static final int STATE_MAGIC = 0x474B_5332; // "GKS2": version 2 carries the balloon's pages
 
     /**
      * The kernel's state that lives outside guest memory (its free-frame list, address spaces with their
@@ -111,6 +115,7 @@ public final class GuestKernel {
             for (AddressSpace r : running) {
                 out.writeInt(spaces.indexOf(r));
             }
+            balloon.save(out);
         } catch (java.io.IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
@@ -178,6 +183,7 @@ public final class GuestKernel {
                 }
                 kernel.running[v] = kernel.spaces.get(index);
             }
+            kernel.balloon.restore(in, vm.physicalMap().frames());
             if (in.read() >= 0) {
                 throw new IllegalArgumentException("a guest kernel state with bytes after its end");
             }
@@ -375,7 +381,7 @@ public final class GuestKernel {
         }
         lock(cpu);
         try {
-            if (freeCount == 0) {
+            if (freeCount == 0 && balloon.releaseForOom() == 0) { // DEFLATE_ON_OOM first
                 return false; // out of memory: the access fails, as an OOM-killed program's would
             }
             long page = cr2 & ~MachineMemory.FRAME_OFFSET_MASK;
@@ -471,12 +477,40 @@ public final class GuestKernel {
     // ------------------------------------------------------------------ frames and the kernel lock
 
     private long allocateFrame(Vcpu cpu) {
-        if (freeCount == 0) {
+        if (freeCount == 0 && balloon.releaseForOom() == 0) { // DEFLATE_ON_OOM: the balloon gives pages back first
             throw new GuestOutOfMemoryException("guest kernel of VM " + vm.id() + " has no free frame left");
         }
         long gfn = freeFrames[--freeCount];
         ops.zeroFrame(cpu, gfn);
         return gfn;
+    }
+
+    /** The kernel's virtio-balloon driver. */
+    public BalloonDriver balloon() {
+        return balloon;
+    }
+
+    /** Kernel lock held: a free frame for the balloon, as it is (the balloon never reads it). */
+    long takeFreeFrame() {
+        if (freeCount == 0) {
+            throw new GuestOutOfMemoryException("guest kernel of VM " + vm.id() + " has no free frame left");
+        }
+        return freeFrames[--freeCount];
+    }
+
+    /** Kernel lock held: a frame back from the balloon onto the free list. */
+    void giveFreeFrame(long gfn) {
+        freeFrames[freeCount++] = gfn;
+    }
+
+    /** Runs {@code work} on {@code cpu} inside the kernel (its lock, supervisor mode). */
+    <T> T inKernel(Vcpu cpu, java.util.function.Supplier<T> work) {
+        lock(cpu);
+        try {
+            return work.get();
+        } finally {
+            unlock();
+        }
     }
 
     private void releaseFrame(Vcpu cpu, long gfn) {

@@ -35,12 +35,20 @@ public final class PhysicalMapWriter {
      * caller frees or unshares the frame after flushing TLBs.
      */
     public boolean remove(long gfn, long mfn) {
+        return remove(gfn, mfn, P2mEntry.EMPTY);
+    }
+
+    /** As {@link #remove(long, long)}, leaving {@code replacement} (a non-present entry, e.g. BALLOONED) instead of empty. */
+    public boolean remove(long gfn, long mfn, long replacement) {
+        if (P2mEntry.isPresent(replacement)) {
+            throw new IllegalArgumentException("a removed frame leaves a non-present entry, not " + P2mEntry.describe(replacement));
+        }
         while (true) {
             long e = map.entry(gfn);
             if (P2mEntry.frame(e) != mfn) {
                 return false;
             }
-            if (compareAndSet(gfn, e, P2mEntry.EMPTY)) {
+            if (compareAndSet(gfn, e, replacement)) {
                 return true;
             }
         }

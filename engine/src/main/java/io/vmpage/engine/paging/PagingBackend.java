@@ -79,11 +79,12 @@ public interface PagingBackend {
     }
 
     /**
-     * Gives guest frame {@code gfn}'s machine frame back to the host so no vCPU can reach it any more;
-     * false when it was not populated. Only modes that can unmap a guest frame behind the guest's back
-     * (nested paging) support it.
+     * Gives guest frame {@code gfn}'s machine frame back to the host so no vCPU can reach it any more,
+     * leaving {@code replacement} in its p2m entry (empty, or BALLOONED); false when it was not populated,
+     * or the mode keeps it (a shadowed guest table). Only modes that can unmap a guest frame behind the
+     * guest's back (nested and shadow paging) support it.
      */
-    default boolean discard(long gfn) {
+    default boolean discard(long gfn, long replacement) {
         throw new IllegalStateException("discarding guest frames is not supported under this paging mode");
     }
 

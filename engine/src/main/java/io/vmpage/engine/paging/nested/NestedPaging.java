@@ -409,7 +409,7 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
      * Returns false when the frame was not populated. The guest sees zeros there on its next touch.
      */
     @Override
-    public boolean discard(long gfn) {
+    public boolean discard(long gfn, long replacement) {
         long mfn = vm.physicalMap().machineFrame(gfn);
         if (mfn < 0) {
             return false;
@@ -417,7 +417,7 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
         // Unhook under the EPT lock: a fault handler holding an mfn read before this re-checks the p2m
         // under the same lock, so it cannot map the old frame back.
         synchronized (lock) {
-            if (!p2m.remove(gfn, mfn)) {
+            if (!p2m.remove(gfn, mfn, replacement)) {
                 return false;
             }
             long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);

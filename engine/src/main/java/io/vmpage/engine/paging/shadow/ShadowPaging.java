@@ -711,6 +711,34 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
         }
     }
 
+    // ------------------------------------------------------------------ discard
+
+    /**
+     * Unhooks guest frame {@code gfn} (a balloon's page, a discard): its p2m entry becomes
+     * {@code replacement}, every shadow leaf mapping its frame is zapped, every vCPU is flushed and the
+     * host accesses in flight end before the frame goes back to the host. A frame holding a guest table the
+     * engine shadows is kept (false): its shadow pages mirror it, and a guest never hands a live page
+     * table to its balloon.
+     */
+    @Override
+    public boolean discard(long gfn, long replacement) {
+        long mfn;
+        lock();
+        try {
+            mfn = vm.physicalMap().machineFrame(gfn);
+            if (mfn < 0 || shadowed(gfn) || !p2m.remove(gfn, mfn, replacement)) {
+                return false;
+            }
+            zapLeaves(gfn, mfn);
+        } finally {
+            lock.unlock();
+        }
+        vm.flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
+        vm.releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
+        vm.dirtyLog().markHost(gfn); // the guest reads zeros there now: a migration must learn it
+        return true;
+    }
+
     /** Lock held. Zaps every shadow leaf that maps guest frame {@code gfn} to machine frame {@code mfn}. */
     private void zapLeaves(long gfn, long mfn) {
         assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
