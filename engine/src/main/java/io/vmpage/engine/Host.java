@@ -37,6 +37,8 @@ public final class Host implements AutoCloseable {
      * reclaim of the frame costs, and keeps the count far from the descriptor's 16-bit reference field.
      */
     public static final int MAX_SHARERS = 256;
+    /** The swap device: set once under this host's lock, read by any thread (volatile). */
+    private volatile io.vmpage.engine.swap.SwapDevice swap;
     /** The page-sharing scanner and its agent runner while one runs. Guarded by this. */
     private io.vmpage.engine.sharing.PageSharingScanner scanner;
     private org.agrona.concurrent.AgentRunner scannerRunner;
@@ -356,6 +358,26 @@ public final class Host implements AutoCloseable {
         return frame;
     }
 
+    // ------------------------------------------------------------------ host swap
+
+    /**
+     * Gives this host a swap device ({@link Vm#swapOut} swaps frames out to it, a touch swaps them back
+     * in); the host closes it when it closes.
+     *
+     * @throws IllegalStateException when it has one already
+     */
+    public synchronized void attachSwap(io.vmpage.engine.swap.SwapDevice device) {
+        if (swap != null) {
+            throw new IllegalStateException("host has a swap device already: " + swap);
+        }
+        swap = java.util.Objects.requireNonNull(device, "swap device");
+    }
+
+    /** The host's swap device, or null. */
+    public io.vmpage.engine.swap.SwapDevice swap() {
+        return swap;
+    }
+
     // ------------------------------------------------------------------ the page-sharing scanner
 
     /**
@@ -413,6 +435,9 @@ public final class Host implements AutoCloseable {
     private synchronized void closeVms() {
         for (Vm vm : new ArrayList<>(vms)) {
             destroyVm(vm);
+        }
+        if (swap != null) {
+            swap.close();
         }
         memory.close();
     }

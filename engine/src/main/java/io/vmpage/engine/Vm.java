@@ -58,6 +58,8 @@ public final class Vm {
     private Thread throttler;
     /** Host-side accesses in flight: a frame leaving the VM waits for them ({@link #releaseFrame}). */
     private final HostAccesses hostAccesses = new HostAccesses();
+    /** Guest frames on swap ({@link #swappedFrames}). */
+    private final java.util.concurrent.atomic.AtomicLong swappedFrames = new java.util.concurrent.atomic.AtomicLong();
     /** The virtio-balloon device. */
     private final Balloon balloon = new Balloon(this);
     /** Guest touches of ballooned frames ({@link Balloon#touchedWhileBallooned}). Incremented by the toucher. */
@@ -224,7 +226,7 @@ public final class Vm {
                 }
                 continue;
             }
-            FrameFetcher f = fetcher;
+            FrameFetcher f = kind == P2mEntry.SWAPPED ? host.swap() : fetcher; // one fetch-on-fault path for both
             if (f == null) {
                 throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id + " is "
                     + P2mEntry.describe(e) + " and no frame fetcher is set to bring it in");
@@ -279,6 +281,9 @@ public final class Vm {
                     + " changed while it was being brought in");
             }
             populatedFrames.incrementAndGet();
+            if (kind == P2mEntry.SWAPPED) {
+                swappedFrames.decrementAndGet();
+            }
             return frame;
         } finally {
             hostAccesses.exit(access);
@@ -474,6 +479,12 @@ public final class Vm {
                 if (p2mWriter.compareAndSet(gfn, e, ballooned)) {
                     return false; // never populated: nothing to free, but a touch is counted all the same
                 }
+            } else if (!P2mEntry.isPresent(e) && P2mEntry.kind(e) == P2mEntry.SWAPPED) {
+                if (p2mWriter.compareAndSet(gfn, e, ballooned)) { // the guest gave up its contents: the slot goes too
+                    host.swap().free(P2mEntry.payloadOf(e));
+                    swappedFrames.decrementAndGet();
+                    return false;
+                }
             } else if (!P2mEntry.isPresent(e)) {
                 return false; // ballooned already, or on its way in: left as it is
             } else if (backend.discard(gfn, ballooned)) {
@@ -491,6 +502,90 @@ public final class Vm {
         if (P2mEntry.kind(e) == P2mEntry.BALLOONED && !P2mEntry.isPresent(e)) {
             p2mWriter.compareAndSet(gfn, e, P2mEntry.EMPTY);
         }
+    }
+
+    /**
+     * Swaps guest frame {@code gfn} out to the host's swap device (ESX's and KVM's host swapping): the
+     * frame is write-protected and every vCPU flushed, its contents go to a slot, and only if no write
+     * came meanwhile is it unmapped (its p2m entry says "on swap, slot N") and its machine frame returned
+     * to the host, after a second flush. The next touch by a vCPU or the host swaps it back in through the
+     * engine's fetch-on-fault path. Shared frames, frames holding guest tables the engine shadows, and
+     * frames that are not here are not swapped. Safe while the vCPUs run. Returns whether it was swapped.
+     *
+     * @throws IllegalStateException when the host has no swap device, or the VM runs paravirtual paging
+     * @throws io.vmpage.engine.swap.SwapException when the device is full or the write failed: the page
+     *     stays in memory, unchanged and mapped
+     */
+    public boolean swapOut(long gfn) {
+        checkFrame(gfn);
+        io.vmpage.engine.swap.SwapDevice swap = host.swap();
+        if (swap == null) {
+            throw new IllegalStateException("host has no swap device to swap VM " + id + "'s frames out to (Host.attachSwap)");
+        }
+        io.vmpage.engine.paging.FrameSharing protection = backend.sharing();
+        if (protection == null) {
+            throw new IllegalStateException("VM " + id + " runs paravirtual paging: its page tables hold machine frames, so"
+                + " the host cannot take a frame away behind its back (Xen does not swap PV guests' memory)");
+        }
+        long e = p2m.entry(gfn);
+        long mfn = P2mEntry.frame(e);
+        if (!P2mEntry.isPresent(e) || P2mEntry.kind(e) != P2mEntry.PRIVATE
+            || FrameDescriptor.type(host.allocator().descriptor(mfn)) != FrameDescriptor.TYPE_DATA) {
+            return false;
+        }
+        long slot = swap.allocate();
+        if (slot < 0) {
+            throw new io.vmpage.engine.swap.SwapException("swap device " + swap.path() + " is full (" + swap.slots() + " slots)");
+        }
+        boolean swapped = false;
+        try {
+            checkAlive();
+            if (protection.writeProtectForSharing(gfn) != mfn) {
+                return false; // it changed meanwhile
+            }
+            flushRemoteTlbs(); // no vCPU writes it without an exit from here on...
+            awaitHostAccesses(); // ...and host stores in flight have landed (later ones make the unmap give up)
+            int access = hostAccesses.enter();
+            try {
+                checkAlive();
+                swap.write(slot, host.memory(), mfn << MachineMemory.FRAME_SHIFT); // a failure: the page stays, mapped
+            } finally {
+                hostAccesses.exit(access);
+            }
+            if (!protection.unmapProtected(gfn, mfn, P2mEntry.notPresent(P2mEntry.SWAPPED, slot))) {
+                return false; // written meanwhile: it stays in memory
+            }
+            swapped = true;
+        } finally {
+            if (!swapped) {
+                swap.free(slot);
+            }
+        }
+        swappedFrames.incrementAndGet();
+        flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
+        releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
+        return true;
+    }
+
+    /**
+     * ESX's victim choice: swaps out up to {@code pages} frames chosen at random among this VM's guest
+     * frames (skipping those {@link #swapOut} leaves alone), trying at most 16 random frames per page.
+     * Returns how many it swapped out.
+     */
+    public long swapOutRandom(long pages, java.util.random.RandomGenerator random) {
+        long done = 0;
+        long frames = p2m.frames();
+        for (long tries = 0; done < pages && tries < pages * 16; tries++) {
+            if (swapOut(random.nextLong(frames))) {
+                done++;
+            }
+        }
+        return done;
+    }
+
+    /** Guest frames whose contents are on the host's swap device now. */
+    public long swappedFrames() {
+        return swappedFrames.get();
     }
 
     /** Guest touches of ballooned frames (a guest bug: each got a fresh zero frame). */
@@ -973,10 +1068,16 @@ public final class Vm {
         }
         backend.release();
         hostAccesses.synchronize(); // host accesses and populates that passed the destroyed check have ended
+        io.vmpage.engine.swap.SwapDevice swap = host.swap();
         for (long gfn = 0; gfn < p2m.frames(); gfn++) {
+            long e = p2m.entry(gfn);
             long mfn = p2m.machineFrame(gfn);
             if (mfn >= 0 && p2mWriter.remove(gfn, mfn)) {
                 freeUnmappedFrame(mfn);
+            } else if (!P2mEntry.isPresent(e) && P2mEntry.kind(e) == P2mEntry.SWAPPED && swap != null
+                && p2mWriter.compareAndSet(gfn, e, P2mEntry.EMPTY)) {
+                swap.free(P2mEntry.payloadOf(e)); // its page on swap goes with it
+                swappedFrames.decrementAndGet();
             }
         }
     }

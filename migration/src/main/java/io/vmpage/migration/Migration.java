@@ -534,7 +534,7 @@ public final class Migration {
             if (!wanted) {
                 continue;
             }
-            if (vm.physicalMap().machineFrame(gfn) >= 0) {
+            if (vm.physicalMap().hasContents(gfn)) { // populated, or on the host's swap (brought in when read)
                 remote[(int) (gfn >>> 6)] |= 1L << gfn;
                 left++;
             } else if (dirty != null) {
@@ -747,7 +747,7 @@ public final class Migration {
         long sendPopulated() {
             long n = 0;
             for (long gfn = 0; gfn < vm.physicalMap().frames(); gfn++) {
-                if (vm.physicalMap().machineFrame(gfn) >= 0 && send(gfn)) {
+                if (vm.physicalMap().hasContents(gfn) && send(gfn)) { // a swapped page is swapped in to be read
                     n++;
                 }
             }

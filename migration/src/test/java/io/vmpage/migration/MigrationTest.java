@@ -106,6 +106,46 @@ class MigrationTest {
         }
     }
 
+    @org.junit.jupiter.api.io.TempDir
+    java.nio.file.Path swapDir;
+
+    /**
+     * Pages the source host swapped out (ESX's host swap) are still the guest's: a migration sends them
+     * (swapping them in to read them), in pre-copy and stop-and-copy alike; the destination equals the
+     * source at the pause, and the writers' journal holds there.
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.CsvSource({"NESTED, PRECOPY", "SHADOW, PRECOPY", "NESTED, STOPCOPY", "SHADOW, STOPCOPY"})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void pagesOnTheSourcesSwapMigrateWithTheRest(PagingMode mode, MigrationConfig.Mode how) throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
+            source.attachSwap(io.vmpage.engine.swap.SwapDevice.create(swapDir.resolve("swap-" + mode + how), 8192));
+            Workload guest = new Workload(source, mode, WRITERS, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
+            try (guest) {
+                guest.start(true, 11);
+                guest.awaitWrites(100);
+                long swapped = 0;
+                for (long gfn = 0; gfn < guest.vm().physicalMap().frames(); gfn++) { // every populated page, while the writers write
+                    if (guest.vm().physicalMap().machineFrame(gfn) >= 0 && guest.vm().swapOut(gfn)) {
+                        swapped++;
+                    }
+                }
+                // Pages the writers keep writing mostly refuse (a store came during the swap-out) or come back
+                // at once; the guest kernel's page tables, which they never write, stay out.
+                assertTrue(swapped > 0 && guest.vm().swappedFrames() > 0, swapped + " pages swapped out, "
+                    + guest.vm().swappedFrames() + " still out");
+                Migration.Result result = Migration.toHost(guest.vm(), destination, MigrationConfig.defaults().withMode(how));
+                MigrationReport report = result.report();
+                assertTrue(report.verified(), "mismatched pages: " + report.mismatchedPages());
+                assertEquals(0, report.mismatchedPages());
+                guest.follow(result.destination());
+                source.destroyVm(guest.vm());
+                guest.awaitWrites(100);
+                assertEquals(0, source.swap().usedSlots(), "the source's swap is empty once its VM is gone");
+            }
+        }
+    }
+
     /**
      * XBZRLE as QEMU runs it, page by page: round 0 caches nothing; a page re-sent the first time is a
      * cache miss and goes whole; re-sent again, it goes as a delta of its changed bytes; dirtied but

@@ -35,6 +35,15 @@ public final class GuestPhysicalMap {
         return P2mEntry.frame(entries.getLongVolatile((int) gfn * 8));
     }
 
+    /**
+     * Whether {@code gfn} has contents somewhere: populated, on the host's swap, or not here yet (post-copy)
+     * or on its way in; not when it was never populated or is in the balloon. What a migration sends.
+     */
+    public boolean hasContents(long gfn) {
+        long e = entry(gfn);
+        return e != P2mEntry.EMPTY && (P2mEntry.isPresent(e) || P2mEntry.kind(e) != P2mEntry.BALLOONED);
+    }
+
     /** The entry of {@code gfn} (volatile read), decoded with {@link P2mEntry}. */
     public long entry(long gfn) {
         return entries.getLongVolatile((int) gfn * 8);

@@ -340,6 +340,29 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
     }
 
     @Override
+    public boolean unmapProtected(long gfn, long mfn, long replacement) {
+        synchronized (lock) {
+            long entry = vm.physicalMap().entry(gfn);
+            if (P2mEntry.frame(entry) != mfn || P2mEntry.kind(entry) != P2mEntry.PRIVATE || !P2mEntry.isPresent(entry)) {
+                return false;
+            }
+            long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
+            if (leafAddress < 0) {
+                return false;
+            }
+            long e = ept.read(leafAddress);
+            if (!EptLeaf.present(e) || EptLeaf.writable(e) || EptLeaf.frame(e) != mfn) {
+                return false; // written (by a vCPU or the host) since the protection
+            }
+            if (EptLeaf.change(memory, leafAddress, e, 0, log, -1, gfn, false) == EptLeaf.RACED) {
+                return false; // a write grant won the race
+            }
+            replaceEntry(gfn, entry, replacement);
+            return true;
+        }
+    }
+
+    @Override
     public boolean supports(DirtyTracking method) {
         return true;
     }

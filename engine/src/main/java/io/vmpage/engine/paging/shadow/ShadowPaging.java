@@ -632,6 +632,25 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
         }
     }
 
+    @Override
+    public boolean unmapProtected(long gfn, long mfn, long replacement) {
+        lock();
+        try {
+            long e = vm.physicalMap().entry(gfn);
+            if (!P2mEntry.isPresent(e) || P2mEntry.frame(e) != mfn || P2mEntry.kind(e) != P2mEntry.PRIVATE
+                || !protectedForSharing.contains(gfn) || shadowed(gfn)) {
+                return false; // written since the protection, remapped, or a guest table
+            }
+            zapLeaves(gfn, mfn);
+            replaceEntry(gfn, e, replacement);
+            protectedForSharing.remove(gfn);
+            merging = protectedForSharing.size();
+            return true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
     /**
      * Gives {@code gfn} a private frame again (a write by a vCPU, or the host when {@code vcpu} is null):
      * the last mapper takes the shared frame over, others get a copy; every shadow leaf of the shared
