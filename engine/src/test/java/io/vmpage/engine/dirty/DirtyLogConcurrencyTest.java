@@ -149,7 +149,8 @@ class DirtyLogConcurrencyTest {
                 assertEquals(journals[w].published.get(), journals[w].checked, "writer " + w + ": every write checked");
                 total += journals[w].checked;
             }
-            assertTrue(harvests > 20, "the harvester raced the writers: " + harvests + " harvests");
+            // A floor, not a target: on a loaded 2-core machine the writers may reach MAX_WRITES within ~20 harvests.
+            assertTrue(harvests >= 10, "the harvester raced the writers: " + harvests + " harvests");
             assertTrue(total > 10_000, "journalled writes: " + total);
             assertArrayEquals(g.memory(), copy, "the harvested copy differs from guest memory (seed " + seed + ")");
         }
