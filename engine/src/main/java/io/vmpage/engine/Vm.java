@@ -583,6 +583,34 @@ public final class Vm {
         return done;
     }
 
+    /**
+     * Working-set sampling (ESX's statistical sampling): unmaps guest frame {@code gfn} for the guest
+     * (the frame stays) and flushes every vCPU, so its next access exits and maps it again, which
+     * {@link #mappedForGuest} then shows. False when it was not mapped (never touched since populated, or
+     * a shadowed guest table, which the engine keeps mapped).
+     *
+     * @throws IllegalStateException under paravirtual paging (the guest maps machine frames itself)
+     */
+    public boolean unmapForSampling(long gfn) {
+        checkFrame(gfn);
+        checkAlive();
+        long e = p2m.entry(gfn);
+        if (!P2mEntry.isPresent(e) || P2mEntry.kind(e) != P2mEntry.PRIVATE) {
+            return false;
+        }
+        if (!backend.unmapForSampling(gfn)) {
+            return false;
+        }
+        flushRemoteTlbs();
+        return true;
+    }
+
+    /** Whether guest frame {@code gfn} is mapped for the guest now (it was touched since {@link #unmapForSampling}). */
+    public boolean mappedForGuest(long gfn) {
+        checkFrame(gfn);
+        return backend.mapped(gfn);
+    }
+
     /** Guest frames whose contents are on the host's swap device now. */
     public long swappedFrames() {
         return swappedFrames.get();

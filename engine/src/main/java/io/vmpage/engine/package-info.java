@@ -12,6 +12,7 @@
  * <li>{@link io.vmpage.engine.paging}: the paging backends behind one interface, one package per mode.
  * <li>{@link io.vmpage.engine.guest}: a guest kernel model that drives any mode.
  * <li>{@link io.vmpage.engine.swap}: the host swap device, a memory-mapped file of page slots.
+ * <li>{@link io.vmpage.engine.policy}: ESX's allocation policy: working-set sampling, the idle memory tax.
  * <li>{@link io.vmpage.engine.sharing}: the content-based page-sharing scanner (ESX's hint and shared
  *     frames), an Agrona agent a host runs.
  * </ul>

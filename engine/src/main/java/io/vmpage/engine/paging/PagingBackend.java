@@ -88,6 +88,20 @@ public interface PagingBackend {
         throw new IllegalStateException("discarding guest frames is not supported under this paging mode");
     }
 
+    /**
+     * Working-set sampling (ESX): removes the mapping of guest frame {@code gfn} (an EPT leaf, or every
+     * shadow leaf of the frame), keeping the frame, so the guest's next access exits and maps it again.
+     * False when it was not mapped. The caller flushes the VM's TLBs.
+     */
+    default boolean unmapForSampling(long gfn) {
+        throw new IllegalStateException("working-set sampling is not supported under this paging mode");
+    }
+
+    /** Whether guest frame {@code gfn} is mapped for the guest now (an EPT leaf, or a shadow leaf of its frame). */
+    default boolean mapped(long gfn) {
+        throw new IllegalStateException("working-set sampling is not supported under this paging mode");
+    }
+
     /** This mode's copy-on-write page sharing, or null when it never shares a frame. */
     default FrameSharing sharing() {
         return null;

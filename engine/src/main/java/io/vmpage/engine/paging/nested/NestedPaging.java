@@ -340,6 +340,31 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
     }
 
     @Override
+    public boolean unmapForSampling(long gfn) {
+        synchronized (lock) {
+            long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
+            if (leafAddress < 0) {
+                return false;
+            }
+            while (true) { // the funnel logs a D bit it drops
+                long e = memory.getLongVolatile(leafAddress);
+                if (!EptLeaf.present(e)) {
+                    return false;
+                }
+                if (EptLeaf.change(memory, leafAddress, e, 0, log, -1, gfn, false) != EptLeaf.RACED) {
+                    return true;
+                }
+            }
+        }
+    }
+
+    @Override
+    public boolean mapped(long gfn) {
+        long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
+        return leafAddress >= 0 && EptLeaf.present(memory.getLongVolatile(leafAddress));
+    }
+
+    @Override
     public boolean unmapProtected(long gfn, long mfn, long replacement) {
         synchronized (lock) {
             long entry = vm.physicalMap().entry(gfn);

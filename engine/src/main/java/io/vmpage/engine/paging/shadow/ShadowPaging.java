@@ -758,20 +758,58 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
         return true;
     }
 
-    /** Lock held. Zaps every shadow leaf that maps guest frame {@code gfn} to machine frame {@code mfn}. */
-    private void zapLeaves(long gfn, long mfn) {
+    /** Lock held. Zaps every shadow leaf that maps guest frame {@code gfn} to machine frame {@code mfn}; whether one was present. */
+    private boolean zapLeaves(long gfn, long mfn) {
         assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
         LongArrayList leaves = rmap.get(gfn);
         if (leaves == null) {
-            return;
+            return false;
         }
         long target = mfn << MachineMemory.FRAME_SHIFT;
+        boolean any = false;
         for (int i = 0; i < leaves.size(); i++) {
             long at = leaves.getLong(i);
             long e = memory.getLongVolatile(at);
+            any |= (e & Pte.P) != 0 && (e & Pte.ADDRESS_MASK) == target;
             while ((e & Pte.P) != 0 && (e & Pte.ADDRESS_MASK) == target && changeLeaf(at, e, 0, -1, -1) == ShadowLeaf.RACED) {
                 e = memory.getLongVolatile(at); // the hardware set A meanwhile
             }
+        }
+        return any;
+    }
+
+    // ------------------------------------------------------------------ working-set sampling
+
+    @Override
+    public boolean unmapForSampling(long gfn) {
+        lock();
+        try {
+            long mfn = vm.physicalMap().machineFrame(gfn);
+            return mfn >= 0 && !shadowed(gfn) && zapLeaves(gfn, mfn);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public boolean mapped(long gfn) {
+        lock();
+        try {
+            long mfn = vm.physicalMap().machineFrame(gfn);
+            LongArrayList leaves = rmap.get(gfn);
+            if (mfn < 0 || leaves == null) {
+                return false;
+            }
+            long target = mfn << MachineMemory.FRAME_SHIFT;
+            for (int i = 0; i < leaves.size(); i++) {
+                long e = memory.getLongVolatile(leaves.getLong(i));
+                if ((e & Pte.P) != 0 && (e & Pte.ADDRESS_MASK) == target) {
+                    return true;
+                }
+            }
+            return false;
+        } finally {
+            lock.unlock();
         }
     }
 
