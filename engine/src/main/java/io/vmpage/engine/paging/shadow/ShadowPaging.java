@@ -478,8 +478,8 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
         boolean writable = guestWritableAndDirty && !protectedTable && (write || !(vm.dirtyLog().method() != null));
         if (writable) {
             value |= Pte.RW | Pte.D;
-            if (merging > 0 && protectedForSharing.remove(gfn)) {
-                merging = protectedForSharing.size(); // written since a merge protected it: that merge gives up
+            if (merging > 0) {
+                forgetProtected(gfn); // written since a merge protected it: that merge gives up
             }
         }
         value |= ge & Pte.G;
@@ -623,9 +623,7 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
                 zapLeaves(gfn, mfn);
             }
             replaceEntry(gfn, e, P2mEntry.sharedFrame(shared));
-            if (protectedForSharing.remove(gfn)) {
-                merging = protectedForSharing.size();
-            }
+            forgetProtected(gfn);
             return true;
         } finally {
             lock.unlock();
@@ -643,8 +641,7 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
             }
             zapLeaves(gfn, mfn);
             replaceEntry(gfn, e, replacement);
-            protectedForSharing.remove(gfn);
-            merging = protectedForSharing.size();
+            forgetProtected(gfn);
             return true;
         } finally {
             lock.unlock();
@@ -721,9 +718,7 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
             if (P2mEntry.kind(e) == P2mEntry.SHARED && P2mEntry.isPresent(e)) {
                 return false;
             }
-            if (protectedForSharing.remove(gfn)) {
-                merging = protectedForSharing.size();
-            }
+            forgetProtected(gfn);
             return true;
         } finally {
             lock.unlock();
@@ -756,6 +751,14 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
         vm.releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
         vm.dirtyLog().markHost(gfn); // the guest reads zeros there now: a migration must learn it
         return true;
+    }
+
+    /** Lock held. {@code gfn} is no longer protected for a merge or a swap-out (written, mapped or unmapped). */
+    private void forgetProtected(long gfn) {
+        assert lock.isHeldByCurrentThread() : "the mmu lock must be held";
+        if (protectedForSharing.remove(gfn)) {
+            merging = protectedForSharing.size();
+        }
     }
 
     /** Lock held. Zaps every shadow leaf that maps guest frame {@code gfn} to machine frame {@code mfn}; whether one was present. */
