@@ -37,6 +37,9 @@ public final class Host implements AutoCloseable {
      * reclaim of the frame costs, and keeps the count far from the descriptor's 16-bit reference field.
      */
     public static final int MAX_SHARERS = 256;
+    /** Admission control's reservations (bytes). Guarded by this. */
+    private long reservedMemory;
+    private long reservedSwap;
     /** The swap device: set once under this host's lock, read by any thread (volatile). */
     private volatile io.vmpage.engine.swap.SwapDevice swap;
     /** The page-sharing scanner and its agent runner while one runs. Guarded by this. */
@@ -92,6 +95,66 @@ public final class Host implements AutoCloseable {
         }
     }
 
+    // ------------------------------------------------------------------ admission control
+
+    /**
+     * Creates a VM under ESX's admission control: it is admitted only if the host can reserve its
+     * {@code min} plus its overhead ({@link io.vmpage.engine.policy.Allocation#overheadBytes}) in machine
+     * memory, and its {@code max - min} (the guest's memory above its guarantee) on the swap device, next
+     * to what the VMs admitted before reserved. The reservations go when the VM is destroyed. VMs made
+     * by {@link #createVm} reserve nothing and are not counted.
+     *
+     * @throws io.vmpage.engine.policy.AdmissionException when it does not fit; the message says what is short
+     * @throws IllegalArgumentException when {@code min} is above the VM's memory
+     */
+    public synchronized Vm admitVm(VmConfig config, io.vmpage.engine.policy.Allocation allocation) {
+        long max = config.memoryBytes();
+        if (allocation.minBytes() > max) {
+            throw new IllegalArgumentException("min " + (allocation.minBytes() >> 20) + " MiB is above the VM's memory of "
+                + (max >> 20) + " MiB");
+        }
+        long overhead = io.vmpage.engine.policy.Allocation.overheadBytes(max, config.vcpus());
+        long memoryNeeded = allocation.minBytes() + overhead;
+        long swapNeeded = max - allocation.minBytes();
+        long memoryLeft = memory.size() - reservedMemory;
+        long swapBytes = swap == null ? 0 : swap.slots() << MachineMemory.FRAME_SHIFT;
+        long swapLeft = swapBytes - reservedSwap;
+        if (memoryNeeded > memoryLeft || swapNeeded > swapLeft) {
+            StringBuilder why = new StringBuilder("admission control refuses a VM of " + mib(max) + " (min " + mib(allocation.minBytes())
+                + ", overhead " + mib(overhead) + "):");
+            if (memoryNeeded > memoryLeft) {
+                why.append(" it needs ").append(mib(memoryNeeded)).append(" of machine memory reserved, ").append(mib(memoryLeft))
+                    .append(" of the host's ").append(mib(memory.size())).append(" are unreserved;");
+            }
+            if (swapNeeded > swapLeft) {
+                why.append(" it needs ").append(mib(swapNeeded)).append(" of swap for its memory above min, ")
+                    .append(swap == null ? "and the host has no swap device" : mib(swapLeft) + " of the swap device's " + mib(swapBytes)
+                        + " are unreserved").append(';');
+            }
+            why.setLength(why.length() - 1);
+            throw new io.vmpage.engine.policy.AdmissionException(why.toString());
+        }
+        Vm vm = createVm(config);
+        vm.admitted(allocation);
+        reservedMemory += memoryNeeded;
+        reservedSwap += swapNeeded;
+        return vm;
+    }
+
+    /** Machine memory reserved for admitted VMs (their min and overhead). */
+    public synchronized long reservedMemoryBytes() {
+        return reservedMemory;
+    }
+
+    /** Swap reserved for admitted VMs (their max - min). */
+    public synchronized long reservedSwapBytes() {
+        return reservedSwap;
+    }
+
+    private static String mib(long bytes) {
+        return (bytes + (1 << 20) - 1 >> 20) + " MiB";
+    }
+
     /**
      * Destroys a VM and returns its frames. vCPUs still running are waited for until their current
      * access ends; afterwards every use of the VM's vCPUs, and every host-side access to its memory,
@@ -101,6 +164,12 @@ public final class Host implements AutoCloseable {
         if (vms.remove(vm)) {
             synchronized (sharing) { // no merge is half-way through this VM's frames
                 vm.destroy();
+            }
+            io.vmpage.engine.policy.Allocation allocation = vm.allocation();
+            if (allocation != null) { // its reservations go with it
+                reservedMemory -= allocation.minBytes()
+                    + io.vmpage.engine.policy.Allocation.overheadBytes(vm.config().memoryBytes(), vm.config().vcpus());
+                reservedSwap -= vm.config().memoryBytes() - allocation.minBytes();
             }
             vmIds.give(vm.id()); // every frame it owned is free again: a later VM may carry the id
             for (Vcpu v : vm.vcpus()) {

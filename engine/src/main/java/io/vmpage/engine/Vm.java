@@ -58,6 +58,8 @@ public final class Vm {
     private Thread throttler;
     /** Host-side accesses in flight: a frame leaving the VM waits for them ({@link #releaseFrame}). */
     private final HostAccesses hostAccesses = new HostAccesses();
+    /** Admission control's promise; set once by the host before the VM is handed out. */
+    private volatile io.vmpage.engine.policy.Allocation allocation;
     /** Guest frames on swap ({@link #swappedFrames}). */
     private final java.util.concurrent.atomic.AtomicLong swappedFrames = new java.util.concurrent.atomic.AtomicLong();
     /** The virtio-balloon device. */
@@ -454,6 +456,15 @@ public final class Vm {
     public boolean discardFrame(long gfn) {
         checkFrame(gfn);
         return backend.discard(gfn, P2mEntry.EMPTY);
+    }
+
+    /** What admission control promised this VM ({@link Host#admitVm}), or null when it was created without. */
+    public io.vmpage.engine.policy.Allocation allocation() {
+        return allocation;
+    }
+
+    void admitted(io.vmpage.engine.policy.Allocation a) {
+        allocation = a;
     }
 
     /** The VM's virtio-balloon device (the host's side of the balloon). */

@@ -1,6 +1,7 @@
 /**
  * ESX's memory allocation policy, piece by piece: {@link io.vmpage.engine.policy.WorkingSetSampler}
- * (statistical sampling of a VM's active fraction) and {@link io.vmpage.engine.policy.IdleMemoryTax}
- * (shares per page, with idle pages taxed).
+ * (statistical sampling of a VM's active fraction), {@link io.vmpage.engine.policy.IdleMemoryTax}
+ * (shares per page, with idle pages taxed), {@link io.vmpage.engine.policy.Allocation} (min, max, shares;
+ * admission control is {@code Host.admitVm}) and {@link io.vmpage.engine.policy.FreeMemoryState}.
  */
 package io.vmpage.engine.policy;
