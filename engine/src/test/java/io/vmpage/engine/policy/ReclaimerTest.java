@@ -1,0 +1,91 @@
+package io.vmpage.engine.policy;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.vmpage.engine.Driving;
+import io.vmpage.engine.Host;
+import io.vmpage.engine.Vcpu;
+import io.vmpage.engine.VcpuWriters;
+import io.vmpage.engine.Vm;
+import io.vmpage.engine.VmConfig;
+import io.vmpage.engine.swap.SwapDevice;
+import io.vmpage.mmu.PageTables;
+import io.vmpage.mmu.Pte;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/**
+ * The reclaimer on a host whose two admitted VMs, with equal shares, fill it to the hard state: one VM
+ * touches all its memory without pause, the other is idle. With ESX's tax (tau 0.75) the idle VM's pages
+ * are the ones swapped out; without it (tau 0) the VM with more pages pays, whichever it is, so the active
+ * one gives pages too. Every page keeps its contents.
+ */
+class ReclaimerTest {
+    private static final long MIB = 1L << 20;
+    private static final long DATA = 31 * MIB + MIB / 2; // two of them leave ~1.3% of the host free: the hard state
+    private static final long VA = 0x7f00_0000_0000L;
+
+    @TempDir
+    Path dir;
+
+    /** An admitted VM whose DATA bytes are written (host-side) and mapped at VA by its own tables (2 MiB pages). */
+    private static Vm filled(Host host, long seed) {
+        Vm vm = host.admitVm(VmConfig.of(34 * MIB), new Allocation(0, 1000));
+        PageTables tables = vm.guestPageTables(32 * MIB, 34 * MIB);
+        for (long off = 0; off < 32 * MIB; off += 2 * MIB) {
+            tables.map(VA + off, off, Pte.SHIFT_2M, Pte.P | Pte.RW);
+        }
+        vm.vcpu(0).loadCr3(tables.root());
+        byte[] page = new byte[4096];
+        for (long gpa = 0; gpa < DATA; gpa += 4096) {
+            java.util.Arrays.fill(page, (byte) (seed + (gpa >> 12)));
+            vm.writePhysical(gpa, page, 0, page.length);
+        }
+        return vm;
+    }
+
+    @ParameterizedTest
+    @ValueSource(doubles = {0.75, 0.0})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void theIdleMemoryTaxDecidesWhoseMemoryIsReclaimed(double tau) throws Exception {
+        try (Host host = Host.create(64 * MIB)) {
+            host.attachSwap(SwapDevice.create(dir.resolve("swap"), 96 * MIB / 4096));
+            Vm active = filled(host, 1);
+            Vm idle = filled(host, 2);
+            long pages = DATA >> 12;
+            Reclaimer reclaimer = new Reclaimer(host, new Reclaimer.Config(1, tau, 100, 256, 7));
+            try (VcpuWriters w = VcpuWriters.start(active, 1, Driving.ATTACHED, (cpu, n) -> {
+                long gpa = (n % pages) << 12;
+                cpu.writeLong(VA + gpa + 8, n); // round and round its memory, swapping back in what was swapped out
+            })) {
+                Thread.sleep(50);
+                for (int period = 0; period < 10; period++) {
+                    reclaimer.period();
+                    Thread.sleep(40); // the writer goes round its 7680 pages several times per period
+                }
+            }
+            assertTrue(reclaimer.state() != FreeMemoryState.HIGH || reclaimer.swappedPages() > 0, "the host was short: " + reclaimer.state());
+            assertTrue(reclaimer.activeEstimate(idle) < 0.1, "idle estimated " + reclaimer.activeEstimate(idle));
+            assertTrue(reclaimer.activeEstimate(active) > 0.5, "active estimated " + reclaimer.activeEstimate(active));
+            long fromIdle = idle.swappedFrames();
+            long swappedTotal = reclaimer.swappedPages();
+            assertTrue(swappedTotal >= 2 * 256, "reclaimed " + swappedTotal + " pages");
+            if (tau > 0) { // the first period presumes both active (a tie): at most that batch comes from the active VM
+                assertTrue(fromIdle >= swappedTotal - 256, "with the tax the idle VM pays: " + fromIdle + " of " + swappedTotal);
+            } else {
+                assertTrue(swappedTotal - fromIdle >= 256, "without it the active VM pays too: " + (swappedTotal - fromIdle) + " of "
+                    + swappedTotal);
+            }
+            byte[] page = new byte[4096];
+            for (long gpa = 0; gpa < DATA; gpa += 64 * 4096) { // contents intact, swapped or not
+                idle.readPhysical(gpa, page, 0, page.length);
+                assertEquals((byte) (2 + (gpa >> 12)), page[100]);
+            }
+        }
+    }
+}
