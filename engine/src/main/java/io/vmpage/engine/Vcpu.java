@@ -638,6 +638,11 @@ public final class Vcpu {
 
     // ------------------------------------------------------------------ requests from other threads
 
+    /** The last kick posted to this vCPU (a requester that posted one waits for at least its own). */
+    long latestKick() {
+        return kicks.get();
+    }
+
     /** Posts a TLB flush; returns the kick number {@link #awaitFlush} waits for. */
     long requestFlush() {
         flushPending = true;

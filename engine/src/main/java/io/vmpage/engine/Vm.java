@@ -866,16 +866,19 @@ public final class Vm {
      */
     public void flushRemoteTlbs() {
         Vcpu self = Vcpu.current();
-        long[] targets = new long[vcpus.size()];
-        for (int i = 0; i < targets.length; i++) {
-            targets[i] = vcpus.get(i).requestFlush();
+        int n = vcpus.size();
+        for (int i = 0; i < n; i++) {
+            vcpus.get(i).requestFlush();
         }
-        for (int i = 0; i < targets.length; i++) {
+        for (int i = 0; i < n; i++) {
             Vcpu v = vcpus.get(i);
             if (v == self) {
                 v.serviceRequestsWhileWaiting(); // the caller may hold engine locks: a pause holds it later
             } else {
-                v.awaitFlush(targets[i], self);
+                // Waits for the vCPU's latest kick, at least the one posted above: a later one (another
+                // requester's) is served with it, and no array of targets is needed (no allocation per flush,
+                // which a copy-on-write break or a swap-out makes per page).
+                v.awaitFlush(v.latestKick(), self);
             }
         }
     }
