@@ -178,6 +178,21 @@ public final class Host implements AutoCloseable {
         }
     }
 
+    /** The VM with id {@code id} running on this host, or null (without copying the VM list). */
+    public synchronized Vm vm(int id) {
+        for (int i = 0; i < vms.size(); i++) {
+            if (vms.get(i).id() == id) {
+                return vms.get(i);
+            }
+        }
+        return null;
+    }
+
+    /** Whether {@code vm} runs on this host (not destroyed), without copying the VM list. */
+    private synchronized boolean runs(Vm vm) {
+        return vms.contains(vm);
+    }
+
     public synchronized List<Vm> vms() {
         return Collections.unmodifiableList(new ArrayList<>(vms));
     }
@@ -320,7 +335,7 @@ public final class Host implements AutoCloseable {
     }
 
     private FrameSharing sharingBackend(Vm vm, long gfn) {
-        if (vm.host() != this || !vms().contains(vm)) {
+        if (vm.host() != this || !runs(vm)) {
             throw new IllegalArgumentException(vm + " does not run on this host");
         }
         if (!vm.physicalMap().contains(gfn)) {

@@ -194,7 +194,7 @@ public final class PageSharingScanner implements Agent {
         if (otherId == vm.id() && otherGfn == gfn) {
             return Outcome.HINTED; // this page is the hint (or the sharer) already
         }
-        Vm other = vmById(otherId);
+        Vm other = host.vm(otherId);
         boolean usable = other != null && scannable(other) && (zero || sameDomain(vm, other))
             && other.physicalMap().contains(otherGfn);
         if (SharingTable.isShared(entry)) {
@@ -258,15 +258,6 @@ public final class PageSharingScanner implements Agent {
         if (zero) {
             zeroMerges++;
         }
-    }
-
-    private Vm vmById(int id) {
-        for (Vm vm : host.vms()) {
-            if (vm.id() == id) {
-                return vm;
-            }
-        }
-        return null;
     }
 
     private static boolean sameDomain(Vm a, Vm b) {
