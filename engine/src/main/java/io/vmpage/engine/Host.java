@@ -46,6 +46,9 @@ public final class Host implements AutoCloseable {
     private io.vmpage.engine.sharing.PageSharingScanner scanner;
     private org.agrona.concurrent.AgentRunner scannerRunner;
     private final java.util.concurrent.atomic.AtomicLong scannerErrors = new java.util.concurrent.atomic.AtomicLong();
+    /** The reclaimer and its agent runner while one runs. Guarded by this. */
+    private io.vmpage.engine.policy.Reclaimer reclaimer;
+    private org.agrona.concurrent.AgentRunner reclaimerRunner;
     /** One merge at a time (as KSM's single ksmd thread): merges of the same frames never interleave. */
     private final Object sharing = new Object();
 
@@ -476,15 +479,55 @@ public final class Host implements AutoCloseable {
             throw new IllegalStateException("page sharing runs already on this host: stop it first");
         }
         io.vmpage.engine.sharing.PageSharingScanner s = new io.vmpage.engine.sharing.PageSharingScanner(this, config);
-        scannerRunner = new org.agrona.concurrent.AgentRunner(new org.agrona.concurrent.SleepingMillisIdleStrategy(1),
-            error -> scannerErrors.incrementAndGet(), null, s);
-        org.agrona.concurrent.AgentRunner.startOnThread(scannerRunner, r -> {
-            Thread t = new Thread(r, "page-sharing-scanner");
+        scannerRunner = startAgent(s);
+        scanner = s;
+        return s;
+    }
+
+    /** Runs {@code agent} on a daemon thread of its own named after its role, idling 1 ms when it has nothing to do. */
+    private org.agrona.concurrent.AgentRunner startAgent(org.agrona.concurrent.Agent agent) {
+        org.agrona.concurrent.AgentRunner runner = new org.agrona.concurrent.AgentRunner(
+            new org.agrona.concurrent.SleepingMillisIdleStrategy(1), error -> scannerErrors.incrementAndGet(), null, agent);
+        org.agrona.concurrent.AgentRunner.startOnThread(runner, r -> {
+            Thread t = new Thread(r, agent.roleName());
             t.setDaemon(true);
             return t;
         });
-        scanner = s;
-        return s;
+        return runner;
+    }
+
+    /**
+     * Starts ESX's dynamic reallocation: an {@link io.vmpage.engine.policy.Reclaimer} on a thread of its own
+     * until {@link #stopReclaimer} or {@link #close}.
+     *
+     * @throws IllegalStateException when one runs already
+     */
+    public synchronized io.vmpage.engine.policy.Reclaimer startReclaimer(io.vmpage.engine.policy.Reclaimer.Config config) {
+        if (reclaimer != null) {
+            throw new IllegalStateException("a reclaimer runs already on this host: stop it first");
+        }
+        io.vmpage.engine.policy.Reclaimer r = new io.vmpage.engine.policy.Reclaimer(this, config);
+        reclaimerRunner = startAgent(r);
+        reclaimer = r;
+        return r;
+    }
+
+    /** Stops the reclaimer (waits for its thread). No-op when none runs. */
+    public void stopReclaimer() {
+        org.agrona.concurrent.AgentRunner runner;
+        synchronized (this) {
+            runner = reclaimerRunner;
+            reclaimerRunner = null;
+            reclaimer = null;
+        }
+        if (runner != null) {
+            runner.close();
+        }
+    }
+
+    /** The running reclaimer, or null. */
+    public synchronized io.vmpage.engine.policy.Reclaimer reclaimer() {
+        return reclaimer;
     }
 
     /** Stops the page-sharing scanner (waits for its thread); shared frames stay shared. No-op when none runs. */
@@ -505,13 +548,14 @@ public final class Host implements AutoCloseable {
         return scanner;
     }
 
-    /** Errors the scanner's agent hit (an engine bug if ever non-zero: a destroyed VM is not an error). */
+    /** Errors the host's agents (the scanner, the reclaimer) hit: an engine bug if ever non-zero. */
     public long pageSharingErrors() {
         return scannerErrors.get();
     }
 
     @Override
     public void close() {
+        stopReclaimer();
         stopPageSharing();
         closeVms();
     }

@@ -88,4 +88,46 @@ class ReclaimerTest {
             }
         }
     }
+
+    /**
+     * Below the low threshold the reclaimer swaps and blocks every VM above its target until free memory
+     * is back above the hard threshold; started with the host it runs on its own thread and stops with it.
+     */
+    @org.junit.jupiter.api.Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void inTheLowStateVmsAboveTheirTargetAreBlockedUntilMemoryIsBack() throws Exception {
+        try (Host host = Host.create(64 * MIB)) {
+            host.attachSwap(SwapDevice.create(dir.resolve("swap"), 96 * MIB / 4096));
+            Vm a = filled(host, 1);
+            Vm b = filled(host, 2);
+            byte[] page = new byte[4096];
+            long gpa = DATA;
+            while (host.frames().freeFrames() > host.frames().frames() / 200) { // down to 0.5% free
+                b.writePhysical(gpa, page, 0, page.length);
+                gpa += 4096;
+            }
+            Reclaimer reclaimer = new Reclaimer(host, new Reclaimer.Config(1, 0.75, 100, 256, 3));
+            reclaimer.period();
+            assertEquals(FreeMemoryState.LOW, reclaimer.state());
+            assertTrue(a.paused() && b.paused(), "both are above their target (min 0): blocked");
+            for (int i = 0; i < 20 && reclaimer.state() == FreeMemoryState.LOW; i++) {
+                reclaimer.period();
+            }
+            assertTrue(reclaimer.state() != FreeMemoryState.LOW, "still low after 20 periods");
+            assertTrue(!a.paused() && !b.paused(), "unblocked once free memory is back");
+            assertTrue(reclaimer.swappedPages() > 0);
+
+            Reclaimer running = host.startReclaimer(new Reclaimer.Config(1_000_000, 0.75, 10, 16, 4));
+            org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class,
+                () -> host.startReclaimer(Reclaimer.Config.esx()));
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (running.periods() < 5 && System.nanoTime() < deadline) {
+                Thread.sleep(5);
+            }
+            assertTrue(running.periods() >= 5, "the agent ran " + running.periods() + " periods");
+            host.stopReclaimer();
+            assertEquals(null, host.reclaimer());
+            assertEquals(0, host.pageSharingErrors());
+        }
+    }
 }
