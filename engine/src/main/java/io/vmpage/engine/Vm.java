@@ -211,7 +211,8 @@ public final class Vm {
                 return populate(gfn);
             }
             int kind = P2mEntry.kind(e);
-            if (kind == P2mEntry.FETCHING) { // another thread brings it in
+            if (kind == P2mEntry.FETCHING) { // another thread brings it in (or swaps it out)
+                checkAlive(); // a destroyed VM's frames go nowhere: never wait for one
                 Vcpu self = Vcpu.current();
                 if (self != null) {
                     self.serviceRequestsWhileWaiting(); // maybe inside a host access or an exit: never held here
@@ -516,16 +517,19 @@ public final class Vm {
     }
 
     /**
-     * Swaps guest frame {@code gfn} out to the host's swap device (ESX's and KVM's host swapping): the
-     * frame is write-protected and every vCPU flushed, its contents go to a slot, and only if no write
-     * came meanwhile is it unmapped (its p2m entry says "on swap, slot N") and its machine frame returned
-     * to the host, after a second flush. The next touch by a vCPU or the host swaps it back in through the
-     * engine's fetch-on-fault path. Shared frames, frames holding guest tables the engine shadows, and
-     * frames that are not here are not swapped. Safe while the vCPUs run. Returns whether it was swapped.
+     * Swaps guest frame {@code gfn} out to the host's swap device (ESX's and KVM's host swapping), as
+     * Linux unmaps a page before it writes it back: the frame is unhooked first (its p2m entry says "being
+     * swapped out, slot N", so a vCPU or host access touching it now waits), every vCPU is flushed and the
+     * host accesses in flight end (every store made before has landed in the frame), then its contents go
+     * to the slot, the entry says "on swap, slot N" and the frame goes back to the host. The next touch
+     * swaps it back in through the engine's fetch-on-fault path. A page the guest writes all the time is
+     * swapped out all the same (and comes straight back), as ESX's random replacement does. Shared frames,
+     * frames holding guest tables the engine shadows, and frames that are not here are not swapped. Safe
+     * while the vCPUs run. Returns whether it was swapped.
      *
      * @throws IllegalStateException when the host has no swap device, or the VM runs paravirtual paging
      * @throws io.vmpage.engine.swap.SwapException when the device is full or the write failed: the page
-     *     stays in memory, unchanged and mapped
+     *     stays in memory, unchanged and mapped again on its next touch
      */
     public boolean swapOut(long gfn) {
         checkFrame(gfn);
@@ -533,11 +537,11 @@ public final class Vm {
         if (swap == null) {
             throw new IllegalStateException("host has no swap device to swap VM " + id + "'s frames out to (Host.attachSwap)");
         }
-        io.vmpage.engine.paging.FrameSharing protection = backend.sharing();
-        if (protection == null) {
+        if (config.paging() == PagingMode.PARAVIRTUAL) {
             throw new IllegalStateException("VM " + id + " runs paravirtual paging: its page tables hold machine frames, so"
                 + " the host cannot take a frame away behind its back (Xen does not swap PV guests' memory)");
         }
+        checkAlive();
         long e = p2m.entry(gfn);
         long mfn = P2mEntry.frame(e);
         if (!P2mEntry.isPresent(e) || P2mEntry.kind(e) != P2mEntry.PRIVATE
@@ -548,33 +552,37 @@ public final class Vm {
         if (slot < 0) {
             throw new io.vmpage.engine.swap.SwapException("swap device " + swap.path() + " is full (" + swap.slots() + " slots)");
         }
-        boolean swapped = false;
-        try {
-            checkAlive();
-            if (protection.writeProtectForSharing(gfn) != mfn) {
-                return false; // it changed meanwhile
-            }
-            flushRemoteTlbs(); // no vCPU writes it without an exit from here on...
-            awaitHostAccesses(); // ...and host stores in flight have landed (later ones make the unmap give up)
-            int access = hostAccesses.enter();
-            try {
-                checkAlive();
-                swap.write(slot, host.memory(), mfn << MachineMemory.FRAME_SHIFT); // a failure: the page stays, mapped
-            } finally {
-                hostAccesses.exit(access);
-            }
-            if (!protection.unmapProtected(gfn, mfn, P2mEntry.notPresent(P2mEntry.SWAPPED, slot))) {
-                return false; // written meanwhile: it stays in memory
-            }
-            swapped = true;
-        } finally {
-            if (!swapped) {
-                swap.free(slot);
-            }
+        long outgoing = P2mEntry.notPresent(P2mEntry.FETCHING, slot); // touches wait until it is on swap
+        if (!backend.unmap(gfn, mfn, outgoing)) {
+            swap.free(slot);
+            return false; // it changed meanwhile, or the mode keeps it
         }
-        swappedFrames.incrementAndGet();
-        flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
-        releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
+        flushRemoteTlbs(); // no vCPU reaches the frame through a cached translation any more...
+        awaitHostAccesses(); // ...and the host stores that looked it up before have landed in it
+        int access = hostAccesses.enter(); // a destroy waits for the rest
+        try {
+            if (destroyed) { // the destroy found the entry in flight and left the frame to this thread
+                p2mWriter.compareAndSet(gfn, outgoing, P2mEntry.EMPTY);
+                swap.free(slot);
+                freeUnmappedFrame(mfn);
+                checkAlive();
+            }
+            try {
+                swap.write(slot, host.memory(), mfn << MachineMemory.FRAME_SHIFT);
+            } catch (RuntimeException failure) { // the page stays: its frame is mapped again on the next touch
+                p2mWriter.compareAndSet(gfn, outgoing, P2mEntry.privateFrame(mfn));
+                swap.free(slot);
+                throw failure;
+            }
+            swappedFrames.incrementAndGet(); // before the entry says so: a swap-in decrements it
+            if (!p2mWriter.compareAndSet(gfn, outgoing, P2mEntry.notPresent(P2mEntry.SWAPPED, slot))) {
+                throw new IllegalStateException("guest frame 0x" + Long.toHexString(gfn) + " of VM " + id
+                    + " changed while it was swapped out");
+            }
+        } finally {
+            hostAccesses.exit(access);
+        }
+        freeUnmappedFrame(mfn); // unreachable since the flush and the host-access drain above
         return true;
     }
 

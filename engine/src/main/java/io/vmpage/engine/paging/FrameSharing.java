@@ -37,13 +37,4 @@ public interface FrameSharing {
      * sharing and tries again).
      */
     boolean beforeHostStore(long gfn);
-
-    /**
-     * Swap-out, second step (the first is {@link #writeProtectForSharing}, then the caller flushes and
-     * copies the frame out): if {@code gfn} still maps private frame {@code mfn} and was not written since
-     * it was protected, unmaps it, leaving {@code replacement} (SWAPPED with the slot) in its p2m entry.
-     * False, nothing changed, when a write, a merge or a discard got there first. The caller flushes the
-     * VM's TLBs and releases the frame.
-     */
-    boolean unmapProtected(long gfn, long mfn, long replacement);
 }

@@ -89,6 +89,17 @@ public interface PagingBackend {
     }
 
     /**
+     * Unhooks guest frame {@code gfn} from machine frame {@code mfn}: its p2m entry becomes
+     * {@code replacement} (not present) and every mapping of the frame for the guest goes; false, nothing
+     * changed, when it no longer maps {@code mfn} or the mode keeps it (a shadowed guest table). The
+     * caller flushes every vCPU and waits for the host accesses in flight before it reuses the frame:
+     * what a discard, a balloon and a swap-out do.
+     */
+    default boolean unmap(long gfn, long mfn, long replacement) {
+        throw new IllegalStateException("unmapping guest frames is not supported under this paging mode");
+    }
+
+    /**
      * Working-set sampling (ESX): removes the mapping of guest frame {@code gfn} (an EPT leaf, or every
      * shadow leaf of the frame), keeping the frame, so the guest's next access exits and maps it again.
      * False when it was not mapped. The caller flushes the VM's TLBs.

@@ -97,8 +97,9 @@ class SwapTest {
 
     /**
      * Writers that never pause store journaled values while the host swaps random pages out as fast as it
-     * can: a swap-out that races a store either sees the store in what it wrote out, or gives up; every
-     * page ends with the last value its writer stored.
+     * can: a page is unhooked before it is written out, so a store racing the swap-out either landed before
+     * (and is in the slot) or waits for it and swaps the page back in; every page ends with the last value
+     * its writer stored.
      */
     @ParameterizedTest
     @MethodSource("modesAndDrivers")
@@ -116,6 +117,12 @@ class SwapTest {
                 // 99 in 100 stores to a hot set of 4 pages, the rest anywhere: cold pages stay unwritten for
                 // the length of a swap-out, and a later store has to swap them back in
                 int p = n % 100 != 0 ? (int) (n % 4) : (int) ((n / 100) % PAGES);
+                // Each store first reads back what the last one left: a store lost to a swap-out (landed in
+                // the frame after its copy went out) shows at once, not only if it was the page's last
+                long seen = cpu.readLong(LoggedGuest.page(p));
+                if (seen != journal.get(p)) {
+                    throw new AssertionError("page " + p + " lost a store: it reads " + seen + ", the last store wrote " + journal.get(p));
+                }
                 cpu.writeLong(LoggedGuest.page(p), n);
                 journal.set(p, n);
             })) {

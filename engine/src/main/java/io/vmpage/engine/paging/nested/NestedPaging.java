@@ -364,28 +364,6 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
         return leafAddress >= 0 && EptLeaf.present(memory.getLongVolatile(leafAddress));
     }
 
-    @Override
-    public boolean unmapProtected(long gfn, long mfn, long replacement) {
-        synchronized (lock) {
-            long entry = vm.physicalMap().entry(gfn);
-            if (P2mEntry.frame(entry) != mfn || P2mEntry.kind(entry) != P2mEntry.PRIVATE || !P2mEntry.isPresent(entry)) {
-                return false;
-            }
-            long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
-            if (leafAddress < 0) {
-                return false;
-            }
-            long e = ept.read(leafAddress);
-            if (!EptLeaf.present(e) || EptLeaf.writable(e) || EptLeaf.frame(e) != mfn) {
-                return false; // written (by a vCPU or the host) since the protection
-            }
-            if (EptLeaf.change(memory, leafAddress, e, 0, log, -1, gfn, false) == EptLeaf.RACED) {
-                return false; // a write grant won the race
-            }
-            replaceEntry(gfn, entry, replacement);
-            return true;
-        }
-    }
 
     @Override
     public boolean supports(DirtyTracking method) {
@@ -459,9 +437,19 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
     @Override
     public boolean discard(long gfn, long replacement) {
         long mfn = vm.physicalMap().machineFrame(gfn);
-        if (mfn < 0) {
+        if (mfn < 0 || !unmap(gfn, mfn, replacement)) {
             return false;
         }
+        vm.flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
+        vm.releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
+        // The guest now reads zeros there: a copy built from harvests must learn it, or a migration would
+        // bring the discarded contents back (QEMU migrates a discarded page as a zero page).
+        log.markHost(gfn);
+        return true;
+    }
+
+    @Override
+    public boolean unmap(long gfn, long mfn, long replacement) {
         // Unhook under the EPT lock: a fault handler holding an mfn read before this re-checks the p2m
         // under the same lock, so it cannot map the old frame back.
         synchronized (lock) {
@@ -477,13 +465,8 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
                     }
                 }
             }
+            return true;
         }
-        vm.flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
-        vm.releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
-        // The guest now reads zeros there: a copy built from harvests must learn it, or a migration would
-        // bring the discarded contents back (QEMU migrates a discarded page as a zero page).
-        log.markHost(gfn);
-        return true;
     }
 
     @Override

@@ -630,24 +630,6 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
         }
     }
 
-    @Override
-    public boolean unmapProtected(long gfn, long mfn, long replacement) {
-        lock();
-        try {
-            long e = vm.physicalMap().entry(gfn);
-            if (!P2mEntry.isPresent(e) || P2mEntry.frame(e) != mfn || P2mEntry.kind(e) != P2mEntry.PRIVATE
-                || !protectedForSharing.contains(gfn) || shadowed(gfn)) {
-                return false; // written since the protection, remapped, or a guest table
-            }
-            zapLeaves(gfn, mfn);
-            replaceEntry(gfn, e, replacement);
-            forgetProtected(gfn);
-            return true;
-        } finally {
-            lock.unlock();
-        }
-    }
-
     /**
      * Gives {@code gfn} a private frame again (a write by a vCPU, or the host when {@code vcpu} is null):
      * the last mapper takes the shared frame over, others get a copy; every shadow leaf of the shared
@@ -736,21 +718,29 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
      */
     @Override
     public boolean discard(long gfn, long replacement) {
-        long mfn;
-        lock();
-        try {
-            mfn = vm.physicalMap().machineFrame(gfn);
-            if (mfn < 0 || shadowed(gfn) || !p2m.remove(gfn, mfn, replacement)) {
-                return false;
-            }
-            zapLeaves(gfn, mfn);
-        } finally {
-            lock.unlock();
+        long mfn = vm.physicalMap().machineFrame(gfn);
+        if (mfn < 0 || !unmap(gfn, mfn, replacement)) {
+            return false;
         }
         vm.flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
         vm.releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
         vm.dirtyLog().markHost(gfn); // the guest reads zeros there now: a migration must learn it
         return true;
+    }
+
+    @Override
+    public boolean unmap(long gfn, long mfn, long replacement) {
+        lock();
+        try {
+            if (shadowed(gfn) || !p2m.remove(gfn, mfn, replacement)) {
+                return false;
+            }
+            zapLeaves(gfn, mfn);
+            forgetProtected(gfn);
+            return true;
+        } finally {
+            lock.unlock();
+        }
     }
 
     /** Lock held. {@code gfn} is no longer protected for a merge or a swap-out (written, mapped or unmapped). */
