@@ -45,7 +45,7 @@ public final class Host implements AutoCloseable {
     /** The page-sharing scanner and its agent runner while one runs. Guarded by this. */
     private io.vmpage.engine.sharing.PageSharingScanner scanner;
     private org.agrona.concurrent.AgentRunner scannerRunner;
-    private final java.util.concurrent.atomic.AtomicLong scannerErrors = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.atomic.AtomicLong agentErrors = new java.util.concurrent.atomic.AtomicLong();
     /** The reclaimer and its agent runner while one runs. Guarded by this. */
     private io.vmpage.engine.policy.Reclaimer reclaimer;
     private org.agrona.concurrent.AgentRunner reclaimerRunner;
@@ -487,7 +487,7 @@ public final class Host implements AutoCloseable {
     /** Runs {@code agent} on a daemon thread of its own named after its role, idling 1 ms when it has nothing to do. */
     private org.agrona.concurrent.AgentRunner startAgent(org.agrona.concurrent.Agent agent) {
         org.agrona.concurrent.AgentRunner runner = new org.agrona.concurrent.AgentRunner(
-            new org.agrona.concurrent.SleepingMillisIdleStrategy(1), error -> scannerErrors.incrementAndGet(), null, agent);
+            new org.agrona.concurrent.SleepingMillisIdleStrategy(1), error -> agentErrors.incrementAndGet(), null, agent);
         org.agrona.concurrent.AgentRunner.startOnThread(runner, r -> {
             Thread t = new Thread(r, agent.roleName());
             t.setDaemon(true);
@@ -549,8 +549,8 @@ public final class Host implements AutoCloseable {
     }
 
     /** Errors the host's agents (the scanner, the reclaimer) hit: an engine bug if ever non-zero. */
-    public long pageSharingErrors() {
-        return scannerErrors.get();
+    public long agentErrors() {
+        return agentErrors.get();
     }
 
     @Override

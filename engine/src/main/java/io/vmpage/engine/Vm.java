@@ -456,7 +456,29 @@ public final class Vm {
      */
     public boolean discardFrame(long gfn) {
         checkFrame(gfn);
-        return backend.discard(gfn, P2mEntry.EMPTY);
+        if (config.paging() == PagingMode.PARAVIRTUAL) {
+            throw new IllegalStateException("discarding guest frames is not supported under paravirtual paging: VM " + id
+                + "'s page tables hold machine frames, so the host cannot take one away behind its back");
+        }
+        return discard(gfn, P2mEntry.EMPTY);
+    }
+
+    /**
+     * The one way a guest frame's machine frame leaves it for good (a discard, a balloon): the backend
+     * unhooks it, leaving {@code replacement} in the p2m, every vCPU is flushed and the host accesses in
+     * flight end before the frame goes back to the host. The guest reads zeros there now, so the page is
+     * logged: a copy built from harvests must learn it, or a migration would bring the old contents back
+     * (QEMU migrates a discarded page as a zero page). False when it was not populated or the mode keeps it.
+     */
+    private boolean discard(long gfn, long replacement) {
+        long mfn = p2m.machineFrame(gfn);
+        if (mfn < 0 || !backend.unmap(gfn, mfn, replacement)) {
+            return false;
+        }
+        flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
+        releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
+        dirty.markHost(gfn);
+        return true;
     }
 
     /** What admission control promised this VM ({@link Host#admitVm}), or null when it was created without. */
@@ -499,7 +521,7 @@ public final class Vm {
                 }
             } else if (!P2mEntry.isPresent(e)) {
                 return false; // ballooned already, or on its way in: left as it is
-            } else if (backend.discard(gfn, ballooned)) {
+            } else if (discard(gfn, ballooned)) {
                 return true;
             } else if (p2m.entry(gfn) == e) {
                 return false; // the mode keeps it (a shadowed guest table)

@@ -37,4 +37,30 @@ public interface FrameSharing {
      * sharing and tries again).
      */
     boolean beforeHostStore(long gfn);
+
+    /**
+     * Copy-on-write's frame for a write to {@code gfn}, which maps shared frame {@code shared}, in every
+     * mode: the last mapper takes the frame over (no copy: KSM reuses a page mapped once), any other gets
+     * a fresh copy. Returns the private frame, {@code shared} itself when taken over. The caller, under its
+     * mode's lock, installs and counts it; after a copy it flushes and then drops its reference to
+     * {@code shared}.
+     *
+     * @throws io.vmpage.engine.HostOutOfMemoryException when no frame is left for the copy
+     */
+    static long privateFrame(VmContext vm, long shared, long gfn) {
+        io.vmpage.engine.memory.FrameAllocator frames = vm.frames();
+        long d = frames.descriptor(shared);
+        if (io.vmpage.engine.memory.FrameDescriptor.refs(d) == 1 && frames.compareAndSetDescriptor(shared, d,
+                io.vmpage.engine.memory.FrameDescriptor.inUse(io.vmpage.engine.memory.FrameDescriptor.TYPE_DATA, vm.id(), 1))) {
+            vm.sharedFrameReleased();
+            return shared;
+        }
+        long mine = frames.allocate(vm.id(), io.vmpage.engine.memory.FrameDescriptor.TYPE_DATA);
+        if (mine < 0) {
+            throw new io.vmpage.engine.HostOutOfMemoryException("host out of machine frames breaking copy-on-write sharing of guest frame 0x"
+                + Long.toHexString(gfn) + " of VM " + vm.id());
+        }
+        vm.memory().copyFrame(shared, mine);
+        return mine;
+    }
 }

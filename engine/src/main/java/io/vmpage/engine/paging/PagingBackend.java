@@ -14,7 +14,7 @@ import io.vmpage.mmu.Translation;
  * The engine's side of one paging mode: what it does when a vCPU's hardware reports a fault, and how the
  * guest's privileged paging operations reach the hardware (directly, by an exit, or by a hypercall).
  * One instance per VM; its methods run on the vCPU thread that exited. What a mode can do beyond the
- * common operations it says itself ({@link #sharing}, {@link #discard}, {@link #hypercalls},
+ * common operations it says itself ({@link #sharing}, {@link #unmap}, {@link #hypercalls},
  * {@link #supports}), so a new mode or capability is added in one place and nobody dispatches on the
  * mode's class.
  */
@@ -79,21 +79,12 @@ public interface PagingBackend {
     }
 
     /**
-     * Gives guest frame {@code gfn}'s machine frame back to the host so no vCPU can reach it any more,
-     * leaving {@code replacement} in its p2m entry (empty, or BALLOONED); false when it was not populated,
-     * or the mode keeps it (a shadowed guest table). Only modes that can unmap a guest frame behind the
-     * guest's back (nested and shadow paging) support it.
-     */
-    default boolean discard(long gfn, long replacement) {
-        throw new IllegalStateException("discarding guest frames is not supported under this paging mode");
-    }
-
-    /**
      * Unhooks guest frame {@code gfn} from machine frame {@code mfn}: its p2m entry becomes
      * {@code replacement} (not present) and every mapping of the frame for the guest goes; false, nothing
      * changed, when it no longer maps {@code mfn} or the mode keeps it (a shadowed guest table). The
      * caller flushes every vCPU and waits for the host accesses in flight before it reuses the frame:
-     * what a discard, a balloon and a swap-out do.
+     * what a discard, a balloon and a swap-out do. Only modes that can unmap a guest frame behind the
+     * guest's back (nested and shadow paging) support it.
      */
     default boolean unmap(long gfn, long mfn, long replacement) {
         throw new IllegalStateException("unmapping guest frames is not supported under this paging mode");

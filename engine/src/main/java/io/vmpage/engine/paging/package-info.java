@@ -2,7 +2,7 @@
  * The paging backends (internal): {@link io.vmpage.engine.paging.PagingBackend}, one per VM, created by
  * {@link io.vmpage.engine.paging.PagingBackend#create} for the VM's mode and telling what the mode can do
  * beyond the common operations ({@link io.vmpage.engine.paging.PagingBackend#sharing},
- * {@link io.vmpage.engine.paging.PagingBackend#discard}, {@link io.vmpage.engine.paging.PagingBackend#hypercalls},
+ * {@link io.vmpage.engine.paging.PagingBackend#unmap}, {@link io.vmpage.engine.paging.PagingBackend#hypercalls},
  * {@link io.vmpage.engine.paging.PagingBackend#supports}), so no code dispatches on a mode's class;
  * {@link io.vmpage.engine.paging.FrameSharing}, the copy-on-write steps a mode that shares frames offers;
  * and the two narrow views a backend gets of its VM and of an exiting vCPU

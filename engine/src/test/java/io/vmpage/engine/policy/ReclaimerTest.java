@@ -127,7 +127,7 @@ class ReclaimerTest {
             assertTrue(running.periods() >= 5, "the agent ran " + running.periods() + " periods");
             host.stopReclaimer();
             assertEquals(null, host.reclaimer());
-            assertEquals(0, host.pageSharingErrors());
+            assertEquals(0, host.agentErrors());
         }
     }
 }

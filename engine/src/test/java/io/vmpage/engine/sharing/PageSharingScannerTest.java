@@ -85,7 +85,7 @@ class PageSharingScannerTest {
             assertEquals(privateBefore - 3L * (pages - 8), vms.stream().mapToLong(Vm::populatedFrames).sum(),
                 "each VM gave up its copies of the image: 248 shared frames stand for 744 private ones");
             assertTrue(stats.metadataBytes() <= host.memory().size() / 200, "table " + stats.metadataBytes() + " bytes: under 0.5% of memory");
-            assertEquals(0, host.pageSharingErrors());
+            assertEquals(0, host.agentErrors());
             for (int i = 0; i < 3; i++) {
                 Vm vm = vms.get(i);
                 byte[] own = new byte[PAGE];

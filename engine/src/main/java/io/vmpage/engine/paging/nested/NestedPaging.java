@@ -187,26 +187,13 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
             long d = frames.descriptor(shared);
             if (FrameDescriptor.type(d) != FrameDescriptor.TYPE_SHARED) {
                 mine = shared; // private already (a sharing attempt that stopped half-way): just grant
-            } else if (FrameDescriptor.refs(d) == 1 && frames.compareAndSetDescriptor(shared, d,
-                    FrameDescriptor.inUse(FrameDescriptor.TYPE_DATA, vm.id(), 1))) {
-                mine = shared; // the last mapper keeps the frame: no copy (KSM reuses a page mapped once)
-                vm.sharedFrameReleased();
-                vm.copyOnWriteBroken();
-                frames.setGuestFrame(mine, gfn);
-                replaceEntry(gfn, entry, P2mEntry.privateFrame(mine));
-                vm.privateFrameAdded();
             } else {
-                mine = frames.allocate(vm.id(), FrameDescriptor.TYPE_DATA);
-                if (mine < 0) {
-                    throw new HostOutOfMemoryException("host out of machine frames breaking copy-on-write sharing of guest frame 0x"
-                        + Long.toHexString(gfn) + " of VM " + vm.id());
-                }
-                memory.copyFrame(shared, mine);
+                mine = FrameSharing.privateFrame(vm, shared, gfn); // the last mapper keeps the frame, others copy
+                copied = mine != shared;
                 frames.setGuestFrame(mine, gfn);
                 replaceEntry(gfn, entry, P2mEntry.privateFrame(mine));
                 vm.privateFrameAdded();
                 vm.copyOnWriteBroken();
-                copied = true;
             }
             long leafAddress = ept.leafAddress(gfn << MachineMemory.FRAME_SHIFT);
             if (leafAddress >= 0) {
@@ -434,20 +421,6 @@ public final class NestedPaging implements PagingBackend, FrameSharing {
      * vCPU has dropped cached translations to it (so no vCPU can touch the frame once it is reused).
      * Returns false when the frame was not populated. The guest sees zeros there on its next touch.
      */
-    @Override
-    public boolean discard(long gfn, long replacement) {
-        long mfn = vm.physicalMap().machineFrame(gfn);
-        if (mfn < 0 || !unmap(gfn, mfn, replacement)) {
-            return false;
-        }
-        vm.flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
-        vm.releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
-        // The guest now reads zeros there: a copy built from harvests must learn it, or a migration would
-        // bring the discarded contents back (QEMU migrates a discarded page as a zero page).
-        log.markHost(gfn);
-        return true;
-    }
-
     @Override
     public boolean unmap(long gfn, long mfn, long replacement) {
         // Unhook under the EPT lock: a fault handler holding an mfn read before this re-checks the p2m

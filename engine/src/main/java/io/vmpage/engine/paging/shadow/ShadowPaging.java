@@ -2,11 +2,11 @@ package io.vmpage.engine.paging.shadow;
 
 import io.vmpage.engine.ExitReason;
 import io.vmpage.engine.GuestFaultException;
+import io.vmpage.engine.HostOutOfMemoryException;
 import io.vmpage.engine.Internal;
 import io.vmpage.engine.dirty.DirtySnapshot;
 import io.vmpage.engine.dirty.DirtyTracking;
 import io.vmpage.engine.dirty.WriteProtection;
-import io.vmpage.engine.HostOutOfMemoryException;
 import io.vmpage.engine.memory.FrameAllocator;
 import io.vmpage.engine.memory.FrameDescriptor;
 import io.vmpage.engine.memory.P2mEntry;
@@ -651,20 +651,10 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
             if (shared < 0 || P2mEntry.kind(entry) != P2mEntry.SHARED) {
                 return shared; // not populated, or private already
             }
-            long d = frames.descriptor(shared);
-            if (FrameDescriptor.refs(d) == 1 && frames.compareAndSetDescriptor(shared, d,
-                    FrameDescriptor.inUse(FrameDescriptor.TYPE_DATA, vm.id(), 1))) {
-                mine = shared; // the last mapper keeps the frame: its read-only leaves stay right
-                vm.sharedFrameReleased();
-            } else {
-                mine = frames.allocate(vm.id(), FrameDescriptor.TYPE_DATA);
-                if (mine < 0) {
-                    throw new HostOutOfMemoryException("host out of machine frames breaking copy-on-write sharing of guest frame 0x"
-                        + Long.toHexString(gfn) + " of VM " + vm.id());
-                }
-                memory.copyFrame(shared, mine);
-                zapLeaves(gfn, shared);
-                copied = true;
+            mine = FrameSharing.privateFrame(vm, shared, gfn); // taken over, its read-only leaves stay right
+            copied = mine != shared;
+            if (copied) {
+                zapLeaves(gfn, shared); // no alias of this VM keeps reading the shared frame
             }
             frames.setGuestFrame(mine, gfn);
             replaceEntry(gfn, entry, P2mEntry.privateFrame(mine));
@@ -710,24 +700,12 @@ public final class ShadowPaging implements PagingBackend, FrameSharing {
     // ------------------------------------------------------------------ discard
 
     /**
-     * Unhooks guest frame {@code gfn} (a balloon's page, a discard): its p2m entry becomes
-     * {@code replacement}, every shadow leaf mapping its frame is zapped, every vCPU is flushed and the
-     * host accesses in flight end before the frame goes back to the host. A frame holding a guest table the
-     * engine shadows is kept (false): its shadow pages mirror it, and a guest never hands a live page
-     * table to its balloon.
+     * Unhooks guest frame {@code gfn} (a balloon's page, a discard, a swap-out): its p2m entry becomes
+     * {@code replacement} and every shadow leaf mapping its frame is zapped; the caller flushes and waits
+     * for the host accesses in flight before the frame is reused. A frame holding a guest table the engine
+     * shadows is kept (false): its shadow pages mirror it, and a guest never hands a live page table to
+     * its balloon.
      */
-    @Override
-    public boolean discard(long gfn, long replacement) {
-        long mfn = vm.physicalMap().machineFrame(gfn);
-        if (mfn < 0 || !unmap(gfn, mfn, replacement)) {
-            return false;
-        }
-        vm.flushRemoteTlbs(); // no vCPU keeps a translation to the old frame...
-        vm.releaseFrame(mfn); // ...nor a host access, before it can be handed to anyone else
-        vm.dirtyLog().markHost(gfn); // the guest reads zeros there now: a migration must learn it
-        return true;
-    }
-
     @Override
     public boolean unmap(long gfn, long mfn, long replacement) {
         lock();
