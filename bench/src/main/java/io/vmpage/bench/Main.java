@@ -10,7 +10,7 @@ import picocli.CommandLine.Command;
     mixinStandardHelpOptions = true,
     versionProvider = Cli.Version.class,
     description = "Native-memory paging engine: x86-64 page tables, EPT, TLB, shadow/nested/PV paging.",
-    subcommands = {BenchCommand.class, io.vmpage.bench.cli.ModesCommand.class, io.vmpage.bench.cli.DirtyLogCommand.class, io.vmpage.bench.cli.WalkCommand.class, io.vmpage.bench.cli.MigrateCommand.class, io.vmpage.bench.cli.HostCommand.class, CommandLine.HelpCommand.class})
+    subcommands = {BenchCommand.class, io.vmpage.bench.cli.ModesCommand.class, io.vmpage.bench.cli.DirtyLogCommand.class, io.vmpage.bench.cli.WalkCommand.class, io.vmpage.bench.cli.MigrateCommand.class, io.vmpage.bench.cli.OvercommitCommand.class, io.vmpage.bench.cli.HostCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;

@@ -652,6 +652,21 @@ public final class Vm {
         return backend.mapped(gfn);
     }
 
+    /**
+     * Guest frames mapped to a frame shared copy-on-write now (the zero frame included): a scan of the
+     * guest-physical map, O(guest frames), for statistics.
+     */
+    public long sharedFrames() {
+        long shared = 0;
+        for (long gfn = 0, frames = p2m.frames(); gfn < frames; gfn++) {
+            long e = p2m.entry(gfn);
+            if (P2mEntry.isPresent(e) && P2mEntry.kind(e) == P2mEntry.SHARED) {
+                shared++;
+            }
+        }
+        return shared;
+    }
+
     /** Guest frames whose contents are on the host's swap device now. */
     public long swappedFrames() {
         return swappedFrames.get();

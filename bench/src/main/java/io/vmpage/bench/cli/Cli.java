@@ -116,6 +116,33 @@ public final class Cli {
         return how;
     }
 
+    /**
+     * The {@code --plot} file, checked before the migration runs: a name ending in .png in a directory
+     * that exists and can be written to (the current directory for a bare name).
+     */
+    static java.nio.file.Path plotFile(String value) {
+        if (!value.toLowerCase(java.util.Locale.ROOT).endsWith(".png")) {
+            throw new UsageException("--plot " + value + " must be a file name ending in .png");
+        }
+        java.nio.file.Path file;
+        try {
+            file = java.nio.file.Path.of(value).toAbsolutePath();
+        } catch (java.nio.file.InvalidPathException e) {
+            throw new UsageException("--plot " + value + ": " + e.getMessage());
+        }
+        java.nio.file.Path dir = file.getParent();
+        if (java.nio.file.Files.isDirectory(file)) {
+            throw new UsageException("--plot " + value + " is a directory; it must be a file name ending in .png");
+        }
+        if (!java.nio.file.Files.isDirectory(dir)) {
+            throw new UsageException("--plot " + value + ": directory " + dir + " does not exist");
+        }
+        if (!java.nio.file.Files.isWritable(dir)) {
+            throw new UsageException("--plot " + value + ": directory " + dir + " is not writable");
+        }
+        return file;
+    }
+
     /** Thrown by a subcommand for bad user input found after parsing (a malformed file, say): exit 2. */
     public static final class UsageException extends RuntimeException {
         private static final long serialVersionUID = 1L;

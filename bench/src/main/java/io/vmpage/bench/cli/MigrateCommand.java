@@ -195,7 +195,7 @@ public final class MigrateCommand implements Callable<Integer> {
         if (limit < 1_000_000L || limit > 60_000_000_000L) {
             throw new Cli.UsageException("--downtime-limit " + downtimeLimit + " must be between 1ms and 60s");
         }
-        Path plotFile = plot == null ? null : plotFile(plot);
+        Path plotFile = plot == null ? null : Cli.plotFile(plot);
         long touched = heapBytes + KERNEL_BYTES; // the guest's populated memory; each host's frame table besides
         long tables = (memoryBytes + memoryBytes / 8 + (64L << 20)) / 4096 * 16;
         String refusal = HostRam.shortfall(asked(), 2 * (touched + tables) + (512L << 20), HostRam.available(),
@@ -392,33 +392,6 @@ public final class MigrateCommand implements Callable<Integer> {
             throw new Cli.UsageException(option + " " + text + ": unknown host " + host);
         }
         return address;
-    }
-
-    /**
-     * The {@code --plot} file, checked before the migration runs: a name ending in .png in a directory
-     * that exists and can be written to (the current directory for a bare name).
-     */
-    private static Path plotFile(String value) {
-        if (!value.toLowerCase(Locale.ROOT).endsWith(".png")) {
-            throw new Cli.UsageException("--plot " + value + " must be a file name ending in .png");
-        }
-        Path file;
-        try {
-            file = Path.of(value).toAbsolutePath();
-        } catch (InvalidPathException e) {
-            throw new Cli.UsageException("--plot " + value + ": " + e.getMessage());
-        }
-        Path dir = file.getParent();
-        if (Files.isDirectory(file)) {
-            throw new Cli.UsageException("--plot " + value + " is a directory; it must be a file name ending in .png");
-        }
-        if (!Files.isDirectory(dir)) {
-            throw new Cli.UsageException("--plot " + value + ": directory " + dir + " does not exist");
-        }
-        if (!Files.isWritable(dir)) {
-            throw new Cli.UsageException("--plot " + value + ": directory " + dir + " is not writable");
-        }
-        return file;
     }
 
     /** Why a write failed, in words: a FileSystemException's message is often its path alone. */

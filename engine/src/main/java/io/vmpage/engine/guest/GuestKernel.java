@@ -481,7 +481,12 @@ public final class GuestKernel {
             throw new GuestOutOfMemoryException("guest kernel of VM " + vm.id() + " has no free frame left");
         }
         long gfn = freeFrames[--freeCount];
-        ops.zeroFrame(cpu, gfn);
+        try {
+            ops.zeroFrame(cpu, gfn);
+        } catch (RuntimeException e) { // the host had no frame for it (HostOutOfMemoryException): the access retries later
+            freeFrames[freeCount++] = gfn;
+            throw e;
+        }
         return gfn;
     }
 
