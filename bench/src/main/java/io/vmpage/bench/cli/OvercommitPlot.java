@@ -46,7 +46,8 @@ final class OvercommitPlot {
             List<OvercommitResult.Point> t = vm.timeline();
             double[] x = t.stream().mapToDouble(p -> p.tMs() / 1000.0).toArray();
             double[] y = t.stream().mapToDouble(p -> p.allocatedBytes() / MIB).toArray();
-            chart.addSeries(vm.name() + (vm.active() ? " (active)" : " (idle)") + ", allocated", x, y).setMarker(SeriesMarkers.NONE);
+            String kind = vm.active() ? "active" : "idle";
+            chart.addSeries((vm.name().startsWith(kind) ? vm.name() : vm.name() + " (" + kind + ")") + ", allocated", x, y).setMarker(SeriesMarkers.NONE);
         }
         double[] x = result.host().stream().mapToDouble(p -> p.tMs() / 1000.0).toArray();
         double[] y = result.host().stream().mapToDouble(p -> p.freeBytes() / MIB).toArray();
