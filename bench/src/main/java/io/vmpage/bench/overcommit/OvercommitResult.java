@@ -53,8 +53,4 @@ public record OvercommitResult(OvercommitScenario scenario, double tau, long hos
         return mismatchedPages == 0 && agentErrors == 0;
     }
 
-    public VmResult vm(String name) {
-        return vms.stream().filter(v -> v.name().equals(name)).findFirst()
-            .orElseThrow(() -> new IllegalArgumentException("no VM " + name));
-    }
 }

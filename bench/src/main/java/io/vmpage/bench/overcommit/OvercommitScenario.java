@@ -116,83 +116,89 @@ public enum OvercommitScenario {
         Path swapFile = Files.createTempFile(swapDir, "vmpage-overcommit-", ".swap");
         List<ScenarioGuest> guests = new ArrayList<>();
         try (Host host = Host.create(hostBytes)) {
-            long swapSlots = specs.stream().mapToLong(s -> s.memoryBytes() - s.minBytes()).sum() / 4096 + 4096;
-            host.attachSwap(SwapDevice.create(swapFile, swapSlots));
-            for (int i = 0; i < specs.size(); i++) {
-                guests.add(new ScenarioGuest(host, specs.get(i), seed * 31 + i));
-                if (this == SHARING) { // one tenant: VMs share only within a domain (ESX's salting), zero pages across all
-                    guests.get(i).vm().setSharingDomain("image");
+            try {
+                long swapSlots = specs.stream().mapToLong(s -> s.memoryBytes() - s.minBytes()).sum() / 4096 + 4096;
+                host.attachSwap(SwapDevice.create(swapFile, swapSlots));
+                for (int i = 0; i < specs.size(); i++) {
+                    guests.add(new ScenarioGuest(host, specs.get(i), seed * 31 + i));
+                    if (this == SHARING) { // one tenant: VMs share only within a domain (ESX's salting), zero pages across all
+                        guests.get(i).vm().setSharingDomain("image");
+                    }
+                }
+                Reclaimer reclaimer = this == SHARING ? null
+                    : host.startReclaimer(new Reclaimer.Config(PERIOD_NANOS, tau, 100, BATCH_PAGES, seed));
+                PageSharingScanner scanner = this == SHARING ? host.startPageSharing(SharingConfig.unlimited().withSeed(seed)) : null;
+                Sampler sampler = new Sampler(host, guests, reclaimer);
+                long start = System.nanoTime();
+                for (ScenarioGuest g : guests) {
+                    g.start(start);
+                }
+                List<OvercommitResult.SharingStep> steps = new ArrayList<>();
+                long nextSample = start;
+                long nextProgress = start + 1_000_000_000L;
+                int stepsTaken = 0;
+                while (true) {
+                    long now = System.nanoTime();
+                    if (now - start >= durationNanos) {
+                        break;
+                    }
+                    if (now - nextSample >= 0) {
+                        sampler.sample(now - start);
+                        nextSample += SAMPLE_NANOS;
+                    }
+                    if (scanner != null && stepsTaken < vms && now - start >= (stepsTaken + 1) * durationNanos / vms - SAMPLE_NANOS) {
+                        steps.add(sharingStep(stepsTaken + 1, guests, scanner.stats()));
+                        stepsTaken++;
+                    }
+                    if (now - nextProgress >= 0) {
+                        progress.accept(sampler.line(now - start));
+                        nextProgress += 1_000_000_000L;
+                    }
+                    failFast(guests);
+                    TimeUnit.MILLISECONDS.sleep(5);
+                }
+                sampler.sample(System.nanoTime() - start);
+                for (ScenarioGuest g : guests) {
+                    g.stop();
+                }
+                if (scanner != null) {
+                    while (steps.size() < vms) {
+                        steps.add(sharingStep(steps.size() + 1, guests, scanner.stats()));
+                    }
+                    host.stopPageSharing();
+                }
+                List<OvercommitResult.VmResult> results = new ArrayList<>();
+                for (int i = 0; i < guests.size(); i++) {
+                    ScenarioGuest g = guests.get(i);
+                    Vm vm = g.vm();
+                    results.add(new OvercommitResult.VmResult(g.spec().name(), g.spec().shares(), g.spec().minBytes(),
+                        g.spec().memoryBytes(), g.spec().active(), vm.populatedFrames() << 12, vm.sharedFrames() << 12,
+                        vm.balloon().bytes(), vm.swappedFrames() << 12, g.stalls(), g.writes(),
+                        reclaimer == null ? Double.NaN : reclaimer.activeEstimate(vm), sampler.timeline(i)));
+                }
+                OvercommitResult.ReclaimerTotals totals = reclaimer == null ? null : new OvercommitResult.ReclaimerTotals(
+                    reclaimer.periods(), reclaimer.balloonedPages(),
+                    guests.stream().mapToLong(g -> g.vm().balloon().framesFreed()).sum(), reclaimer.swappedPages(),
+                    reclaimer.state().name().toLowerCase(java.util.Locale.ROOT));
+                long verified = 0;
+                long wrong = 0;
+                for (ScenarioGuest g : guests) { // the reclaimer still runs: it makes room for what comes back from swap
+                    verified += g.spec().keptPages();
+                    wrong += g.verify();
+                }
+                host.stopReclaimer();
+                long errors = host.agentErrors();
+                long elapsed = System.nanoTime() - start;
+                for (ScenarioGuest g : guests) {
+                    g.close();
+                }
+                return new OvercommitResult(this, tau, hostBytes, elapsed, results, sampler.hostTimeline(), totals, steps, verified,
+                    wrong, errors);
+            } finally {
+                for (ScenarioGuest g : guests) { // on a failure too: no driver may touch a VM after its host closed
+                    g.halt();
                 }
             }
-            Reclaimer reclaimer = this == SHARING ? null
-                : host.startReclaimer(new Reclaimer.Config(PERIOD_NANOS, tau, 100, BATCH_PAGES, seed));
-            PageSharingScanner scanner = this == SHARING ? host.startPageSharing(SharingConfig.unlimited().withSeed(seed)) : null;
-            Sampler sampler = new Sampler(host, guests, reclaimer);
-            long start = System.nanoTime();
-            for (ScenarioGuest g : guests) {
-                g.start(start);
-            }
-            List<OvercommitResult.SharingStep> steps = new ArrayList<>();
-            long nextSample = start;
-            long nextProgress = start + 1_000_000_000L;
-            int stepsTaken = 0;
-            while (true) {
-                long now = System.nanoTime();
-                if (now - start >= durationNanos) {
-                    break;
-                }
-                if (now - nextSample >= 0) {
-                    sampler.sample(now - start);
-                    nextSample += SAMPLE_NANOS;
-                }
-                if (scanner != null && stepsTaken < vms && now - start >= (stepsTaken + 1) * durationNanos / vms - SAMPLE_NANOS) {
-                    steps.add(sharingStep(stepsTaken + 1, guests, scanner.stats()));
-                    stepsTaken++;
-                }
-                if (now - nextProgress >= 0) {
-                    progress.accept(sampler.line(now - start));
-                    nextProgress += 1_000_000_000L;
-                }
-                failFast(guests);
-                TimeUnit.MILLISECONDS.sleep(5);
-            }
-            sampler.sample(System.nanoTime() - start);
-            for (ScenarioGuest g : guests) {
-                g.stop();
-            }
-            if (scanner != null) {
-                while (steps.size() < vms) {
-                    steps.add(sharingStep(steps.size() + 1, guests, scanner.stats()));
-                }
-                host.stopPageSharing();
-            }
-            List<OvercommitResult.VmResult> results = new ArrayList<>();
-            for (int i = 0; i < guests.size(); i++) {
-                ScenarioGuest g = guests.get(i);
-                Vm vm = g.vm();
-                results.add(new OvercommitResult.VmResult(g.spec().name(), g.spec().shares(), g.spec().minBytes(),
-                    g.spec().memoryBytes(), g.spec().active(), vm.populatedFrames() << 12, vm.sharedFrames() << 12,
-                    vm.balloon().bytes(), vm.swappedFrames() << 12, g.stalls(), g.writes(),
-                    reclaimer == null ? Double.NaN : reclaimer.activeEstimate(vm), sampler.timeline(i)));
-            }
-            OvercommitResult.ReclaimerTotals totals = reclaimer == null ? null : new OvercommitResult.ReclaimerTotals(
-                reclaimer.periods(), reclaimer.balloonedPages(),
-                guests.stream().mapToLong(g -> g.vm().balloon().framesFreed()).sum(), reclaimer.swappedPages(),
-                reclaimer.state().name().toLowerCase(java.util.Locale.ROOT));
-            long verified = 0;
-            long wrong = 0;
-            for (ScenarioGuest g : guests) { // the reclaimer still runs: it makes room for what comes back from swap
-                verified += g.spec().keptPages();
-                wrong += g.verify();
-            }
-            host.stopReclaimer();
-            long errors = host.agentErrors();
-            long elapsed = System.nanoTime() - start;
-            for (ScenarioGuest g : guests) {
-                g.close();
-            }
-            return new OvercommitResult(this, tau, hostBytes, elapsed, results, sampler.hostTimeline(), totals, steps, verified,
-                wrong, errors);
         } finally {
             Files.deleteIfExists(swapFile);
         }

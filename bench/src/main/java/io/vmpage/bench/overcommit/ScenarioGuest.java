@@ -106,10 +106,6 @@ final class ScenarioGuest implements AutoCloseable {
         return vm;
     }
 
-    GuestKernel kernel() {
-        return kernel;
-    }
-
     boolean booted() {
         return booted;
     }
@@ -246,6 +242,18 @@ final class ScenarioGuest implements AutoCloseable {
         }
     }
 
+    /** Stops the driver if it runs and waits for it, whatever it did: for clean-up after a failure. */
+    void halt() {
+        stop = true;
+        if (thread.isAlive()) {
+            try {
+                thread.join(TimeUnit.SECONDS.toMillis(30));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
     /**
      * After {@link #stop}: reads every kept heap page through the guest (swapping back in what is on swap)
      * and counts those that differ from what the guest put there.
@@ -271,13 +279,17 @@ final class ScenarioGuest implements AutoCloseable {
                     expected[8 + b] = (byte) (v >>> (b * 8));
                 }
             }
-            int page = p;
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
             while (true) {
                 try {
-                    cpu.read(page(page), actual, 0, PAGE);
+                    cpu.read(page(p), actual, 0, PAGE);
                     break;
-                } catch (HostOutOfMemoryException e) {
-                    LockSupport.parkNanos(1_000_000); // the reclaimer still runs: it makes room
+                } catch (HostOutOfMemoryException e) { // the reclaimer still runs: it makes room
+                    if (System.nanoTime() - deadline > 0) {
+                        throw new IllegalStateException("guest " + spec.name() + ": no machine frame to read page " + p
+                            + " back into for 30 s", e);
+                    }
+                    LockSupport.parkNanos(1_000_000);
                 }
             }
             if (!java.util.Arrays.equals(expected, actual)) {
