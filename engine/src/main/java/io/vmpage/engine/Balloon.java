@@ -12,9 +12,11 @@ import java.util.concurrent.atomic.AtomicLong;
  * again; it reports the balloon's size in {@link #actual}. A guest that touches a ballooned page anyway
  * (a guest bug) gets a fresh zero frame, and {@link #touchedWhileBallooned} counts it.
  *
- * <p>Nested and shadow paging. Paravirtual guests are refused: a Xen PV balloon gives frames back with
- * {@code XENMEM_decrease_reservation} after unmapping them from its own page tables, which this model
- * does not do.
+ * <p>All three paging modes. Under paravirtual paging the device stands for Xen's balloon: the target is
+ * xenstore's {@code memory/target}, and an inflate is {@code XENMEM_decrease_reservation}, which takes a
+ * frame only once the guest has removed every mapping of it from its own page tables (the guest driver
+ * clears the page's direct-map entry first, as Linux's Xen balloon does); a deflate lets the guest
+ * populate the page again ({@code XENMEM_populate_physmap}).
  *
  * <p>Threads: the host sets the target from any thread; the guest driver (one vCPU at a time, under its
  * kernel's lock) inflates and deflates. The target and the counts are volatile / atomic.
@@ -75,7 +77,8 @@ public final class Balloon {
      * machine frame, if it had one, goes back to the host. Returns whether a frame was freed.
      *
      * @throws IllegalArgumentException when {@code gfn} is outside the VM
-     * @throws IllegalStateException under paravirtual paging
+     * @throws IllegalStateException under paravirtual paging, when the guest's tables still map the page
+     *     (nothing changed)
      */
     public boolean inflate(long gfn) {
         boolean freed = vm.balloonFrame(gfn);

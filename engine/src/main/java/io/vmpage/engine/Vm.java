@@ -450,16 +450,13 @@ public final class Vm {
     /**
      * Gives guest frame {@code gfn}'s machine frame back to the host (what a free-page report allows):
      * afterwards no vCPU can reach the old frame, and the guest reads zeros there. Returns false when the
-     * frame was not populated (or, under shadow paging, holds a guest table the engine shadows).
-     *
-     * @throws IllegalStateException under paravirtual paging (the guest's tables hold machine frames)
+     * frame was not populated, or the mode keeps it: under shadow paging a guest table the engine shadows;
+     * under paravirtual paging a frame the guest's own tables still map or that is one of them (the host
+     * cannot take a frame from a PV guest behind its back: the guest unmaps it first, and the discard is
+     * then what Xen's {@code XENMEM_decrease_reservation} does).
      */
     public boolean discardFrame(long gfn) {
         checkFrame(gfn);
-        if (config.paging() == PagingMode.PARAVIRTUAL) {
-            throw new IllegalStateException("discarding guest frames is not supported under paravirtual paging: VM " + id
-                + "'s page tables hold machine frames, so the host cannot take one away behind its back");
-        }
         return discard(gfn, P2mEntry.EMPTY);
     }
 
@@ -498,14 +495,14 @@ public final class Vm {
     /**
      * The balloon's inflate: guest frame {@code gfn} is the balloon's now; its frame (if any) goes back
      * to the host and its entry says BALLOONED, so a guest touch anyway is counted. Returns whether a
-     * machine frame was freed.
+     * machine frame was freed. Under paravirtual paging this is Xen's {@code XENMEM_decrease_reservation}:
+     * the guest must have removed every mapping of the frame from its own tables first.
+     *
+     * @throws IllegalStateException under paravirtual paging, when the guest's tables still map the
+     *     frame or it is one of them (nothing changed)
      */
     boolean balloonFrame(long gfn) {
         checkFrame(gfn);
-        if (config.paging() == PagingMode.PARAVIRTUAL) {
-            throw new IllegalStateException("VM " + id + " runs paravirtual paging: its balloon would have to give frames back through"
-                + " Xen's decrease_reservation after unmapping them from its own tables, which this model does not do");
-        }
         long ballooned = P2mEntry.notPresent(P2mEntry.BALLOONED, 0);
         while (true) {
             long e = p2m.entry(gfn);
@@ -524,6 +521,11 @@ public final class Vm {
             } else if (discard(gfn, ballooned)) {
                 return true;
             } else if (p2m.entry(gfn) == e) {
+                if (config.paging() == PagingMode.PARAVIRTUAL) {
+                    throw new IllegalStateException("decrease_reservation refused for guest frame 0x" + Long.toHexString(gfn) + " of VM "
+                        + id + ": its machine frame " + P2mEntry.frame(e) + " is still mapped by the guest's page tables or is one of"
+                        + " them (a PV balloon unmaps a page from its own tables before it gives the page back)");
+                }
                 return false; // the mode keeps it (a shadowed guest table)
             }
         }

@@ -10,7 +10,9 @@ import io.vmpage.engine.Vcpu;
  * or giving pages back to the kernel, {@link #BATCH} per request. With DEFLATE_ON_OOM (virtio's
  * {@code VIRTIO_BALLOON_F_DEFLATE_ON_OOM}, on here by default; QEMU's {@code deflate-on-oom} property
  * defaults to off) a kernel that runs out of free pages takes {@link #OOM_PAGES} back from the balloon
- * before it fails an allocation.
+ * before it fails an allocation. Under Xen PV it is Linux's {@code drivers/xen/balloon.c} in shape: a
+ * page's direct-map entry is cleared before its frame is given back ({@code decrease_reservation}), and
+ * a deflated page is populated again on its next use.
  *
  * <p>Threads: under the kernel's lock (a vCPU inside the kernel), as every kernel structure.
  */
@@ -37,8 +39,10 @@ public final class BalloonDriver {
      * The driver's work item (virtio_balloon's {@code update_balloon_size_func}), run on {@code cpu}:
      * inflates or deflates toward the device's target until it is there or, inflating, the kernel has no
      * free page left to give. Returns the pages moved: positive inflated, negative deflated.
+     * Under paravirtual paging each page leaves the kernel's direct map before the device takes it.
      *
-     * @throws IllegalStateException when the VM's paging mode has no balloon (paravirtual)
+     * @throws IllegalStateException when the hypervisor refuses a page (paravirtual: still mapped); that
+     *     page goes back on the free list
      */
     public long service(Vcpu cpu) {
         return kernel.inKernel(cpu, () -> {
@@ -49,6 +53,7 @@ public final class BalloonDriver {
                 for (int i = 0; i < batch; i++) {
                     long gfn = kernel.takeFreeFrame();
                     try {
+                        kernel.giveToBalloon(cpu, gfn);
                         device.inflate(gfn);
                     } catch (RuntimeException e) {
                         kernel.giveFreeFrame(gfn);

@@ -503,6 +503,11 @@ public final class GuestKernel {
         return freeFrames[--freeCount];
     }
 
+    /** Kernel lock held: free frame {@code gfn} (from {@link #takeFreeFrame}) leaves the kernel's own mappings for the balloon. */
+    void giveToBalloon(Vcpu cpu, long gfn) {
+        ops.giveToBalloon(cpu, gfn);
+    }
+
     /** Kernel lock held: a frame back from the balloon onto the free list. */
     void giveFreeFrame(long gfn) {
         freeFrames[freeCount++] = gfn;

@@ -38,6 +38,15 @@ interface PagingOps {
     /** Guest frame {@code gfn} goes back to the kernel's free list (a table frame loses its table role). */
     void releaseFrame(Vcpu cpu, long gfn);
 
+    /**
+     * Free guest frame {@code gfn} goes to the balloon: whatever maps it in the kernel's own tables goes
+     * first (paravirtual: its direct-map entry, and the kernel forgets its machine frame, as Linux's Xen
+     * balloon does before {@code XENMEM_decrease_reservation}). Nothing under nested and shadow paging:
+     * the kernel's direct map names guest frames, and the host unmaps the frame behind it.
+     */
+    default void giveToBalloon(Vcpu cpu, long gfn) {
+    }
+
     /** What these operations know beyond guest memory, for {@link GuestKernel#saveState}. */
     default void saveState(java.io.DataOutputStream out) throws java.io.IOException {
     }
@@ -205,6 +214,17 @@ interface PagingOps {
 
         @Override
         public void releaseFrame(Vcpu cpu, long gfn) {
+        }
+
+        @Override
+        public void giveToBalloon(Vcpu cpu, long gfn) {
+            long mfn = physicalToMachine.get(gfn);
+            if (mfn < 0) {
+                return; // never populated: nothing maps it
+            }
+            update(cpu, directMapTables[(int) (gfn >>> 9)], (int) (gfn & 511), 0);
+            physicalToMachine.remove(gfn);
+            machineToPhysical.remove(mfn);
         }
     }
 

@@ -81,14 +81,12 @@ public interface PagingBackend {
     /**
      * Unhooks guest frame {@code gfn} from machine frame {@code mfn}: its p2m entry becomes
      * {@code replacement} (not present) and every mapping of the frame for the guest goes; false, nothing
-     * changed, when it no longer maps {@code mfn} or the mode keeps it (a shadowed guest table). The
-     * caller flushes every vCPU and waits for the host accesses in flight before it reuses the frame:
-     * what a discard, a balloon and a swap-out do. Only modes that can unmap a guest frame behind the
-     * guest's back (nested and shadow paging) support it.
+     * changed, when it no longer maps {@code mfn} or the mode keeps it (a shadowed guest table; under
+     * paravirtual paging a frame the guest's own tables still map). The caller flushes every vCPU and
+     * waits for the host accesses in flight before it reuses the frame: what a discard, a balloon and a
+     * swap-out do.
      */
-    default boolean unmap(long gfn, long mfn, long replacement) {
-        throw new IllegalStateException("unmapping guest frames is not supported under this paging mode");
-    }
+    boolean unmap(long gfn, long mfn, long replacement);
 
     /**
      * Working-set sampling (ESX): removes the mapping of guest frame {@code gfn} (an EPT leaf, or every

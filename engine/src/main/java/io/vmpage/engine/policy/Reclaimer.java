@@ -19,6 +19,11 @@ import org.agrona.concurrent.Agent;
  * target (its allocation minus what is being reclaimed from it) is paused until the state rises again.
  * Back in the high state it lowers balloon targets a batch at a time, so VMs may grow again.
  *
+ * <p>A paravirtual VM is neither sampled nor swapped (the host cannot take a mapping or a frame from a
+ * PV guest behind its back: Xen swaps and samples only HVM guests' memory), so it counts as fully
+ * active and gives memory by its balloon alone, in every state below high, as Xen's memory managers
+ * ({@code xenballoond}, {@code squeezed}) reclaim it.
+ *
  * <p>Only VMs admitted by {@link Host#admitVm} take part (they carry min and shares). One thread runs it
  * ({@code doWork} is not reentrant); {@link #state} and the counters may be read from any thread.
  */
@@ -89,6 +94,9 @@ public final class Reclaimer implements Agent {
         }
         samplers.keySet().retainAll(new java.util.HashSet<>(vms));
         for (Vm vm : vms) {
+            if (byBalloonOnly(vm)) {
+                continue;
+            }
             WorkingSetSampler s = samplers.computeIfAbsent(vm, v -> new WorkingSetSampler(v, config.samples(), random.nextLong()));
             s.endPeriod();
             s.startPeriod();
@@ -132,7 +140,7 @@ public final class Reclaimer implements Agent {
             shares[i] = vm.allocation().shares();
             long above = allocated(vm) - minPages(vm);
             pages[i] = above > 0 ? allocated(vm) : 0; // a VM at its min gives nothing
-            active[i] = samplers.get(vm).estimate();
+            active[i] = activeEstimate(vm);
         }
         int victim = IdleMemoryTax.victim(shares, pages, active, config.tau());
         if (victim < 0) {
@@ -140,14 +148,20 @@ public final class Reclaimer implements Agent {
         }
         Vm vm = vms.get(victim);
         long batch = Math.min(config.batchPages(), allocated(vm) - minPages(vm));
-        if (state.balloons()) {
+        boolean balloonOnly = byBalloonOnly(vm);
+        if (state.balloons() || balloonOnly) {
             long target = Math.min(vm.physicalMap().frames() - minPages(vm), vm.balloon().target() + batch);
             vm.balloon().setTarget(Math.max(vm.balloon().target(), target));
             balloonedPages += batch;
         }
-        if (state.swaps() && host.swap() != null) {
+        if (state.swaps() && host.swap() != null && !balloonOnly) {
             swappedPages += vm.swapOutRandom(batch, random);
         }
+    }
+
+    /** A paravirtual VM: the host can neither sample nor swap its memory, only ask its balloon. */
+    private static boolean byBalloonOnly(Vm vm) {
+        return vm.pagingMode() == io.vmpage.engine.PagingMode.PARAVIRTUAL;
     }
 
     private static long allocated(Vm vm) {

@@ -24,7 +24,7 @@ class BalloonTest {
      * balloon takes them and the host gets their machine frames back; deflated, the guest uses them again.
      */
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @EnumSource(PagingMode.class)
     void inflatingGivesTheGuestsFreedFramesBackToTheHostAndDeflatingLetsItUseThemAgain(PagingMode mode) {
         try (Host host = Host.create(96L << 20)) {
             long hostFreeAtStart = host.frames().freeFrames();
@@ -71,7 +71,7 @@ class BalloonTest {
 
     /** The driver inflates only as far as the guest has free pages, and the host's target is checked. */
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @EnumSource(PagingMode.class)
     void aBalloonStopsWhereTheGuestHasNoFreePageLeftAndBadTargetsAreRefused(PagingMode mode) {
         try (Host host = Host.create(96L << 20)) {
             LoggedGuest g = new LoggedGuest(host, mode, 1, 16);
@@ -90,7 +90,7 @@ class BalloonTest {
      * balloon giving pages back; without the feature the access that needs a page fails.
      */
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @EnumSource(PagingMode.class)
     void aGuestShortOfMemoryTakesPagesBackFromItsBalloonWhenDeflateOnOomIsOn(PagingMode mode) {
         try (Host host = Host.create(96L << 20)) {
             LoggedGuest g = new LoggedGuest(host, mode, 1, 16);
@@ -141,22 +141,69 @@ class BalloonTest {
         }
     }
 
+    /**
+     * Xen PV: the hypervisor takes a frame only once the guest's own tables no longer map it
+     * (decrease_reservation). A buggy driver ballooning a page its guest still maps, writable or
+     * read-only (a page table's direct-map entry), is refused, and nothing changes; discarding one is
+     * refused the same way.
+     */
     @org.junit.jupiter.api.Test
-    void aParavirtualGuestsBalloonIsRefusedClearly() {
+    void aParavirtualGuestsBalloonRefusesAPageItsTablesStillMap() {
         try (Host host = Host.create(96L << 20)) {
             LoggedGuest g = new LoggedGuest(host, PagingMode.PARAVIRTUAL, 1, 4);
-            g.vm.balloon().setTarget(8);
-            IllegalStateException e = assertThrows(IllegalStateException.class, () -> g.kernel.balloon().service(g.vm.vcpu(0)));
-            assertTrue(e.getMessage().contains("decrease_reservation"), e.getMessage());
+            Vcpu cpu = g.vm.vcpu(0);
+            long gfn = g.gfnOfPage[2];
+            cpu.run(() -> cpu.writeLong(LoggedGuest.page(2), 0x77));
+            long hostFree = host.frames().freeFrames();
+            long populated = g.vm.populatedFrames();
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> g.vm.balloon().inflate(gfn));
+            assertTrue(e.getMessage().contains("decrease_reservation") && e.getMessage().contains("still mapped"), e.getMessage());
+            assertEquals(false, g.vm.discardFrame(gfn), "a discard takes no frame the guest still maps");
+            long cr3 = cpu.mmu().registers().cr3(); // the PML4: a page table, and mapped read-only in the direct map
+            long rootGfn = host.frames().guestFrame((cr3 & io.vmpage.mmu.Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT);
+            assertThrows(IllegalStateException.class, () -> g.vm.balloon().inflate(rootGfn));
+            assertEquals(false, g.vm.discardFrame(rootGfn));
             assertEquals(0, g.vm.balloon().actual());
+            assertEquals(hostFree, host.frames().freeFrames());
+            assertEquals(populated, g.vm.populatedFrames());
+            assertEquals(0x77, cpu.readLong(LoggedGuest.page(2)), "the page is the guest's, as it was");
+            g.kernel.munmap(cpu, g.space, LoggedGuest.HEAP, 4 * 4096L);
+            g.vm.balloon().setTarget(g.kernel.freeFrameCount());
+            long taken = g.kernel.balloon().service(cpu); // the driver unmaps each page from the direct map first
+            assertEquals(g.vm.balloon().actual(), taken);
+            assertTrue(g.vm.balloon().framesFreed() >= 4, "the heap's frames went back: " + g.vm.balloon().framesFreed());
+        }
+    }
+
+    /**
+     * Xen PV: a guest that populates a page its balloon holds (a guest bug: the balloon never gave it back)
+     * gets a fresh zero frame, and the count shows it.
+     */
+    @org.junit.jupiter.api.Test
+    void aParavirtualGuestPopulatingABallooonedPageGetsAFreshZeroFrameAndIsCounted() {
+        try (Host host = Host.create(96L << 20)) {
+            LoggedGuest g = new LoggedGuest(host, PagingMode.PARAVIRTUAL, 1, 4);
+            Vcpu cpu = g.vm.vcpu(0);
+            long gfn = g.gfnOfPage[2];
+            cpu.run(() -> cpu.writeLong(LoggedGuest.page(2), 0x77));
+            g.kernel.munmap(cpu, g.space, LoggedGuest.HEAP, 4 * 4096L);
+            g.vm.balloon().setTarget(g.kernel.freeFrameCount());
+            g.kernel.balloon().service(cpu);
+            assertEquals(io.vmpage.engine.memory.P2mEntry.BALLOONED, io.vmpage.engine.memory.P2mEntry.kind(g.vm.physicalMap().entry(gfn)));
+            long[] mfn = new long[1];
+            cpu.run(() -> mfn[0] = cpu.hypercalls().populatePhysmap(gfn));
+            assertTrue(mfn[0] > 0);
+            assertEquals(1, g.vm.balloon().touchedWhileBallooned());
+            assertEquals(0, g.vm.readPhysicalLong(gfn << MachineMemory.FRAME_SHIFT), "a fresh zero frame, not the old contents");
         }
     }
 
     /** The balloon's pages travel with the guest kernel's state: on the destination they are still the balloon's. */
-    @org.junit.jupiter.api.Test
-    void theBalloonsPagesTravelWithTheKernelsState() {
+    @ParameterizedTest
+    @EnumSource(PagingMode.class)
+    void theBalloonsPagesTravelWithTheKernelsState(PagingMode mode) {
         try (Host host = Host.create(96L << 20)) {
-            LoggedGuest g = new LoggedGuest(host, PagingMode.NESTED, 1, 4);
+            LoggedGuest g = new LoggedGuest(host, mode, 1, 4);
             g.vm.balloon().setTarget(32);
             g.kernel.balloon().service(g.vm.vcpu(0));
             byte[] state = g.kernel.saveState();

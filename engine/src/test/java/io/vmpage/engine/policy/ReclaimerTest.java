@@ -90,6 +90,51 @@ class ReclaimerTest {
     }
 
     /**
+     * A paravirtual VM is reclaimed by its balloon alone, in the hard state too (the host cannot swap or
+     * sample a PV guest's memory): its guest's driver gives the frames back, nothing of it goes to swap,
+     * and the reclaimer meets no error.
+     */
+    @org.junit.jupiter.api.Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void aParavirtualVmGivesMemoryByItsBalloonAloneEvenWhenTheHostIsHard() throws Exception {
+        try (Host host = Host.create(50 * MIB)) {
+            host.attachSwap(SwapDevice.create(dir.resolve("swap"), 96 * MIB / 4096));
+            Vm pv = host.admitVm(VmConfig.of(24 * MIB).withPaging(io.vmpage.engine.PagingMode.PARAVIRTUAL), new Allocation(0, 100));
+            io.vmpage.engine.guest.GuestKernel kernel = io.vmpage.engine.guest.GuestKernel.boot(pv);
+            Vcpu cpu = pv.vcpu(0);
+            io.vmpage.engine.guest.GuestKernel.AddressSpace space = kernel.createAddressSpace(cpu);
+            long heap = 16 * MIB;
+            kernel.mmap(space, VA, heap, io.vmpage.engine.guest.GuestKernel.PROT_READ | io.vmpage.engine.guest.GuestKernel.PROT_WRITE);
+            cpu.run(() -> {
+                kernel.switchTo(cpu, space);
+                for (long off = 0; off < heap; off += 4096) {
+                    cpu.writeLong(VA + off, off);
+                }
+            });
+            kernel.munmap(cpu, space, VA, heap); // freed inside the guest, still populated: what a balloon gives back
+            Vm other = filled(host, 1);
+            byte[] page = new byte[4096];
+            long gpa = DATA;
+            while (host.frames().freeFrames() > host.frames().frames() * 3 / 200) { // down to 1.5% free: hard
+                other.writePhysical(gpa, page, 0, page.length);
+                gpa += 4096;
+            }
+            long populated = pv.populatedFrames();
+            Reclaimer reclaimer = new Reclaimer(host, new Reclaimer.Config(1, 0.75, 100, 256, 5));
+            for (int period = 0; period < 6; period++) {
+                reclaimer.period();
+                kernel.balloon().service(cpu);
+            }
+            assertTrue(reclaimer.state() == FreeMemoryState.HARD || pv.balloon().framesFreed() > 0, "state " + reclaimer.state());
+            assertEquals(1.0, reclaimer.activeEstimate(pv), "not sampled: counted fully active");
+            assertTrue(pv.balloon().framesFreed() >= 256, "the balloon gave back " + pv.balloon().framesFreed());
+            assertEquals(populated - pv.balloon().framesFreed(), pv.populatedFrames());
+            assertEquals(0, pv.swappedFrames(), "nothing of the PV guest went to swap");
+            assertEquals(0, other.swappedFrames(), "the PV guest, with fewer shares, was the victim every time");
+        }
+    }
+
+    /**
      * Below the low threshold the reclaimer swaps and blocks every VM above its target until free memory
      * is back above the hard threshold; started with the host it runs on its own thread and stops with it.
      */

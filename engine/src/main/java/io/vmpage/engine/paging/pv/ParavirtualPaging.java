@@ -105,6 +105,13 @@ public final class ParavirtualPaging implements PagingBackend {
     private boolean staleAfterSwitch;
     /** The VM is being destroyed: hypercalls are refused. Guarded by {@link #lock}. */
     private boolean released;
+    /**
+     * Read-only L1 mappings of each machine frame in the validated tables (a writable one is a type
+     * reference instead), the part of Xen's general reference count ({@code count_info}) the frame
+     * descriptor does not keep: a frame may leave the VM ({@link #unmap}) only when it is 0 and the
+     * frame is untyped. Guarded by {@link #lock}.
+     */
+    private final org.agrona.collections.Long2LongHashMap readOnlyMappings = new org.agrona.collections.Long2LongHashMap(0);
 
     public ParavirtualPaging(VmContext vm) {
         if (vm.config().levels() != 4) {
@@ -434,6 +441,27 @@ public final class ParavirtualPaging implements PagingBackend {
         }
     }
 
+    /**
+     * Guest frame {@code gfn} leaves the VM (its balloon's inflate, a discard): what Xen's
+     * {@code XENMEM_decrease_reservation} allows. The host cannot take a frame from a PV guest behind its
+     * back, since the guest's tables name machine frames; the guest gives one up by first removing every
+     * mapping of it from its own tables (Linux's Xen balloon clears the page's direct-map entry), and the
+     * hypervisor then takes it only if nothing still refers to it: no page-table type, no writable
+     * mapping (both type references), no read-only mapping. False, nothing changed, otherwise. Every
+     * update that removed a mapping flushed the vCPUs, so no TLB still reaches the frame.
+     */
+    @Override
+    public boolean unmap(long gfn, long mfn, long replacement) {
+        vm.lockServingRequests(lock);
+        try {
+            if (FrameDescriptor.type(frames.descriptor(mfn)) != FrameDescriptor.TYPE_DATA || readOnlyMappings.get(mfn) != 0) {
+                return false;
+            }
+            return vm.physicalMapWriter().remove(gfn, mfn, replacement);
+        } finally {
+            lock.unlock();
+        }
+    }
 
     @Override
     public void release() {
@@ -453,6 +481,7 @@ public final class ParavirtualPaging implements PagingBackend {
                 }
             }
             typed.clear();
+            readOnlyMappings.clear();
             pinned.clear();
             validating.clear();
             java.util.Arrays.fill(baseFrames, -1);
@@ -682,6 +711,7 @@ public final class ParavirtualPaging implements PagingBackend {
         }
         if (level == Pte.LEVEL_PT) {
             if (!writableL1(val)) {
+                readOnlyMappings.put(target, readOnlyMappings.get(target) + 1);
                 return null; // read-only: any own frame, page tables included
             }
             error = getType(target, FrameDescriptor.TYPE_WRITABLE);
@@ -697,6 +727,12 @@ public final class ParavirtualPaging implements PagingBackend {
         }
         long target = (val & Pte.ADDRESS_MASK) >>> MachineMemory.FRAME_SHIFT;
         if (level == Pte.LEVEL_PT && !writableL1(val)) {
+            long left = readOnlyMappings.get(target) - 1;
+            if (left > 0) {
+                readOnlyMappings.put(target, left);
+            } else {
+                readOnlyMappings.remove(target);
+            }
             return;
         }
         putType(target);

@@ -1,6 +1,7 @@
 package io.vmpage.engine.paging.pv;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
@@ -85,6 +86,7 @@ class ParavirtualHostileGuestTest {
         int applied = 0;
         int refused = 0;
         int reachable = 0;
+        int discarded = 0;
         for (int op = 0; op < 4000; op++) {
             int vcpuIndex = rnd.nextInt(2);
             Vcpu cpu = vm.vcpu(vcpuIndex);
@@ -126,6 +128,16 @@ class ParavirtualHostileGuestTest {
                 } else {
                     hc.tlbFlushLocal();
                 }
+            } else if (kind < 94) {
+                // A discard (decrease_reservation) of a random frame: taken only when nothing maps it; the
+                // guest then populates the guest frame afresh.
+                int at = rnd.nextInt(own.size());
+                long gfn = host.frames().guestFrame(own.get(at));
+                if (gfn >= 0 && vm.discardFrame(gfn)) {
+                    discarded++;
+                    victimSpace.hc.populatePhysmap(0x400 + discarded); // the other VM takes the frame just given back
+                    own.set(at, hc.populatePhysmap(gfn));
+                }
             } else {
                 List<Long> known = new ArrayList<>(history);
                 long va = known.get(rnd.nextInt(known.size())) + 8L * rnd.nextInt(512);
@@ -145,8 +157,9 @@ class ParavirtualHostileGuestTest {
         }
         reachable += checkIsolation(vm, own, pins, bases, history);
         System.out.println("hostile guest seed " + seed + ": " + applied + " updates applied, " + refused
-            + " batches refused, " + reachable + " translations checked");
+            + " batches refused, " + discarded + " frames discarded, " + reachable + " translations checked");
         assertTrue(reachable > 0, "some of the random tables translated");
+        assertTrue(discarded > 3, "unmapped frames were discarded: " + discarded);
         assertTrue(applied > 200 && refused > 200, "the run exercised both sides: applied " + applied + ", refused " + refused);
         assertEquals(0xC0FFEE, victimSpace.cpu.readLong(ParavirtualPagingTest.VA), "the other VM is untouched");
         assertEquals(ParavirtualPagingTest.entry(victimSpace.data, ParavirtualPagingTest.KERNEL),
@@ -214,6 +227,7 @@ class ParavirtualHostileGuestTest {
                 assertTrue(target > 0 && target < ft.frames(), where + ": not a machine frame");
                 long d = ft.descriptor(target);
                 assertEquals(vm.id(), FrameDescriptor.owner(d), where + ": target not owned by the VM");
+                assertFalse(FrameDescriptor.isFree(d), where + ": target was given back to the host");
                 assertEquals(0, e & Pte.ADDRESS_MASK & ~((1L << 46) - 1), where + ": reserved bits");
                 int targetType = FrameDescriptor.type(d);
                 if (level == 1) {
@@ -257,7 +271,7 @@ class ParavirtualHostileGuestTest {
                         reachable[0]++;
                         long frame = hpa >>> MachineMemory.FRAME_SHIFT;
                         long d = ft.descriptor(frame);
-                        if (FrameDescriptor.owner(d) != vm.id()) {
+                        if (FrameDescriptor.owner(d) != vm.id() || FrameDescriptor.isFree(d)) {
                             fail(cpu + " reaches foreign frame " + frame + " at 0x" + Long.toHexString(va));
                         }
                         if (access == Access.WRITE && tableLevel(FrameDescriptor.type(d)) != 0) {

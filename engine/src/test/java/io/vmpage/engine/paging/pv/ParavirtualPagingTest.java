@@ -208,6 +208,40 @@ class ParavirtualPagingTest {
         assertFalse(s.map(va, frame, KERNEL), "now a table");
     }
 
+    /**
+     * Xen's decrease_reservation: a frame leaves a PV guest (a discard, its balloon) only once nothing of
+     * the guest's refers to it: not mapped writable, not mapped read-only, not a table. Once the guest
+     * unmapped it, it goes, and no vCPU reaches it any more.
+     */
+    @Test
+    void aFrameLeavesThePvGuestOnlyOnceItsTablesNoLongerMapIt() {
+        Vm vm = pvVm();
+        Space s = new Space(vm);
+        long gfn = 0x300;
+        long frame = s.hc.populatePhysmap(gfn);
+        long va = VA + 0x2000;
+        assertTrue(s.map(va, frame, KERNEL));
+        s.cpu.writeLong(va, 7);
+        assertFalse(vm.discardFrame(gfn), "mapped writable");
+        assertTrue(s.map(va, frame, Pte.P), s.hc.lastError());
+        assertTrue(s.map(va + 0x1000, frame, Pte.P), s.hc.lastError());
+        assertFalse(vm.discardFrame(gfn), "mapped read-only, twice");
+        assertTrue(s.map(va, 0, 0), s.hc.lastError());
+        assertFalse(vm.discardFrame(gfn), "still mapped read-only once");
+        assertEquals(7, s.cpu.readLong(va + 0x1000));
+        assertFalse(vm.discardFrame(0x103), "the L1 table");
+        long free = host.frames().freeFrames();
+        assertTrue(s.map(va + 0x1000, 0, 0), s.hc.lastError());
+        assertTrue(vm.discardFrame(gfn), "unmapped everywhere: it goes");
+        assertEquals(free + 1, host.frames().freeFrames());
+        assertEquals(-1, s.hc.machineFrame(gfn));
+        assertFalse(s.map(va, frame, Pte.P), "the old machine frame is not the guest's any more");
+        assertThrows(GuestFaultException.class, () -> s.cpu.readLong(va + 0x1000), "no translation outlived the unmap");
+        long again = s.hc.populatePhysmap(gfn);
+        assertTrue(s.map(va, again, KERNEL), s.hc.lastError());
+        assertEquals(0, s.cpu.readLong(va), "populated afresh: zeros");
+    }
+
     @Test
     void aStaleWritableTranslationNeverOutlivesTheUnmapEvenWithoutInvlpg() {
         Vm vm = host.createVm(VmConfig.of(16 * MIB).withPaging(PagingMode.PARAVIRTUAL).withVcpus(2));
