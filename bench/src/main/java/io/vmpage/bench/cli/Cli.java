@@ -102,6 +102,15 @@ public final class Cli {
         };
     }
 
+    /** {@link #pagingMode}'s inverse: the name a {@code --paging} flag and a JSON report give {@code mode}. */
+    static String pagingName(io.vmpage.engine.PagingMode mode) {
+        return switch (mode) {
+            case NESTED -> "nested";
+            case SHADOW -> "shadow";
+            case PARAVIRTUAL -> "pv";
+        };
+    }
+
     /** The {@code --method} option's value for paging mode {@code mode} (dirty bits need nested paging). */
     static io.vmpage.engine.dirty.DirtyTracking tracking(String method, io.vmpage.engine.PagingMode mode) {
         io.vmpage.engine.dirty.DirtyTracking how = switch (method) {

@@ -270,7 +270,7 @@ public final class DirtyLogCommand implements Callable<Integer> {
 
     private String json(Result r) {
         ObjectNode root = JSON.createObjectNode();
-        root.put("paging", ModesCommand.name(r.mode()));
+        root.put("paging", Cli.pagingName(r.mode()));
         root.put("method", methodName(r.how()));
         root.put("vcpus", vcpus);
         root.put("bytes_per_vcpu", r.bytesPerVcpu());
@@ -299,7 +299,7 @@ public final class DirtyLogCommand implements Callable<Integer> {
     private String report(Result r) {
         StringBuilder b = new StringBuilder();
         b.append(String.format(Locale.ROOT, "dirty logging: %s paging, %s, %d vCPUs x %s, %d iterations%n%n",
-            ModesCommand.name(r.mode()), methodName(r.how()), vcpus, memory, iterations));
+            Cli.pagingName(r.mode()), methodName(r.how()), vcpus, memory, iterations));
         b.append(String.format(Locale.ROOT, "populate memory     %10.3f ms%n", r.populateMs()));
         b.append(String.format(Locale.ROOT, "enable logging      %10.3f ms   (one cold call: see DirtyLogBench for a measurement)%n",
             r.enableMs()));

@@ -86,7 +86,7 @@ public final class ModesCommand implements Callable<Integer> {
         String mismatch = null;
         for (ModeResult r : results.subList(1, results.size())) {
             if (!Arrays.equals(results.get(0).trace(), r.trace())) {
-                mismatch = name(r.mode()) + " observed a different guest than " + name(results.get(0).mode());
+                mismatch = Cli.pagingName(r.mode()) + " observed a different guest than " + Cli.pagingName(results.get(0).mode());
             }
         }
         Cli.emit(spec.commandLine().getOut(), json, () -> json(mix, results), () -> report(mix, results));
@@ -114,21 +114,13 @@ public final class ModesCommand implements Callable<Integer> {
         }
     }
 
-    static String name(PagingMode mode) {
-        return switch (mode) {
-            case NESTED -> "nested";
-            case SHADOW -> "shadow";
-            case PARAVIRTUAL -> "pv";
-        };
-    }
-
     private String json(GuestProgram.Mix mix, List<ModeResult> results) {
         ObjectNode root = JSON.createObjectNode();
         root.put("workload", mix.name());
         ArrayNode modes = root.putArray("modes");
         for (ModeResult r : results) {
             ObjectNode m = modes.addObject();
-            m.put("paging", name(r.mode()));
+            m.put("paging", Cli.pagingName(r.mode()));
             m.put("ops_per_sec", Math.round(r.opsPerSecond()));
             ObjectNode exits = m.putObject("exits");
             r.exits().forEach((reason, count) -> exits.put(reason.name().toLowerCase(Locale.ROOT), count));
@@ -150,7 +142,7 @@ public final class ModesCommand implements Callable<Integer> {
                     exits.append(reason.name().toLowerCase(Locale.ROOT)).append('=').append(count).append(' ');
                 }
             });
-            b.append(String.format(Locale.ROOT, "%-8s %12.0f %9.1f%% %14.2f  %s%n", name(r.mode()), r.opsPerSecond(),
+            b.append(String.format(Locale.ROOT, "%-8s %12.0f %9.1f%% %14.2f  %s%n", Cli.pagingName(r.mode()), r.opsPerSecond(),
                 r.tlbHitRate() * 100, r.walkRefsPerMiss(), exits.length() == 0 ? "-" : exits.toString().trim()));
         }
         if (results.size() > 1) {

@@ -37,6 +37,11 @@ public final class OvercommitCommand implements Callable<Integer> {
             + " by one), balloon (reclaiming what guests freed) or swap (guests with all their memory in use).")
     String scenario;
 
+    @Option(names = "--paging", paramLabel = "MODE", defaultValue = "nested",
+        description = "The VMs' paging mode: nested, shadow or pv (pv: the balloon scenario only, since the host can"
+            + " neither sample, swap nor share a PV guest's memory). Default: ${DEFAULT-VALUE}.")
+    String paging;
+
     @Option(names = "--tau", paramLabel = "T", defaultValue = "0.75",
         description = "The idle memory tax rate, 0 to below 1 (ESX's default 0.75: an idle page costs 4 times an active one;"
             + " 0: shares alone). Default: ${DEFAULT-VALUE}.")
@@ -67,6 +72,11 @@ public final class OvercommitCommand implements Callable<Integer> {
         if (s == null) {
             throw new Cli.UsageException("--scenario " + scenario + " must be idle-tax, sharing, balloon or swap");
         }
+        io.vmpage.engine.PagingMode mode = Cli.pagingMode(paging);
+        String refusal = s.pagingRefusal(mode);
+        if (refusal != null) {
+            throw new Cli.UsageException("--paging " + paging + ": " + refusal);
+        }
         double taxRate;
         try {
             taxRate = Double.parseDouble(tau.strip());
@@ -95,17 +105,18 @@ public final class OvercommitCommand implements Callable<Integer> {
             }
         }
         Path plotFile = plot == null ? null : Cli.plotFile(plot);
-        String refusal = HostRam.shortfall("--scenario " + scenario + " --vms " + n, s.hostBytes(n) * 2 + (256L << 20),
+        String ramShort = HostRam.shortfall("--scenario " + scenario + " --vms " + n, s.hostBytes(n) * 2 + (256L << 20),
             HostRam.available(), "the scenario's host and its swap file");
-        if (refusal != null) {
-            throw new Cli.UsageException(refusal);
+        if (ramShort != null) {
+            throw new Cli.UsageException(ramShort);
         }
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter progress = json != null && json.equals("-") ? spec.commandLine().getErr() : out;
-        progress.printf(Locale.ROOT, "%s: %d VMs on a %.0f MiB host for %.0f s%s%n", s.cliName, n, s.hostBytes(n) / MIB, nanos / 1e9,
+        progress.printf(Locale.ROOT, "%s: %d VMs (%s paging) on a %.0f MiB host for %.0f s%s%n", s.cliName, n, paging,
+            s.hostBytes(n) / MIB, nanos / 1e9,
             s == OvercommitScenario.SHARING ? ", page sharing unthrottled" : String.format(Locale.ROOT, ", idle memory tax %.2f", taxRate));
         progress.flush();
-        OvercommitResult result = s.run(n, taxRate, nanos, seed, Path.of(System.getProperty("java.io.tmpdir")), line -> {
+        OvercommitResult result = s.run(n, mode, taxRate, nanos, seed, Path.of(System.getProperty("java.io.tmpdir")), line -> {
             progress.println(line);
             progress.flush();
         });
@@ -129,6 +140,7 @@ public final class OvercommitCommand implements Callable<Integer> {
     private static String json(OvercommitResult r) {
         ObjectNode o = JSON.createObjectNode();
         o.put("scenario", r.scenario().cliName);
+        o.put("paging", Cli.pagingName(r.paging()));
         o.put("tau", r.tau());
         o.put("host_bytes", r.hostBytes());
         o.put("duration_ms", r.durationNanos() / 1_000_000);

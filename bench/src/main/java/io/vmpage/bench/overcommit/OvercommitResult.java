@@ -11,7 +11,7 @@ import java.util.List;
  * @param mismatchedPages kept guest pages whose contents differ from what the guest wrote (must be 0)
  * @param agentErrors errors of the host's reclaimer and scanner agents (must be 0)
  */
-public record OvercommitResult(OvercommitScenario scenario, double tau, long hostBytes, long durationNanos, List<VmResult> vms,
+public record OvercommitResult(OvercommitScenario scenario, io.vmpage.engine.PagingMode paging, double tau, long hostBytes, long durationNanos, List<VmResult> vms,
                                List<HostPoint> host, ReclaimerTotals reclaimer, List<SharingStep> sharingSteps,
                                long verifiedPages, long mismatchedPages, long agentErrors) {
 

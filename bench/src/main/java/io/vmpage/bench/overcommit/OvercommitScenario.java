@@ -1,6 +1,7 @@
 package io.vmpage.bench.overcommit;
 
 import io.vmpage.engine.Host;
+import io.vmpage.engine.PagingMode;
 import io.vmpage.engine.Vm;
 import io.vmpage.engine.policy.Reclaimer;
 import io.vmpage.engine.sharing.PageSharingScanner;
@@ -32,10 +33,11 @@ import java.util.function.Consumer;
  *     unthrottled (ESX's 200 pages/s would take minutes per VM); after each VM joined, the share of their
  *     pages that are shared and the memory saved are recorded: saving grows with N towards the image's
  *     share plus the zero pages.</li>
- * <li>{@link #BALLOON}: N idle VMs that touched their heaps and freed three quarters of them, booted one
- *     after another at a guest's pace onto a host that cannot hold them all: in the soft state the policy
- *     balloons the memory the guests freed; when a boot outruns the balloons free memory falls to the hard
- *     state and it swaps too (as ESX does: ballooning is preferred, paging is the fallback).</li>
+ * <li>{@link #BALLOON}: N VMs that touch their heaps and free three quarters of them, booted one after
+ *     another at a guest's pace (a busy boot: sampling sees a booting guest active) onto a host that cannot
+ *     hold them all: each drop into the soft state is met at once by ballooning the memory the booted
+ *     guests freed, so free memory never falls to hard and nothing is swapped (as ESX prefers: ballooning
+ *     first, paging where it cannot help). In all three paging modes.</li>
  * <li>{@link #SWAP}: the same, but guests whose whole memory is in use, so their balloons find nothing to
  *     give: free memory falls to the hard state, and the policy swaps pages out at random, mostly from the
  *     idle VM; the active one swaps back in what it touches.</li>
@@ -91,6 +93,23 @@ public enum OvercommitScenario {
         return this == IDLE_TAX ? 2 : this == SHARING ? 16 : 8;
     }
 
+    /**
+     * Why the scenario cannot run its VMs under {@code paging}, or null when it can. Under paravirtual
+     * paging the host can neither sample, swap nor share a guest's memory (Xen does none of them for PV
+     * guests: its tables name machine frames), so only the balloon scenario runs there.
+     */
+    public String pagingRefusal(PagingMode paging) {
+        if (paging != PagingMode.PARAVIRTUAL || this == BALLOON) {
+            return null;
+        }
+        return "the " + cliName + " scenario needs nested or shadow paging: a paravirtual guest's memory cannot be "
+            + switch (this) {
+                case SHARING -> "shared (Xen does not share PV memory)";
+                case SWAP -> "swapped by the host (Xen does not swap PV guests)";
+                default -> "sampled for its working set, so the idle memory tax cannot see it";
+            };
+    }
+
     /** Machine memory the scenario's host has for {@code vms} VMs. */
     public long hostBytes(int vms) {
         return switch (this) {
@@ -102,11 +121,15 @@ public enum OvercommitScenario {
     }
 
     /**
-     * Runs the scenario: {@code vms} VMs, tax rate {@code tau}, for {@code durationNanos}; {@code progress}
+     * Runs the scenario: {@code vms} VMs in paging mode {@code paging}, tax rate {@code tau}, for {@code durationNanos}; {@code progress}
      * gets a line about once a second. The swap file goes into {@code swapDir} and is deleted afterwards.
      */
-    public OvercommitResult run(int vms, double tau, long durationNanos, long seed, Path swapDir, Consumer<String> progress)
-        throws IOException, InterruptedException {
+    public OvercommitResult run(int vms, PagingMode paging, double tau, long durationNanos, long seed, Path swapDir,
+                                Consumer<String> progress) throws IOException, InterruptedException {
+        String refusal = pagingRefusal(paging);
+        if (refusal != null) {
+            throw new IllegalArgumentException(refusal);
+        }
         if (vms < minVms() || vms > maxVms()) {
             throw new IllegalArgumentException("the " + cliName + " scenario runs " + (minVms() == maxVms() ? minVms()
                 : minVms() + " to " + maxVms()) + " VMs, not " + vms);
@@ -120,7 +143,7 @@ public enum OvercommitScenario {
                 long swapSlots = specs.stream().mapToLong(s -> s.memoryBytes() - s.minBytes()).sum() / 4096 + 4096;
                 host.attachSwap(SwapDevice.create(swapFile, swapSlots));
                 for (int i = 0; i < specs.size(); i++) {
-                    guests.add(new ScenarioGuest(host, specs.get(i), seed * 31 + i));
+                    guests.add(new ScenarioGuest(host, specs.get(i), paging, seed * 31 + i));
                     if (this == SHARING) { // one tenant: VMs share only within a domain (ESX's salting), zero pages across all
                         guests.get(i).vm().setSharingDomain("image");
                     }
@@ -192,7 +215,7 @@ public enum OvercommitScenario {
                 for (ScenarioGuest g : guests) {
                     g.close();
                 }
-                return new OvercommitResult(this, tau, hostBytes, elapsed, results, sampler.hostTimeline(), totals, steps, verified,
+                return new OvercommitResult(this, paging, tau, hostBytes, elapsed, results, sampler.hostTimeline(), totals, steps, verified,
                     wrong, errors);
             } finally {
                 for (ScenarioGuest g : guests) { // on a failure too: no driver may touch a VM after its host closed
@@ -228,27 +251,27 @@ public enum OvercommitScenario {
         List<ScenarioGuest.Spec> specs = new ArrayList<>();
         switch (this) {
             case IDLE_TAX -> {
-                specs.add(new ScenarioGuest.Spec("idle", 48 * MIB, 8 * MIB, 1000, false, 10_240, 2_560, 0, 0, 0, 0, 0));
+                specs.add(new ScenarioGuest.Spec("idle", 48 * MIB, 8 * MIB, 1000, false, 10_240, 2_560, 0, 0, 0, 0, 0, false));
                 specs.add(new ScenarioGuest.Spec("active", 48 * MIB, 8 * MIB, 1000, true, 10_240, 10_240, 0, 0, BOOT_PAGES_PER_SECOND / 2,
-                    0, 1_000_000_000L));
+                    0, 1_000_000_000L, false));
             }
             case SHARING -> {
                 long slot = durationNanos / vms;
                 for (int i = 0; i < vms; i++) { // min = max: nothing reclaimed, no swap reserved
                     specs.add(new ScenarioGuest.Spec("vm" + (i + 1), 32 * MIB, 32 * MIB, 1000, false, 6_144, 6_144, 3_072, 1_536, 0,
-                        0x1A6E, i * slot));
+                        0x1A6E, i * slot, false));
                 }
             }
             case BALLOON -> {
                 for (int i = 0; i < vms; i++) {
                     specs.add(new ScenarioGuest.Spec("vm" + (i + 1), 32 * MIB, 4 * MIB, 1000, false, 6_144, 1_536, 0, 0,
-                        BOOT_PAGES_PER_SECOND / 2, 0, i * 1_500_000_000L)); // booting slower than balloons give back
+                        BOOT_PAGES_PER_SECOND / 2, 0, i * 1_500_000_000L, true)); // booting slower than balloons give back
                 }
             }
             case SWAP -> {
                 for (int i = 0; i < vms; i++) { // the heap is all the guest's free memory: nothing for a balloon
                     specs.add(new ScenarioGuest.Spec(i == vms - 1 ? "active" : "idle" + (vms == 2 ? "" : "" + (i + 1)), 32 * MIB,
-                        4 * MIB, 1000, i == vms - 1, 7_900, 7_900, 0, 0, BOOT_PAGES_PER_SECOND, 0, i * 1_500_000_000L));
+                        4 * MIB, 1000, i == vms - 1, 7_900, 7_900, 0, 0, BOOT_PAGES_PER_SECOND, 0, i * 1_500_000_000L, false));
                 }
             }
         }

@@ -17,7 +17,8 @@ import java.util.concurrent.locks.LockSupport;
  * One VM of an overcommit scenario: an admitted VM running the guest kernel model, a heap in one user
  * address space, and a driver thread that is the guest's life. It boots: touches every heap page at a
  * paced rate (image pages, the same in every VM booted with the same image seed; zero pages, only read;
- * private pages, its own), then frees the part of the heap above {@code keptPages} (a guest that ran a
+ * private pages, its own), with a busy boot reading back an earlier page at random with each (a booting
+ * guest uses what it set up so far, so working-set sampling sees it busy), then frees the part of the heap above {@code keptPages} (a guest that ran a
  * job and dropped its caches: the pages are free in the guest but still backed). Then it runs: an
  * active guest writes its kept heap round and round, as fast as it can in bursts; an idle one does
  * nothing. Active or idle, every millisecond its kernel services the balloon (virtio-balloon's work
@@ -44,9 +45,11 @@ final class ScenarioGuest implements AutoCloseable {
      * @param bootPagesPerSecond the pace of the boot's touches (0: as fast as it can)
      * @param imageSeed what the image pages hold (the same seed, the same pages)
      * @param bootDelayNanos how long after the scenario starts the guest boots
+     * @param busyBoot whether each boot step also reads back an earlier page at random (a booting guest
+     *     using what it set up, so working-set sampling sees it busy); without, a boot only touches new pages
      */
     record Spec(String name, long memoryBytes, long minBytes, long shares, boolean active, int heapPages, int keptPages,
-                int imagePages, int zeroPages, long bootPagesPerSecond, long imageSeed, long bootDelayNanos) {
+                int imagePages, int zeroPages, long bootPagesPerSecond, long imageSeed, long bootDelayNanos, boolean busyBoot) {
         Spec {
             if (keptPages > heapPages || imagePages + zeroPages > heapPages || heapPages < 1) {
                 throw new IllegalArgumentException("guest " + name + ": kept, image and zero pages must lie within its heap of "
@@ -70,9 +73,9 @@ final class ScenarioGuest implements AutoCloseable {
     private final AtomicLong stalls = new AtomicLong();
     private final AtomicLong writes = new AtomicLong();
 
-    ScenarioGuest(Host host, Spec spec, long seed) {
+    ScenarioGuest(Host host, Spec spec, PagingMode paging, long seed) {
         this.spec = spec;
-        this.vm = host.admitVm(VmConfig.of(spec.memoryBytes()).withPaging(PagingMode.NESTED).withVcpus(1),
+        this.vm = host.admitVm(VmConfig.of(spec.memoryBytes()).withPaging(paging).withVcpus(1),
             new Allocation(spec.minBytes(), spec.shares()));
         this.kernel = GuestKernel.boot(vm);
         Vcpu cpu = vm.vcpu(0);
@@ -170,6 +173,7 @@ final class ScenarioGuest implements AutoCloseable {
     private void boot() {
         Vcpu cpu = vm.vcpu(0);
         byte[] contents = new byte[PAGE];
+        SplittableRandom readBack = new SplittableRandom(privateSeed);
         long interval = spec.bootPagesPerSecond() > 0 ? 1_000_000_000L / spec.bootPagesPerSecond() : 0;
         long due = System.nanoTime();
         for (int p = 0; p < spec.heapPages() && !stop; p++) {
@@ -187,12 +191,16 @@ final class ScenarioGuest implements AutoCloseable {
             if (!zero) {
                 contents(p, contents);
             }
+            int earlier = p == 0 ? 0 : readBack.nextInt(p);
             while (true) {
                 try {
                     if (zero) {
                         cpu.readLong(page(p));
                     } else {
                         cpu.write(page(p), contents, 0, PAGE);
+                    }
+                    if (spec.busyBoot()) {
+                        cpu.readLong(page(earlier)); // a booting guest uses what it set up so far: its working set
                     }
                     break;
                 } catch (HostOutOfMemoryException e) {

@@ -15,8 +15,9 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * {@code vmpage overcommit}: each scenario through the command line, its JSON read back. The idle memory
  * tax gives the active VM clearly more memory with tau 0.75 and about the same with tau 0 (the paper's
- * Figure 7); sharing saves a growing share of memory as VMs join (Figure 4); under swap the idle VM's
- * pages go to swap; every kept page is intact; bad flags are one line and exit 2.
+ * Figure 7); sharing saves a growing share of memory as VMs join (Figure 4); the balloon scenario reclaims
+ * by ballooning alone; under swap the idle VM's pages go to swap; every kept page is intact; bad flags are
+ * one line and exit 2.
  */
 class OvercommitCommandTest {
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -98,6 +99,33 @@ class OvercommitCommandTest {
         assertTrue(idleSwapped > activeSwapped, "idle " + idleSwapped + " swapped vs active " + activeSwapped);
     }
 
+    /**
+     * Guests that freed most of what they touched at boot: the policy reclaims what the later boots need
+     * by ballooning alone (the soft state, never the hard one), nothing goes to swap, and every frame the
+     * balloons were asked for that was backed came back to the host; under paravirtual paging too, where
+     * the balloon is Xen's decrease_reservation.
+     */
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"nested", "pv"})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void theBalloonScenarioReclaimsByBallooningAlone(String paging) throws Exception {
+        JsonNode r = run("--scenario", "balloon", "--paging", paging, "--duration", "8s");
+        assertEquals(paging, r.get("paging").asText());
+        JsonNode rec = r.get("reclaimer");
+        assertEquals(0, rec.get("swapped_pages").asLong(), rec.toString());
+        assertTrue(rec.get("balloon_frames_freed").asLong() >= 2048, "8 MiB or more came back by balloon: " + rec);
+        long ballooned = 0;
+        for (JsonNode v : r.get("vms")) {
+            assertEquals(0, v.get("swapped_bytes").asLong(), v.get("name").asText());
+            ballooned += v.get("ballooned_bytes").asLong();
+        }
+        assertTrue(ballooned > 0, "the balloons still hold pages at the end");
+        for (JsonNode p : r.get("host_timeline")) {
+            String state = p.get("state").asText();
+            assertTrue(state.equals("high") || state.equals("soft"), "free memory never fell to " + state + " at " + p);
+        }
+    }
+
     @Test
     void badFlagsAreOneLineAndExit2() {
         String[][] bad = {
@@ -109,6 +137,9 @@ class OvercommitCommandTest {
             {"overcommit", "--scenario", "swap", "--duration", "1s"},
             {"overcommit", "--scenario", "swap", "--duration", "10"},
             {"overcommit", "--scenario", "swap", "--plot", "x.jpg"},
+            {"overcommit", "--scenario", "swap", "--paging", "pv"},
+            {"overcommit", "--scenario", "idle-tax", "--paging", "pv"},
+            {"overcommit", "--scenario", "balloon", "--paging", "hvm"},
             {"overcommit"},
         };
         for (String[] args : bad) {

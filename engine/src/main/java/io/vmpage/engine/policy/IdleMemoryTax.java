@@ -58,6 +58,81 @@ public final class IdleMemoryTax {
         return lowest;
     }
 
+    /**
+     * The target allocation of each VM when {@code available} pages are divided among them: what
+     * reclaiming always from the lowest rho converges to, every VM at the same rho, so each VM's share is
+     * proportional to {@code S / (f + k (1 - f))}, clamped to [{@code min}, {@code max}] with what a clamp
+     * frees or takes divided among the others (water-filling). A target is an entitlement, not a demand: a
+     * VM below its target is not reclaimed, one above it is. When even the mins do not fit, every target
+     * is its min.
+     *
+     * @param allocated pages each VM has now (checked; the division does not depend on it)
+     * @throws IllegalArgumentException when the arrays differ in length, or a value is out of range
+     */
+    public static long[] targets(double[] shares, double[] active, long[] allocated, long[] min, long[] max, long available,
+                                 double tau) {
+        int n = shares.length;
+        if (active.length != n || allocated.length != n || min.length != n || max.length != n) {
+            throw new IllegalArgumentException("one share count, active fraction, allocation, min and max per VM");
+        }
+        check(tau);
+        double k = 1 / (1 - tau);
+        long[] target = new long[n];
+        boolean[] fixed = new boolean[n];
+        long remaining = available;
+        for (int i = 0; i < n; i++) {
+            sharesPerPage(shares[i], allocated[i], active[i], tau); // checks the values
+            if (min[i] < 0 || max[i] < min[i]) {
+                throw new IllegalArgumentException("VM " + i + ": min " + min[i] + " and max " + max[i] + " pages");
+            }
+        }
+        for (int pass = 0; pass <= n; pass++) {
+            double weights = 0;
+            for (int i = 0; i < n; i++) {
+                if (!fixed[i]) {
+                    weights += shares[i] / (active[i] + k * (1 - active[i]));
+                }
+            }
+            boolean changed = false;
+            for (int i = 0; i < n && weights > 0; i++) { // below its min: it gets its min, the rest is divided again
+                if (!fixed[i] && share(shares[i], active[i], k, weights, remaining) < min[i]) {
+                    target[i] = min[i];
+                    fixed[i] = true;
+                    changed = true;
+                }
+            }
+            if (!changed) {
+                for (int i = 0; i < n && weights > 0; i++) { // above its max: that is its target
+                    if (!fixed[i] && share(shares[i], active[i], k, weights, remaining) > max[i]) {
+                        target[i] = max[i];
+                        fixed[i] = true;
+                        changed = true;
+                    }
+                }
+            }
+            if (!changed) {
+                for (int i = 0; i < n; i++) {
+                    if (!fixed[i]) {
+                        target[i] = weights > 0 ? (long) share(shares[i], active[i], k, weights, remaining) : min[i];
+                    }
+                }
+                return target;
+            }
+            remaining = available;
+            for (int i = 0; i < n; i++) {
+                if (fixed[i]) {
+                    remaining -= target[i];
+                }
+            }
+            remaining = Math.max(0, remaining);
+        }
+        return target; // every VM fixed
+    }
+
+    private static double share(double shares, double active, double k, double weights, long available) {
+        return available * (shares / (active + k * (1 - active))) / weights;
+    }
+
     private static void check(double tau) {
         if (!(tau >= 0 && tau < 1)) {
             throw new IllegalArgumentException("idle memory tax rate " + tau + " must be at least 0 and below 1");

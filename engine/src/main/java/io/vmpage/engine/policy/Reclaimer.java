@@ -15,9 +15,13 @@ import org.agrona.concurrent.Agent;
  * {@link FreeMemoryState} from the free frames, and, below the high state, reclaims a batch of pages from
  * the VM with the fewest shares per page under the idle memory tax ({@link IdleMemoryTax#victim}), never
  * below its min: in the soft state by raising its balloon target (its guest's driver gives the pages
- * back), in the hard and low states by swapping pages out at random. In the low state every VM above its
- * target (its allocation minus what is being reclaimed from it) is paused until the state rises again.
- * Back in the high state it lowers balloon targets a batch at a time, so VMs may grow again.
+ * back; by swap where a balloon cannot help), in the hard and low states by swapping pages out at random.
+ * In the low state every VM above its target allocation (the memory that keeps the host at the high
+ * threshold, divided so every VM has the same shares per page: {@link IdleMemoryTax#targets}) is paused
+ * until the state rises again, or the reclaimer stops (a paravirtual VM is never blocked: its balloon, run by its
+ * guest, is all that can reclaim from it). Back in the high state it lowers balloon targets a batch at
+ * a time, so VMs may grow again. Between periods it watches the free-memory state and meets a drop into
+ * soft at once ({@link #doWork}).
  *
  * <p>A paravirtual VM is neither sampled nor swapped (the host cannot take a mapping or a frame from a
  * PV guest behind its back: Xen swaps and samples only HVM guests' memory), so it counts as fully
@@ -56,6 +60,8 @@ public final class Reclaimer implements Agent {
     private final Map<Vm, WorkingSetSampler> samplers = new IdentityHashMap<>();
     private final List<Vm> blocked = new ArrayList<>();
     private long nextPeriod = System.nanoTime();
+    /** Whether a drop of the free-memory state was acted on since the period began. Agent thread. */
+    private boolean reactedThisPeriod;
     /** Written by the agent thread, read by anyone. */
     private volatile FreeMemoryState state = FreeMemoryState.HIGH;
     private volatile long balloonedPages;
@@ -73,26 +79,60 @@ public final class Reclaimer implements Agent {
         return "memory-reclaimer";
     }
 
+    /**
+     * A period when one is due; between periods, the free-memory state is checked on every call (an O(1)
+     * read), and a drop into the soft state is acted on at once (once per period), as ESX reallocates
+     * when free memory changes state and not only on its period: a guest filling memory faster than one
+     * period's worth of the soft band is met by its balloon before the host falls through to hard. Swap,
+     * in the hard and low states, keeps to the period (swapping out pages a guest swaps straight back in
+     * more often would only churn).
+     */
     @Override
     public int doWork() {
         long now = System.nanoTime();
-        if (now - nextPeriod < 0) {
+        if (now - nextPeriod >= 0) {
+            nextPeriod = now + config.periodNanos();
+            period();
+            return 1;
+        }
+        FreeMemoryState next = state.next(freeFraction());
+        if (next == state || (next.ordinal() > state.ordinal() && (reactedThisPeriod || !next.balloons()))) {
             return 0;
         }
-        nextPeriod = now + config.periodNanos();
-        period();
+        if (next.ordinal() < state.ordinal()) { // free memory came back: noted, and blocked VMs may go on
+            state = next;
+            if (!state.blocksVmsAboveTarget()) {
+                unblockAll();
+            }
+            return 1;
+        }
+        reactedThisPeriod = true; // at most one early batch per period: a guest swapping straight back in cannot make it spin
+        act(managedVms(), next);
         return 1;
+    }
+
+    /** Stopped ({@code Host.stopReclaimer}, {@code close}): the VMs it blocked run again, since nothing would ever unblock them. */
+    @Override
+    public void onClose() {
+        unblockAll();
+    }
+
+    private void unblockAll() {
+        for (Vm vm : blocked) {
+            if (!vm.destroyed() && vm.paused()) {
+                vm.resume();
+            }
+        }
+        blocked.clear();
     }
 
     /** One period's work (what {@link #doWork} does when a period is due); callable directly by a driver of its own. */
     public void period() {
-        List<Vm> vms = new ArrayList<>();
-        for (Vm vm : host.vms()) {
-            if (vm.allocation() != null && !vm.destroyed()) {
-                vms.add(vm);
-            }
-        }
+        reactedThisPeriod = false;
+        List<Vm> vms = managedVms();
         samplers.keySet().retainAll(new java.util.HashSet<>(vms));
+        asks.keySet().retainAll(new java.util.HashSet<>(vms));
+        targets.keySet().retainAll(new java.util.HashSet<>(vms));
         for (Vm vm : vms) {
             if (byBalloonOnly(vm)) {
                 continue;
@@ -101,62 +141,166 @@ public final class Reclaimer implements Agent {
             s.endPeriod();
             s.startPeriod();
         }
-        long frames = host.frames().frames();
-        state = state.next((double) host.frames().freeFrames() / frames);
+        act(vms, state.next(freeFraction()));
+        periods++;
+    }
+
+    /** The admitted VMs still alive. */
+    private List<Vm> managedVms() {
+        List<Vm> vms = new ArrayList<>();
+        for (Vm vm : host.vms()) {
+            if (vm.allocation() != null && !vm.destroyed()) {
+                vms.add(vm);
+            }
+        }
+        return vms;
+    }
+
+    private double freeFraction() {
+        return (double) host.frames().freeFrames() / host.frames().frames();
+    }
+
+    /**
+     * Enters state {@code next} and does what it calls for: below high, reclaims a batch from the VM with
+     * the lowest rho; in high, lowers the balloon targets a batch at a time while the free memory left
+     * after giving that batch back stays above the high threshold (so handing pages back never pushes the
+     * host straight back into soft); in low, blocks the VMs above their target, and unblocks them above it.
+     */
+    private void act(List<Vm> vms, FreeMemoryState next) {
+        state = next;
         if (state == FreeMemoryState.HIGH) {
+            long frames = host.frames().frames();
+            long spare = host.frames().freeFrames() - (long) Math.ceil(FreeMemoryState.HIGH.threshold * frames);
             for (Vm vm : vms) { // plenty: let the VMs grow back
                 long target = vm.balloon().target();
-                if (target > 0) {
-                    vm.balloon().setTarget(Math.max(0, target - config.batchPages()));
+                long step = Math.min(target, config.batchPages());
+                if (step > 0 && spare >= step) {
+                    vm.balloon().setTarget(target - step);
+                    asks.remove(vm); // a smaller target is no request the guest failed to meet
+                    spare -= step;
                 }
             }
         } else {
             reclaim(vms);
         }
         if (state.blocksVmsAboveTarget()) {
+            if (targets.size() != vms.size()) {
+                computeTargets(vms);
+            }
             for (Vm vm : vms) {
-                if (!vm.paused() && allocated(vm) > minPages(vm) + vm.balloon().actual() && !blocked.contains(vm)) {
+                Long target = targets.get(vm);
+                if (!vm.paused() && !byBalloonOnly(vm) && allocated(vm) > (target == null ? minPages(vm) : target)
+                    && !blocked.contains(vm)) {
                     vm.pause();
                     blocked.add(vm);
                 }
             }
         } else {
-            for (Vm vm : blocked) {
-                if (!vm.destroyed() && vm.paused()) {
-                    vm.resume();
-                }
-            }
-            blocked.clear();
+            unblockAll();
         }
-        periods++;
     }
 
+    /**
+     * Reclaims a batch from the VM with the lowest rho (the paper's revocation rule) among those above
+     * their min that the state's mechanism can take memory from: in soft its balloon, or, where a balloon
+     * cannot help (the VM's last request freed no frame, or its guest has not met it), host swap, as ESX
+     * pages only where ballooning fails; in hard and low host swap, or the balloon of a VM the host cannot
+     * swap (paravirtual). A VM with no mechanism left this period is passed over. The targets are
+     * computed on the way, for the low state's blocking.
+     */
     private void reclaim(List<Vm> vms) {
-        double[] shares = new double[vms.size()];
-        long[] pages = new long[vms.size()];
-        double[] active = new double[vms.size()];
-        for (int i = 0; i < vms.size(); i++) {
+        computeTargets(vms);
+        int n = vms.size();
+        double[] shares = new double[n];
+        long[] pages = new long[n];
+        double[] active = new double[n];
+        int[] mechanisms = new int[n];
+        for (int i = 0; i < n; i++) {
             Vm vm = vms.get(i);
+            mechanisms[i] = mechanism(vm);
             shares[i] = vm.allocation().shares();
-            long above = allocated(vm) - minPages(vm);
-            pages[i] = above > 0 ? allocated(vm) : 0; // a VM at its min gives nothing
+            pages[i] = allocated(vm) > minPages(vm) && mechanisms[i] != NONE ? allocated(vm) : 0;
             active[i] = activeEstimate(vm);
         }
-        int victim = IdleMemoryTax.victim(shares, pages, active, config.tau());
-        if (victim < 0) {
+        int v = IdleMemoryTax.victim(shares, pages, active, config.tau());
+        if (v < 0) {
             return;
         }
-        Vm vm = vms.get(victim);
-        long batch = Math.min(config.batchPages(), allocated(vm) - minPages(vm));
-        boolean balloonOnly = byBalloonOnly(vm);
-        if (state.balloons() || balloonOnly) {
-            long target = Math.min(vm.physicalMap().frames() - minPages(vm), vm.balloon().target() + batch);
-            vm.balloon().setTarget(Math.max(vm.balloon().target(), target));
+        Vm victim = vms.get(v);
+        long above = allocated(victim) - minPages(victim);
+        int how = mechanisms[v];
+        long batch = Math.min(config.batchPages(), above);
+        if (how == BALLOON) {
+            long target = Math.min(victim.physicalMap().frames() - minPages(victim), victim.balloon().target() + batch);
+            asks.put(victim, new BalloonAsk(victim.balloon().framesFreed(), Math.max(victim.balloon().target(), target), periods));
+            victim.balloon().setTarget(Math.max(victim.balloon().target(), target));
             balloonedPages += batch;
+        } else {
+            swappedPages += victim.swapOutRandom(batch, random);
         }
-        if (state.swaps() && host.swap() != null && !balloonOnly) {
-            swappedPages += vm.swapOutRandom(batch, random);
+    }
+
+    /** Each managed VM's target allocation in pages, as of the last reclaim. Agent thread. */
+    private final Map<Vm, Long> targets = new IdentityHashMap<>();
+
+    /** The targets: the managed VMs' allocations plus free memory above the high threshold, divided by {@link IdleMemoryTax#targets}. */
+    private void computeTargets(List<Vm> vms) {
+        int n = vms.size();
+        double[] shares = new double[n];
+        double[] active = new double[n];
+        long[] allocated = new long[n];
+        long[] min = new long[n];
+        long[] max = new long[n];
+        long frames = host.frames().frames();
+        long available = host.frames().freeFrames() - (long) Math.ceil(FreeMemoryState.HIGH.threshold * frames);
+        for (int i = 0; i < n; i++) {
+            Vm vm = vms.get(i);
+            shares[i] = vm.allocation().shares();
+            active[i] = activeEstimate(vm);
+            allocated[i] = allocated(vm);
+            min[i] = Math.min(minPages(vm), vm.physicalMap().frames());
+            max[i] = vm.physicalMap().frames();
+            available += allocated[i];
         }
+        long[] t = IdleMemoryTax.targets(shares, active, allocated, min, max, Math.max(0, available), config.tau());
+        targets.clear();
+        for (int i = 0; i < n; i++) {
+            targets.put(vms.get(i), t[i]);
+        }
+    }
+
+    private static final int NONE = 0;
+    private static final int BALLOON = 1;
+    private static final int SWAP = 2;
+
+    /** The last balloon request made of a VM: its frames freed before it, the target it set, and in which period. */
+    private record BalloonAsk(long framesFreedBefore, long target, long period) {
+    }
+
+    /** The last request of each VM's balloon. Agent thread. */
+    private final Map<Vm, BalloonAsk> asks = new IdentityHashMap<>();
+
+    /** How the current state can take memory from {@code vm} now: {@link #BALLOON}, {@link #SWAP} or {@link #NONE}. */
+    private int mechanism(Vm vm) {
+        boolean swappable = !byBalloonOnly(vm) && host.swap() != null;
+        boolean balloon = balloonCanHelp(vm);
+        if (state.balloons()) {
+            return balloon ? BALLOON : swappable ? SWAP : NONE;
+        }
+        return swappable ? SWAP : balloon ? BALLOON : NONE;
+    }
+
+    /**
+     * Whether asking {@code vm}'s balloon for more can free frames: never asked, or its last request was met
+     * (the driver reached the target) and freed frames. A request that freed none, or that its guest has
+     * not met, rules the balloon out for four periods, after which it is tried again.
+     */
+    private boolean balloonCanHelp(Vm vm) {
+        BalloonAsk last = asks.get(vm);
+        if (last == null || periods - last.period() >= 4) {
+            return true;
+        }
+        return vm.balloon().actual() >= last.target() && vm.balloon().framesFreed() > last.framesFreedBefore();
     }
 
     /** A paravirtual VM: the host can neither sample nor swap its memory, only ask its balloon. */

@@ -90,6 +90,38 @@ class ReclaimerTest {
     }
 
     /**
+     * In the soft state the reclaimer asks balloons, but where a balloon cannot help (these VMs run no
+     * balloon driver, so a request is never met) it swaps instead, as ESX pages only where ballooning
+     * fails; the balloon is tried again later.
+     */
+    @org.junit.jupiter.api.Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void inTheSoftStateAVmWhoseBalloonCannotHelpIsSwappedInstead() throws Exception {
+        try (Host host = Host.create(66 * MIB)) {
+            host.attachSwap(SwapDevice.create(dir.resolve("swap"), 96 * MIB / 4096));
+            Vm a = filled(host, 1);
+            Vm b = filled(host, 2);
+            byte[] page = new byte[4096];
+            long gpa = DATA;
+            while (host.frames().freeFrames() > host.frames().frames() * 35 / 1000) { // 3.5% free: soft
+                (gpa < a.memorySize() ? a : b).writePhysical(gpa % a.memorySize(), page, 0, page.length);
+                gpa += gpa + 4096 == a.memorySize() ? 4096 + DATA : 4096;
+            }
+            Reclaimer reclaimer = new Reclaimer(host, new Reclaimer.Config(1, 0.75, 100, 64, 9));
+            reclaimer.period();
+            assertEquals(FreeMemoryState.SOFT, reclaimer.state());
+            assertEquals(64, reclaimer.balloonedPages(), "the first request goes to a balloon");
+            assertEquals(0, reclaimer.swappedPages());
+            for (int period = 0; period < 3 && reclaimer.state() == FreeMemoryState.SOFT; period++) {
+                reclaimer.period();
+            }
+            assertTrue(reclaimer.swappedPages() > 0, "no balloon met its request: swapped " + reclaimer.swappedPages()
+                + ", ballooned " + reclaimer.balloonedPages() + ", state " + reclaimer.state());
+            assertEquals(0, a.balloon().actual() + b.balloon().actual(), "no driver: nothing ballooned");
+        }
+    }
+
+    /**
      * A paravirtual VM is reclaimed by its balloon alone, in the hard state too (the host cannot swap or
      * sample a PV guest's memory): its guest's driver gives the frames back, nothing of it goes to swap,
      * and the reclaimer meets no error.
