@@ -67,6 +67,7 @@ public final class Reclaimer implements Agent {
     private volatile long balloonedPages;
     private volatile long swappedPages;
     private volatile long periods;
+    private volatile long swapErrors;
 
     public Reclaimer(Host host, Config config) {
         this.host = host;
@@ -236,7 +237,11 @@ public final class Reclaimer implements Agent {
             victim.balloon().setTarget(Math.max(victim.balloon().target(), target));
             balloonedPages += batch;
         } else {
-            swappedPages += victim.swapOutRandom(batch, random);
+            try {
+                swappedPages += victim.swapOutRandom(batch, random);
+            } catch (io.vmpage.engine.swap.SwapException e) { // a full or failing device: that page stayed in memory
+                swapErrors++;
+            }
         }
     }
 
@@ -329,6 +334,11 @@ public final class Reclaimer implements Agent {
     /** Pages swapped out so far. */
     public long swappedPages() {
         return swappedPages;
+    }
+
+    /** Swap-outs that failed (a full device, an I/O error): each left its page in memory. */
+    public long swapErrors() {
+        return swapErrors;
     }
 
     /** Periods run so far. */

@@ -122,6 +122,46 @@ class ReclaimerTest {
     }
 
     /**
+     * A host whose swap device fails every write, with VMs that run no balloon driver, cannot leave the low
+     * state: the reclaimer running as the host's agent meets each failed swap-out without an error of its
+     * own (the page stays in memory), blocks the VMs, and stopping it lets them run again (nothing else
+     * would). Every page keeps its contents.
+     */
+    @org.junit.jupiter.api.Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void stoppingTheReclaimerUnblocksTheVmsItBlocked() throws Exception {
+        try (Host host = Host.create(64 * MIB)) {
+            SwapDevice swap = SwapDevice.create(dir.resolve("swap"), 96 * MIB / 4096);
+            host.attachSwap(swap);
+            swap.failNextWrites(Integer.MAX_VALUE);
+            Vm a = filled(host, 1);
+            Vm b = filled(host, 2);
+            byte[] page = new byte[4096];
+            long gpa = DATA;
+            while (host.frames().freeFrames() > host.frames().frames() / 200) {
+                b.writePhysical(gpa, page, 0, page.length);
+                gpa += 4096;
+            }
+            Reclaimer running = host.startReclaimer(new Reclaimer.Config(1_000_000, 0.75, 10, 16, 4));
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (!(a.paused() && b.paused()) && System.nanoTime() < deadline) {
+                Thread.sleep(1);
+            }
+            assertTrue(a.paused() && b.paused(), "blocked in " + running.state());
+            host.stopReclaimer();
+            assertTrue(!a.paused() && !b.paused(), "running again once the reclaimer stopped");
+            assertEquals(0, host.agentErrors());
+            assertTrue(running.swapErrors() > 0, "every swap-out failed");
+            assertEquals(0, a.swappedFrames() + b.swappedFrames());
+            byte[] read = new byte[4096];
+            for (long at = 0; at < DATA; at += 64 * 4096) {
+                a.readPhysical(at, read, 0, read.length);
+                assertEquals((byte) (1 + (at >> 12)), read[100]);
+            }
+        }
+    }
+
+    /**
      * A paravirtual VM is reclaimed by its balloon alone, in the hard state too (the host cannot swap or
      * sample a PV guest's memory): its guest's driver gives the frames back, nothing of it goes to swap,
      * and the reclaimer meets no error.
