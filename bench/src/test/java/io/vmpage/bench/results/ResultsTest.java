@@ -119,6 +119,20 @@ class ResultsTest {
         assertEquals("2024-05-06-fffffff.json", rows.get(key("plain", null)).result().source());
     }
 
+    /** Files of one day are ordered by when their commits were made, before modification times (a fresh clone's are all alike). */
+    @Test
+    void oneDaysFilesAreOrderedByTheirCommitsTimes() throws IOException {
+        Path late = new JmhFiles().add("raw", null, 4).write(dir.resolve("2024-05-06-0000000.json"));
+        Path early = new JmhFiles().add("raw", null, 9).write(dir.resolve("2024-05-06-fffffff.json"));
+        Path unknown = new JmhFiles().add("raw", null, 7).write(dir.resolve("2024-05-06-1234567.json"));
+        for (Path p : List.of(late, early, unknown)) {
+            Files.setLastModifiedTime(p, FileTime.fromMillis(1_000_000L)); // as a clone leaves them
+        }
+        Map<String, Long> commits = Map.of("0000000" + "a".repeat(33), 200L, "fffffff" + "b".repeat(33), 100L);
+        ResultsDirectory results = new ResultsDirectory(dir, commits);
+        assertEquals(List.of(early, late, unknown), results.resultFiles(), "by commit time; an unknown commit is the newest");
+    }
+
     @Test
     void baselineIsOnlyTakenFromTheSameFile() throws IOException {
         new JmhFiles().add("raw", null, 2).add("fast", null, 3).write(dir.resolve("2024-05-05-aaaaaaa.json"));
