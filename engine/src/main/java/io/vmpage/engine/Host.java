@@ -553,6 +553,12 @@ public final class Host implements AutoCloseable {
         return agentErrors.get();
     }
 
+    /**
+     * Stops the host's agents, destroys every VM and frees the host's memory. Closing is also the frame
+     * audit: a host whose frames or swap slots do not all come back once its VMs are gone has leaked them.
+     *
+     * @throws IllegalStateException when frames or swap slots leaked (the memory is freed all the same)
+     */
     @Override
     public void close() {
         stopReclaimer();
@@ -560,13 +566,26 @@ public final class Host implements AutoCloseable {
         closeVms();
     }
 
+    /**
+     * Destroys every VM, then checks the frame accounting balances (every machine frame but frame 0 free,
+     * every swap slot free: a destroyed VM leaves nothing behind) before the memory goes.
+     *
+     * @throws IllegalStateException when it does not balance: the engine leaked frames or slots (the
+     *     host's memory is released all the same)
+     */
     private synchronized void closeVms() {
         for (Vm vm : new ArrayList<>(vms)) {
             destroyVm(vm);
         }
+        long leakedFrames = frames.frames() - 1 - frames.table().freeFrames();
+        long leakedSlots = swap == null ? 0 : swap.usedSlots();
         if (swap != null) {
             swap.close();
         }
         memory.close();
+        if (leakedFrames != 0 || leakedSlots != 0) {
+            throw new IllegalStateException("host closed with " + leakedFrames + " machine frames and " + leakedSlots
+                + " swap slots still in use after every VM was destroyed: they leaked");
+        }
     }
 }

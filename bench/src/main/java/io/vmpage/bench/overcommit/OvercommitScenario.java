@@ -26,7 +26,8 @@ import java.util.function.Consumer;
  * <li>{@link #IDLE_TAX} (the paper's Figure 7): two VMs with equal shares and a min of 8 MiB on a 64 MiB
  *     host, each promised 48 MiB. {@code idle} boots first, touching 40 MiB, and then frees three quarters
  *     of it and does nothing; {@code active} boots a second later and writes its 40 MiB round and round.
- *     With tau = 0 memory is divided by shares alone and they end with about the same; with ESX's 0.75 the
+ *     With tau = 0 memory is divided by shares alone and they end about even (the idle VM gives until it is
+ *     no longer the larger: within one reclaim batch, plus the free reserve the faulting active VM takes); with ESX's 0.75 the
  *     idle VM's pages cost four times as much and the active one ends with clearly more.</li>
  * <li>{@link #SHARING} (Figure 4): N VMs booted one after another from the same image: half of each heap
  *     is the image (the same pages in every VM), a quarter zero, a quarter the VM's own. The scanner runs

@@ -17,8 +17,8 @@ import java.util.concurrent.locks.LockSupport;
  * One VM of an overcommit scenario: an admitted VM running the guest kernel model, a heap in one user
  * address space, and a driver thread that is the guest's life. It boots: touches every heap page at a
  * paced rate (image pages, the same in every VM booted with the same image seed; zero pages, only read;
- * private pages, its own), with a busy boot reading back an earlier page at random with each (a booting
- * guest uses what it set up so far, so working-set sampling sees it busy), then frees the part of the heap above {@code keptPages} (a guest that ran a
+ * private pages, its own), a busy boot reading back earlier pages in turn with each (a booting guest uses
+ * what it set up so far, so working-set sampling sees it busy), then frees the part of the heap above {@code keptPages} (a guest that ran a
  * job and dropped its caches: the pages are free in the guest but still backed). Then it runs: an
  * active guest writes its kept heap round and round, as fast as it can in bursts; an idle one does
  * nothing. Active or idle, every millisecond its kernel services the balloon (virtio-balloon's work
@@ -32,6 +32,11 @@ import java.util.concurrent.locks.LockSupport;
 final class ScenarioGuest implements AutoCloseable {
     static final long HEAP = 0x0000_5000_0000_0000L;
     private static final int PAGE = 4096;
+    /**
+     * Earlier pages a busy boot reads per page it sets up, in turn: at a guest's boot pace that is every
+     * page it has within a sampling period, so working-set sampling sees all of it in use.
+     */
+    private static final int BUSY_BOOT_READS = 16;
     /** Pages an active guest writes per burst, attached to its vCPU, between two balloon services. */
     private static final int BURST = 1024;
 
@@ -45,8 +50,8 @@ final class ScenarioGuest implements AutoCloseable {
      * @param bootPagesPerSecond the pace of the boot's touches (0: as fast as it can)
      * @param imageSeed what the image pages hold (the same seed, the same pages)
      * @param bootDelayNanos how long after the scenario starts the guest boots
-     * @param busyBoot whether each boot step also reads back an earlier page at random (a booting guest
-     *     using what it set up, so working-set sampling sees it busy); without, a boot only touches new pages
+     * @param busyBoot whether each boot step also reads back earlier pages in turn (a booting guest using
+     *     what it set up, so working-set sampling sees it busy); without, a boot only touches new pages
      */
     record Spec(String name, long memoryBytes, long minBytes, long shares, boolean active, int heapPages, int keptPages,
                 int imagePages, int zeroPages, long bootPagesPerSecond, long imageSeed, long bootDelayNanos, boolean busyBoot) {
@@ -173,7 +178,7 @@ final class ScenarioGuest implements AutoCloseable {
     private void boot() {
         Vcpu cpu = vm.vcpu(0);
         byte[] contents = new byte[PAGE];
-        SplittableRandom readBack = new SplittableRandom(privateSeed);
+        int readBack = 0; // the next earlier page a busy boot reads
         long interval = spec.bootPagesPerSecond() > 0 ? 1_000_000_000L / spec.bootPagesPerSecond() : 0;
         long due = System.nanoTime();
         for (int p = 0; p < spec.heapPages() && !stop; p++) {
@@ -191,7 +196,6 @@ final class ScenarioGuest implements AutoCloseable {
             if (!zero) {
                 contents(p, contents);
             }
-            int earlier = p == 0 ? 0 : readBack.nextInt(p);
             while (true) {
                 try {
                     if (zero) {
@@ -199,8 +203,9 @@ final class ScenarioGuest implements AutoCloseable {
                     } else {
                         cpu.write(page(p), contents, 0, PAGE);
                     }
-                    if (spec.busyBoot()) {
-                        cpu.readLong(page(earlier)); // a booting guest uses what it set up so far: its working set
+                    for (int r = 0; spec.busyBoot() && r < BUSY_BOOT_READS; r++) { // it uses what it set up so far
+                        readBack = readBack + 1 > p ? 0 : readBack + 1;
+                        cpu.readLong(page(readBack));
                     }
                     break;
                 } catch (HostOutOfMemoryException e) {

@@ -52,6 +52,31 @@ class OvercommitCommandTest {
         throw new AssertionError("no VM " + vm);
     }
 
+    /**
+     * A VM's mean allocation over the last 3 s of its timeline: how it ends, without the sawtooth of one
+     * sample (an active VM the reclaimer swaps from is a batch lower just after a period, back up just
+     * before the next).
+     */
+    private static long endOfTimeline(JsonNode r, String vm) {
+        allocated(r, vm);
+        for (JsonNode v : r.get("vms")) {
+            if (v.get("name").asText().equals(vm)) {
+                JsonNode timeline = v.get("timeline");
+                long end = timeline.get(timeline.size() - 1).get("t_ms").asLong();
+                long sum = 0;
+                int n = 0;
+                for (JsonNode p : timeline) {
+                    if (p.get("t_ms").asLong() >= end - 3000) {
+                        sum += p.get("allocated_bytes").asLong();
+                        n++;
+                    }
+                }
+                return sum / n;
+            }
+        }
+        throw new AssertionError("no VM " + vm);
+    }
+
     @Test
     @Timeout(value = 120, unit = TimeUnit.SECONDS)
     void theIdleMemoryTaxGivesTheActiveVmMoreAndWithoutItTheyEndEven() throws Exception {
@@ -64,10 +89,12 @@ class OvercommitCommandTest {
         assertTrue(active > 1.5 * idle, "tau 0.75: active " + (active >> 20) + " MiB, idle " + (idle >> 20) + " MiB");
 
         JsonNode flat = run("--scenario", "idle-tax", "--duration", "10s", "--tau", "0");
-        idle = allocated(flat, "idle");
-        active = allocated(flat, "active");
-        assertTrue(Math.abs(active - idle) < 0.25 * Math.max(active, idle),
-            "tau 0: active " + (active >> 20) + " MiB, idle " + (idle >> 20) + " MiB");
+        idle = endOfTimeline(flat, "idle");
+        active = endOfTimeline(flat, "active");
+        // Even: the idle VM gives until it is no longer the larger, so they end within one reclaim batch (4 MiB)
+        // plus the free reserve of the high state (6% of 64 MiB), which the active VM, faulting, takes.
+        assertTrue(Math.abs(active - idle) <= 9L << 20,
+            "tau 0, over the last 3 s: active " + (active >> 20) + " MiB, idle " + (idle >> 20) + " MiB");
     }
 
     @Test
