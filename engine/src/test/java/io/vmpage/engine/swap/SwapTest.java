@@ -278,4 +278,27 @@ class SwapTest {
             assertEquals(0, vm.swappedFrames());
         }
     }
+
+    /**
+     * Closing a host is its frame audit: a swap slot still taken once every VM is gone (here one taken
+     * straight from the device and never given back) is reported, and the host's memory is freed all the
+     * same; a host whose VMs swapped and were destroyed closes cleanly.
+     */
+    @Test
+    void closingAHostReportsASwapSlotLeftTaken() throws Exception {
+        Host clean = Host.create(16L << 20);
+        clean.attachSwap(SwapDevice.create(dir.resolve("clean"), 64));
+        Vm vm = clean.createVm(VmConfig.of(4L << 20));
+        vm.writePhysicalLong(0, 7);
+        assertTrue(vm.swapOut(0));
+        clean.close(); // the destroy frees the slot: nothing leaked
+
+        Host host = Host.create(16L << 20);
+        SwapDevice swap = SwapDevice.create(dir.resolve("leaky"), 64);
+        host.attachSwap(swap);
+        assertTrue(swap.allocate() >= 0);
+        IllegalStateException e = assertThrows(IllegalStateException.class, host::close);
+        assertTrue(e.getMessage().contains("1 swap slots"), e.getMessage());
+        assertEquals(0, host.vms().size());
+    }
 }
