@@ -55,14 +55,9 @@ public class SwapBench {
     @Setup(Level.Trial)
     public void setUp() throws IOException {
         dir = Files.createTempDirectory("vmpage-swapbench");
-        host = Host.create(64L << 20);
-        host.attachSwap(SwapDevice.create(dir.resolve("swap"), 2 * PAGES));
-        vm = host.createVm(VmConfig.of(16L << 20));
-        SplittableRandom random = new SplittableRandom(0x5A);
-        for (int p = 0; p < PAGES; p++) {
-            random.nextBytes(page);
-            vm.writePhysical((long) p << MachineMemory.FRAME_SHIFT, page, 0, page.length);
-        }
+        host = hostWithSwap(dir);
+        vm = writtenGuest(host, 0x5A);
+        new SplittableRandom(0x5A).nextBytes(page);
         // the swap file itself, its second half (the swap-outs, one page at a time, take slots at the start)
         rawChannel = FileChannel.open(dir.resolve("swap"), StandardOpenOption.READ, StandardOpenOption.WRITE);
         raw = rawChannel.map(FileChannel.MapMode.READ_WRITE, (long) PAGES * MachineMemory.FRAME_SIZE, (long) PAGES * MachineMemory.FRAME_SIZE);
@@ -130,6 +125,25 @@ public class SwapBench {
         }
     }
 
+    /** A 64 MiB host with a swap file of 2048 slots in {@code dir}. */
+    static Host hostWithSwap(Path dir) throws IOException {
+        Host host = Host.create(64L << 20);
+        host.attachSwap(SwapDevice.create(dir.resolve("swap"), 2 * PAGES));
+        return host;
+    }
+
+    /** A 16 MiB nested guest on {@code host} whose first 1024 pages hold random bytes from {@code seed}. */
+    static Vm writtenGuest(Host host, long seed) {
+        Vm vm = host.createVm(VmConfig.of(16L << 20));
+        byte[] page = new byte[MachineMemory.FRAME_SIZE];
+        SplittableRandom random = new SplittableRandom(seed);
+        for (int p = 0; p < PAGES; p++) {
+            random.nextBytes(page);
+            vm.writePhysical((long) p << MachineMemory.FRAME_SHIFT, page, 0, page.length);
+        }
+        return vm;
+    }
+
     /** A 16 MiB nested guest with 1024 written pages on a host with a swap file of its own. */
     abstract static class OwnGuest {
         Path dir;
@@ -139,15 +153,8 @@ public class SwapBench {
         @Setup(Level.Trial)
         public void create() throws IOException {
             dir = Files.createTempDirectory("vmpage-swapbench");
-            host = Host.create(64L << 20);
-            host.attachSwap(SwapDevice.create(dir.resolve("swap"), 2 * PAGES));
-            vm = host.createVm(VmConfig.of(16L << 20));
-            byte[] page = new byte[MachineMemory.FRAME_SIZE];
-            SplittableRandom random = new SplittableRandom(0x5B);
-            for (int p = 0; p < PAGES; p++) {
-                random.nextBytes(page);
-                vm.writePhysical((long) p << MachineMemory.FRAME_SHIFT, page, 0, page.length);
-            }
+            host = hostWithSwap(dir);
+            vm = writtenGuest(host, 0x5B);
         }
 
         @TearDown(Level.Trial)

@@ -49,6 +49,32 @@ class ReclaimerTest {
         return vm;
     }
 
+    /**
+     * Writes zero pages beyond {@link #filled}'s data, into {@code vms} one after another, until at most
+     * {@code permille} per mille of the host's memory is free.
+     */
+    private static void fillUntilFree(Host host, long permille, Vm... vms) {
+        byte[] page = new byte[4096];
+        for (Vm vm : vms) {
+            for (long gpa = DATA; gpa < vm.memorySize(); gpa += 4096) {
+                if (host.frames().freeFrames() <= host.frames().frames() * permille / 1000) {
+                    return;
+                }
+                vm.writePhysical(gpa, page, 0, page.length);
+            }
+        }
+        throw new IllegalStateException("the VMs are full and the host still has " + host.frames().freeFrames() + " frames free");
+    }
+
+    /** Every 64th page of {@link #filled}'s data still holds what it was filled with. */
+    private static void assertIntact(Vm vm, long seed) {
+        byte[] page = new byte[4096];
+        for (long gpa = 0; gpa < DATA; gpa += 64 * 4096) {
+            vm.readPhysical(gpa, page, 0, page.length);
+            assertEquals((byte) (seed + (gpa >> 12)), page[100], "guest-physical 0x" + Long.toHexString(gpa));
+        }
+    }
+
     @ParameterizedTest
     @ValueSource(doubles = {0.75, 0.0})
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
@@ -81,11 +107,7 @@ class ReclaimerTest {
                 assertTrue(swappedTotal - fromIdle >= 256, "without it the active VM pays too: " + (swappedTotal - fromIdle) + " of "
                     + swappedTotal);
             }
-            byte[] page = new byte[4096];
-            for (long gpa = 0; gpa < DATA; gpa += 64 * 4096) { // contents intact, swapped or not
-                idle.readPhysical(gpa, page, 0, page.length);
-                assertEquals((byte) (2 + (gpa >> 12)), page[100]);
-            }
+            assertIntact(idle, 2); // swapped or not
         }
     }
 
@@ -101,12 +123,7 @@ class ReclaimerTest {
             host.attachSwap(SwapDevice.create(dir.resolve("swap"), 96 * MIB / 4096));
             Vm a = filled(host, 1);
             Vm b = filled(host, 2);
-            byte[] page = new byte[4096];
-            long gpa = DATA;
-            while (host.frames().freeFrames() > host.frames().frames() * 35 / 1000) { // 3.5% free: soft
-                (gpa < a.memorySize() ? a : b).writePhysical(gpa % a.memorySize(), page, 0, page.length);
-                gpa += gpa + 4096 == a.memorySize() ? 4096 + DATA : 4096;
-            }
+            fillUntilFree(host, 35, a, b); // 3.5% free: soft
             Reclaimer reclaimer = new Reclaimer(host, new Reclaimer.Config(1, 0.75, 100, 64, 9));
             reclaimer.period();
             assertEquals(FreeMemoryState.SOFT, reclaimer.state());
@@ -136,12 +153,7 @@ class ReclaimerTest {
             swap.failNextWrites(Integer.MAX_VALUE);
             Vm a = filled(host, 1);
             Vm b = filled(host, 2);
-            byte[] page = new byte[4096];
-            long gpa = DATA;
-            while (host.frames().freeFrames() > host.frames().frames() / 200) {
-                b.writePhysical(gpa, page, 0, page.length);
-                gpa += 4096;
-            }
+            fillUntilFree(host, 5, b, a); // 0.5% free: low
             Reclaimer running = host.startReclaimer(new Reclaimer.Config(1_000_000, 0.75, 10, 16, 4));
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
             while (!(a.paused() && b.paused()) && System.nanoTime() < deadline) {
@@ -153,11 +165,7 @@ class ReclaimerTest {
             assertEquals(0, host.agentErrors());
             assertTrue(running.swapErrors() > 0, "every swap-out failed");
             assertEquals(0, a.swappedFrames() + b.swappedFrames());
-            byte[] read = new byte[4096];
-            for (long at = 0; at < DATA; at += 64 * 4096) {
-                a.readPhysical(at, read, 0, read.length);
-                assertEquals((byte) (1 + (at >> 12)), read[100]);
-            }
+            assertIntact(a, 1);
         }
     }
 
@@ -185,12 +193,7 @@ class ReclaimerTest {
             });
             kernel.munmap(cpu, space, VA, heap); // freed inside the guest, still populated: what a balloon gives back
             Vm other = filled(host, 1);
-            byte[] page = new byte[4096];
-            long gpa = DATA;
-            while (host.frames().freeFrames() > host.frames().frames() * 3 / 200) { // down to 1.5% free: hard
-                other.writePhysical(gpa, page, 0, page.length);
-                gpa += 4096;
-            }
+            fillUntilFree(host, 15, other); // 1.5% free: hard
             long populated = pv.populatedFrames();
             Reclaimer reclaimer = new Reclaimer(host, new Reclaimer.Config(1, 0.75, 100, 256, 5));
             for (int period = 0; period < 6; period++) {
@@ -217,12 +220,7 @@ class ReclaimerTest {
             host.attachSwap(SwapDevice.create(dir.resolve("swap"), 96 * MIB / 4096));
             Vm a = filled(host, 1);
             Vm b = filled(host, 2);
-            byte[] page = new byte[4096];
-            long gpa = DATA;
-            while (host.frames().freeFrames() > host.frames().frames() / 200) { // down to 0.5% free
-                b.writePhysical(gpa, page, 0, page.length);
-                gpa += 4096;
-            }
+            fillUntilFree(host, 5, b, a); // 0.5% free: low
             Reclaimer reclaimer = new Reclaimer(host, new Reclaimer.Config(1, 0.75, 100, 256, 3));
             reclaimer.period();
             assertEquals(FreeMemoryState.LOW, reclaimer.state());
