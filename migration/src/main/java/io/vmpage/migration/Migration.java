@@ -370,6 +370,7 @@ public final class Migration {
             long frames = vm.physicalMap().frames();
             if (config.mode() == MigrationConfig.Mode.POSTCOPY) {
                 s.setupNanos = System.nanoTime() - s.startedAt;
+                s.stopReason = StopReason.POST_COPY; // before the push: a paused post-copy's report says so too
                 s.pausedAt = pause(vm);
                 pages.round(0);
                 long start = System.nanoTime();

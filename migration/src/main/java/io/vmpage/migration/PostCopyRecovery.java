@@ -22,7 +22,7 @@ final class PostCopyRecovery {
 
     /**
      * Sends over {@code fresh} every remote frame the destination's bitmap does not have; returns how
-     * many. Adds them to the migration's counts.
+     * many. Adds them to the migration's counts, and the push as a round to its report.
      *
      * @throws PostCopyPausedException when this connection fails too (the source stays as it was)
      */
@@ -43,10 +43,14 @@ final class PostCopyRecovery {
             }
             StreamWriter out = new StreamWriter(fresh);
             out.recover();
-            Migration.PageSender pages = new Migration.PageSender(src.vm(), out, new Migration.Pacer(src.config().bandwidthBytesPerSecond()), 0);
+            Migration.Pacer pacer = new Migration.Pacer(src.config().bandwidthBytesPerSecond());
+            Migration.PageSender pages = new Migration.PageSender(src.vm(), out, pacer, 0);
             pages.postCopy();
+            long start = System.nanoTime();
             long n = Migration.push(out, fresh, pages, remote, done, frames, left);
             Migration.Sent s = src.sent();
+            // The recovery's push is a round of its own in the report (the source paused throughout).
+            s.rounds.add(new MigrationReport.Round(s.rounds.size(), n, 0, System.nanoTime() - start, 0, pacer.measured(), 0, true));
             s.pages += out.pages();
             s.zeroPages += out.zeroPages();
             s.bytes += out.bytes();

@@ -12,6 +12,7 @@ import io.vmpage.migration.Migration;
 import io.vmpage.migration.MigrationConfig;
 import io.vmpage.migration.MemoryTransport;
 import io.vmpage.migration.MigrationException;
+import io.vmpage.migration.PostCopyPausedException;
 import io.vmpage.migration.RemoteMigration;
 import io.vmpage.migration.MigrationReport;
 import io.vmpage.migration.TcpTransport;
@@ -293,9 +294,13 @@ public final class MigrateCommand implements Callable<Integer> {
             } catch (MigrationException e) {
                 throw new Cli.UsageException((to != null ? "--to " + to : "--transport tcp") + ": " + e.getMessage());
             }
-            try (link) {
-                report = RemoteMigration.send(workload.vm(), link, config, workload.devices(new AtomicReference<>()),
-                    rounds(progress, config.mode()));
+            try {
+                try (link) {
+                    report = RemoteMigration.send(workload.vm(), link, config, workload.devices(new AtomicReference<>()),
+                        rounds(progress, config.mode()));
+                } catch (PostCopyPausedException paused) {
+                    report = recoverPostCopy(paused, address, progress);
+                }
             } catch (MigrationException e) {
                 spec.commandLine().getErr().println("vmpage: migration failed: " + e.getMessage()
                     + (workload.vm().paused() ? " (the source stays paused: the destination may be running the VM)"
@@ -319,6 +324,51 @@ public final class MigrateCommand implements Callable<Integer> {
             if (child != null) {
                 child.close();
             }
+        }
+    }
+
+    /** How long a post-copy whose connection was lost keeps trying to reconnect to the destination. */
+    static final long RECOVER_NANOS = 60_000_000_000L;
+
+    /**
+     * QEMU's postcopy recovery, done by the source on its own: the connection was lost after the
+     * switch-over, so the destination runs the VM on the pages it has (and waits for the source, as
+     * {@code vmpage host} does) while the source keeps every page; the source reconnects to the same
+     * address, every 200 ms for up to {@link #RECOVER_NANOS}, sends what the destination still lacks and
+     * verifies its hashes. A connection lost again is recovered the same way.
+     *
+     * @throws MigrationException when no connection recovered it in time (nothing is lost: both sides wait)
+     */
+    private MigrationReport recoverPostCopy(PostCopyPausedException paused, InetSocketAddress address, PrintWriter progress)
+        throws InterruptedException {
+        long deadline = System.nanoTime() + RECOVER_NANOS;
+        PostCopyPausedException last = paused;
+        boolean lost = true;
+        while (true) {
+            if (lost) {
+                progress.printf(Locale.ROOT, "post-copy paused: %s; reconnecting to %s:%d (the destination runs on the pages it has,"
+                    + " the source keeps the rest)%n", last.getMessage(), address.getHostString(), address.getPort());
+                progress.flush();
+            }
+            MigrationException failure;
+            try (TcpTransport fresh = TcpTransport.connect(address, MemoryTransport.DEFAULT_CHUNK, 10_000)) {
+                MigrationReport report = RemoteMigration.recover(last, fresh);
+                progress.println("post-copy recovered");
+                progress.flush();
+                return report;
+            } catch (PostCopyPausedException again) {
+                last = again;
+                failure = again;
+                lost = true;
+            } catch (MigrationException noConnection) {
+                failure = noConnection;
+                lost = false;
+            }
+            if (System.nanoTime() - deadline > 0) {
+                throw new MigrationException("post-copy paused and not recovered within " + RECOVER_NANOS / 1_000_000_000L
+                    + " s (" + failure.getMessage() + "); the source keeps every page the destination lacks", failure);
+            }
+            Thread.sleep(200);
         }
     }
 

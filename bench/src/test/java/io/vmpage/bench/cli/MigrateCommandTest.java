@@ -88,6 +88,101 @@ class MigrateCommandTest {
         assertTrue(there.get("guest_kernel_free_frames").asInt() > 0, "the guest kernel came as device state: " + there);
     }
 
+    /**
+     * Post-copy recovery from the command line: a proxy between {@code vmpage migrate --to} and
+     * {@code vmpage host} cuts the first connection 2 MiB into the source's stream, after the switch-over.
+     * The host runs the VM on what it has and waits; the source reconnects by itself, sends the rest and
+     * verifies every page; both exit 0.
+     */
+    @Test
+    void aPostCopyWhoseConnectionIsCutReconnectsByItselfAndIsVerified() throws Exception {
+        CliRun hostCli = new CliRun();
+        int[] hostExit = {-1};
+        Thread host = new Thread(() -> hostExit[0] = hostCli.exec("host", "--listen", "127.0.0.1:0", "--memory-limit", "256m",
+            "--wait", "60s", "--json"));
+        host.start();
+        int port = -1;
+        for (long until = System.nanoTime() + 30_000_000_000L; port < 0 && System.nanoTime() < until; Thread.sleep(10)) {
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("listening on 127\\.0\\.0\\.1:(\\d+)").matcher(hostCli.err.toString());
+            port = m.find() ? Integer.parseInt(m.group(1)) : -1;
+        }
+        assertTrue(port > 0, "the host printed where it listens: " + hostCli.err);
+        try (CuttingProxy proxy = new CuttingProxy(port, 2L << 20)) {
+            assertEquals(0, cli.exec("migrate", "--memory", "64m", "--mode", "postcopy", "--to", "127.0.0.1:" + proxy.port(),
+                "--wws", "4m", "--dirty-rate", "8m", "--bandwidth", "32m", "--json"), err.toString());
+            assertEquals(2, proxy.connections(), "one cut, one that recovered");
+        }
+        host.join(60_000);
+        JsonNode root = new ObjectMapper().readTree(out.toString());
+        assertTrue(root.get("verified").asBoolean(), root.toString());
+        assertEquals(0, root.get("mismatched_pages").asLong());
+        assertTrue(err.toString().contains("post-copy paused") && err.toString().contains("post-copy recovered"), err.toString());
+        assertEquals(0, hostExit[0], hostCli.err.toString());
+        assertTrue(hostCli.err.toString().contains("post-copy recovered"), hostCli.err.toString());
+        assertTrue(new ObjectMapper().readTree(hostCli.out.toString()).get("ran").asBoolean());
+    }
+
+    /**
+     * A TCP proxy to {@code target} on loopback: the first connection is cut (both sides closed) once
+     * {@code cutAfter} bytes went from the client to the target; later ones are passed on whole.
+     */
+    private static final class CuttingProxy implements AutoCloseable {
+        private final java.net.ServerSocket server = new java.net.ServerSocket(0, 4, java.net.InetAddress.getLoopbackAddress());
+        private final java.util.concurrent.atomic.AtomicInteger connections = new java.util.concurrent.atomic.AtomicInteger();
+        private final Thread acceptor;
+
+        CuttingProxy(int target, long cutAfter) throws java.io.IOException {
+            acceptor = new Thread(() -> {
+                try {
+                    while (true) {
+                        java.net.Socket client = server.accept();
+                        java.net.Socket upstream = new java.net.Socket(java.net.InetAddress.getLoopbackAddress(), target);
+                        long limit = connections.incrementAndGet() == 1 ? cutAfter : Long.MAX_VALUE;
+                        pump(client, upstream, limit);
+                        pump(upstream, client, Long.MAX_VALUE);
+                    }
+                } catch (java.io.IOException closed) {
+                    // the proxy was closed
+                }
+            }, "cutting-proxy");
+            acceptor.setDaemon(true);
+            acceptor.start();
+        }
+
+        private static void pump(java.net.Socket from, java.net.Socket to, long limit) {
+            Thread t = new Thread(() -> {
+                byte[] buffer = new byte[64 << 10];
+                long passed = 0;
+                try (from; to) {
+                    java.io.InputStream in = from.getInputStream();
+                    java.io.OutputStream out = to.getOutputStream();
+                    for (int n = in.read(buffer); n >= 0 && passed < limit; n = in.read(buffer)) {
+                        int part = (int) Math.min(n, limit - passed);
+                        out.write(buffer, 0, part);
+                        passed += part;
+                    }
+                } catch (java.io.IOException e) {
+                    // one side went: both are closed
+                }
+            }, "cutting-proxy-pump");
+            t.setDaemon(true);
+            t.start();
+        }
+
+        int port() {
+            return server.getLocalPort();
+        }
+
+        int connections() {
+            return connections.get();
+        }
+
+        @Override
+        public void close() throws java.io.IOException {
+            server.close();
+        }
+    }
+
     @Test
     void migratingToAPortWhereNothingListensIsRefusedNamingIt() throws Exception {
         int port;
