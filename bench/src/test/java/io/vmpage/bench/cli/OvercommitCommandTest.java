@@ -129,11 +129,11 @@ class OvercommitCommandTest {
     /**
      * Guests that freed most of what they touched at boot: the policy reclaims what the later boots need
      * by ballooning alone (the soft state, never the hard one), nothing goes to swap, and every frame the
-     * balloons were asked for that was backed came back to the host; under paravirtual paging too, where
-     * the balloon is Xen's decrease_reservation.
+     * balloons were asked for that was backed came back to the host; in all three paging modes (under
+     * paravirtual paging the balloon is Xen's decrease_reservation).
      */
     @org.junit.jupiter.params.ParameterizedTest
-    @org.junit.jupiter.params.provider.ValueSource(strings = {"nested", "pv"})
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"nested", "shadow", "pv"})
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
     void theBalloonScenarioReclaimsByBallooningAlone(String paging) throws Exception {
         JsonNode r = run("--scenario", "balloon", "--paging", paging, "--duration", "8s");
