@@ -66,14 +66,12 @@ public final class IdleMemoryTax {
      * VM below its target is not reclaimed, one above it is. When even the mins do not fit, every target
      * is its min.
      *
-     * @param allocated pages each VM has now (checked; the division does not depend on it)
      * @throws IllegalArgumentException when the arrays differ in length, or a value is out of range
      */
-    public static long[] targets(double[] shares, double[] active, long[] allocated, long[] min, long[] max, long available,
-                                 double tau) {
+    public static long[] targets(double[] shares, double[] active, long[] min, long[] max, long available, double tau) {
         int n = shares.length;
-        if (active.length != n || allocated.length != n || min.length != n || max.length != n) {
-            throw new IllegalArgumentException("one share count, active fraction, allocation, min and max per VM");
+        if (active.length != n || min.length != n || max.length != n) {
+            throw new IllegalArgumentException("one share count, active fraction, min and max per VM");
         }
         check(tau);
         double k = 1 / (1 - tau);
@@ -81,7 +79,7 @@ public final class IdleMemoryTax {
         boolean[] fixed = new boolean[n];
         long remaining = available;
         for (int i = 0; i < n; i++) {
-            sharesPerPage(shares[i], allocated[i], active[i], tau); // checks the values
+            sharesPerPage(shares[i], 1, active[i], tau); // checks the values
             if (min[i] < 0 || max[i] < min[i]) {
                 throw new IllegalArgumentException("VM " + i + ": min " + min[i] + " and max " + max[i] + " pages");
             }

@@ -253,7 +253,6 @@ public final class Reclaimer implements Agent {
         int n = vms.size();
         double[] shares = new double[n];
         double[] active = new double[n];
-        long[] allocated = new long[n];
         long[] min = new long[n];
         long[] max = new long[n];
         long frames = host.frames().frames();
@@ -262,12 +261,11 @@ public final class Reclaimer implements Agent {
             Vm vm = vms.get(i);
             shares[i] = vm.allocation().shares();
             active[i] = activeEstimate(vm);
-            allocated[i] = allocated(vm);
             min[i] = Math.min(minPages(vm), vm.physicalMap().frames());
             max[i] = vm.physicalMap().frames();
-            available += allocated[i];
+            available += allocated(vm);
         }
-        long[] t = IdleMemoryTax.targets(shares, active, allocated, min, max, Math.max(0, available), config.tau());
+        long[] t = IdleMemoryTax.targets(shares, active, min, max, Math.max(0, available), config.tau());
         targets.clear();
         for (int i = 0; i < n; i++) {
             targets.put(vms.get(i), t[i]);

@@ -41,28 +41,26 @@ class IdleMemoryTaxTest {
     @Test
     void targetsGiveEveryVmTheSameSharesPerPageWithinItsMinAndMax() {
         double[] shares = {1000, 1000};
-        long[] allocated = {30_000, 30_000};
         long[] min = {0, 0};
         long[] max = {100_000, 100_000};
         double[] idleActive = {0.0, 1.0};
-        assertArrayEquals(new long[] {25_000, 25_000}, IdleMemoryTax.targets(shares, idleActive, allocated, min, max, 50_000, 0));
+        assertArrayEquals(new long[] {25_000, 25_000}, IdleMemoryTax.targets(shares, idleActive, min, max, 50_000, 0));
         assertArrayEquals(new long[] {10_000, 40_000},
-            IdleMemoryTax.targets(shares, idleActive, allocated, min, max, 50_000, IdleMemoryTax.ESX_TAU), "1 : 4");
-        long[] t = IdleMemoryTax.targets(shares, idleActive, allocated, min, max, 50_000, IdleMemoryTax.ESX_TAU);
+            IdleMemoryTax.targets(shares, idleActive, min, max, 50_000, IdleMemoryTax.ESX_TAU), "1 : 4");
+        long[] t = IdleMemoryTax.targets(shares, idleActive, min, max, 50_000, IdleMemoryTax.ESX_TAU);
         assertEquals(IdleMemoryTax.sharesPerPage(1000, t[0], 0.0, IdleMemoryTax.ESX_TAU),
             IdleMemoryTax.sharesPerPage(1000, t[1], 1.0, IdleMemoryTax.ESX_TAU), 1e-12, "the same rho");
-        assertArrayEquals(new long[] {15_000, 35_000}, IdleMemoryTax.targets(shares, idleActive, allocated, new long[] {15_000, 0},
+        assertArrayEquals(new long[] {15_000, 35_000}, IdleMemoryTax.targets(shares, idleActive, new long[] {15_000, 0},
             max, 50_000, IdleMemoryTax.ESX_TAU), "the idle VM's min holds; the rest is the active one's");
-        assertArrayEquals(new long[] {20_000, 30_000}, IdleMemoryTax.targets(shares, idleActive, allocated, min,
+        assertArrayEquals(new long[] {20_000, 30_000}, IdleMemoryTax.targets(shares, idleActive, min,
             new long[] {100_000, 30_000}, 50_000, IdleMemoryTax.ESX_TAU), "the active VM's max holds; the rest is the idle one's");
         assertArrayEquals(new long[] {30_000, 30_000}, IdleMemoryTax.targets(shares, idleActive, allocated,
             new long[] {30_000, 30_000}, max, 50_000, 0), "mins that do not fit: every VM at its min");
         double[] threeShares = {500, 1000, 1000};
         double[] allActive = {1, 1, 1};
-        long[] three = {1, 1, 1};
-        assertArrayEquals(new long[] {10_000, 20_000, 20_000}, IdleMemoryTax.targets(threeShares, allActive, three, new long[3],
+        assertArrayEquals(new long[] {10_000, 20_000, 20_000}, IdleMemoryTax.targets(threeShares, allActive, new long[3],
             new long[] {99_999, 99_999, 99_999}, 50_000, 0), "by shares");
-        assertArrayEquals(new long[] {9, 24_995, 24_995}, IdleMemoryTax.targets(threeShares, allActive, three, new long[3],
+        assertArrayEquals(new long[] {9, 24_995, 24_995}, IdleMemoryTax.targets(threeShares, allActive, new long[3],
             new long[] {9, 99_999, 99_999}, 50_000, 0), "a VM of 9 pages at most: the others divide the rest");
     }
 
