@@ -54,7 +54,7 @@ class IdleMemoryTaxTest {
             max, 50_000, IdleMemoryTax.ESX_TAU), "the idle VM's min holds; the rest is the active one's");
         assertArrayEquals(new long[] {20_000, 30_000}, IdleMemoryTax.targets(shares, idleActive, min,
             new long[] {100_000, 30_000}, 50_000, IdleMemoryTax.ESX_TAU), "the active VM's max holds; the rest is the idle one's");
-        assertArrayEquals(new long[] {30_000, 30_000}, IdleMemoryTax.targets(shares, idleActive, allocated,
+        assertArrayEquals(new long[] {30_000, 30_000}, IdleMemoryTax.targets(shares, idleActive,
             new long[] {30_000, 30_000}, max, 50_000, 0), "mins that do not fit: every VM at its min");
         double[] threeShares = {500, 1000, 1000};
         double[] allActive = {1, 1, 1};
