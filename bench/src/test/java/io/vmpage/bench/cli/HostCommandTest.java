@@ -41,15 +41,9 @@ class HostCommandTest {
      */
     @Test
     void aHostWaitsForTheSourceToReconnectAfterAPostCopyLostItsConnection() throws Exception {
-        int[] exit = {-1};
-        Thread host = new Thread(() -> exit[0] = cli.exec("host", "--listen", "127.0.0.1:0", "--memory-limit", "256m",
-            "--wait", "30s", "--json"));
-        host.start();
-        int port = -1;
-        for (long until = System.nanoTime() + 30_000_000_000L; port < 0 && System.nanoTime() < until; Thread.sleep(10)) {
-            java.util.regex.Matcher m = java.util.regex.Pattern.compile("listening on 127\\.0\\.0\\.1:(\\d+)").matcher(cli.err.toString());
-            port = m.find() ? Integer.parseInt(m.group(1)) : -1;
-        }
+        HostRun host = HostRun.start("--memory-limit", "256m", "--wait", "30s", "--json");
+        CliRun cli = host.cli;
+        int port = host.port();
         java.net.InetSocketAddress at = new java.net.InetSocketAddress("127.0.0.1", port);
         try (io.vmpage.engine.Host source = io.vmpage.engine.Host.create(128L << 20)) {
             io.vmpage.migration.Workload guest = new io.vmpage.migration.Workload(source, io.vmpage.engine.PagingMode.NESTED, 2,
@@ -77,8 +71,7 @@ class HostCommandTest {
                 guest.stop();
             }
         }
-        host.join(60_000);
-        assertEquals(0, exit[0], cli.err.toString());
+        assertEquals(0, host.join(60_000), cli.err.toString());
         assertTrue(cli.err.toString().contains("post-copy paused") && cli.err.toString().contains("post-copy recovered"),
             cli.err.toString());
         assertTrue(new com.fasterxml.jackson.databind.ObjectMapper().readTree(cli.out.toString()).get("ran").asBoolean());
@@ -87,24 +80,19 @@ class HostCommandTest {
     /** A peer that sends garbage instead of a migration stream: the host says so and exits 1, keeping nothing. */
     @Test
     void aStreamThatIsNotAMigrationIsRejectedClearly() throws Exception {
-        int[] exit = {-1};
-        Thread host = new Thread(() -> exit[0] = cli.exec("host", "--listen", "127.0.0.1:0", "--memory-limit", "128m",
-            "--wait", "30s", "--stall-timeout", "2s"));
-        host.start();
-        int port = -1;
-        for (long until = System.nanoTime() + 30_000_000_000L; port < 0 && System.nanoTime() < until; Thread.sleep(10)) {
-            java.util.regex.Matcher m = java.util.regex.Pattern.compile("listening on 127\\.0\\.0\\.1:(\\d+)").matcher(cli.err.toString());
-            port = m.find() ? Integer.parseInt(m.group(1)) : -1;
-        }
+        HostRun host = HostRun.start("--memory-limit", "128m", "--wait", "30s", "--stall-timeout", "2s");
+        CliRun cli = host.cli;
+        int port = host.port();
+        int exit;
         try (Socket peer = new Socket("127.0.0.1", port)) {
             DataOutputStream out = new DataOutputStream(peer.getOutputStream());
             out.writeInt(64);
             out.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789012345678901234567890123".getBytes());
             out.writeInt(-1);
             out.flush();
-            host.join(30_000);
+            exit = host.join(30_000);
         }
-        assertEquals(1, exit[0], cli.err.toString());
+        assertEquals(1, exit, cli.err.toString());
         assertTrue(cli.err.toString().contains("not a vmpage migration stream"), cli.err.toString());
     }
 }

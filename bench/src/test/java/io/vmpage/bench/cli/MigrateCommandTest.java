@@ -60,26 +60,18 @@ class MigrateCommandTest {
     @ParameterizedTest
     @CsvSource({"precopy", "hybrid"})
     void aMigrationToAHostListeningOnAPortIsVerifiedAndTheVmRunsThere(String mode) throws Exception {
-        CliRun hostCli = new CliRun();
-        int[] hostExit = {-1};
-        Thread host = new Thread(() -> hostExit[0] = hostCli.exec("host", "--listen", "127.0.0.1:0", "--memory-limit", "256m",
-            "--wait", "60s", "--json"));
-        host.start();
-        String port = null;
-        for (long until = System.nanoTime() + 30_000_000_000L; port == null && System.nanoTime() < until; Thread.sleep(10)) {
-            java.util.regex.Matcher m = java.util.regex.Pattern.compile("listening on 127\\.0\\.0\\.1:(\\d+)").matcher(hostCli.err.toString());
-            port = m.find() ? m.group(1) : null;
-        }
-        assertTrue(port != null, "the host printed where it listens: " + hostCli.err);
+        HostRun host = HostRun.start("--memory-limit", "256m", "--wait", "60s", "--json");
+        CliRun hostCli = host.cli;
+        int port = host.port();
         assertEquals(0, cli.exec("migrate", "--memory", "64m", "--mode", mode, "--to", "127.0.0.1:" + port, "--wws", "4m",
             "--dirty-rate", "8m", "--bandwidth", "256m", "--json"), err.toString());
-        host.join(60_000);
+        int hostExit = host.join(60_000);
         JsonNode root = new ObjectMapper().readTree(out.toString());
         assertEquals("tcp", root.get("transport").asText());
         assertEquals("127.0.0.1:" + port, root.get("to").asText());
         assertTrue(root.get("verified").asBoolean(), root.toString());
         assertTrue(root.get("missing_writes").isNull(), "the journal stays in the source process: " + root);
-        assertEquals(0, hostExit[0], hostCli.err.toString());
+        assertEquals(0, hostExit, hostCli.err.toString());
         JsonNode there = new ObjectMapper().readTree(hostCli.out.toString());
         assertTrue(there.get("ran").asBoolean(), there.toString());
         assertTrue(there.get("writes_after_resume").asLong() > 0, there.toString());
@@ -96,28 +88,20 @@ class MigrateCommandTest {
      */
     @Test
     void aPostCopyWhoseConnectionIsCutReconnectsByItselfAndIsVerified() throws Exception {
-        CliRun hostCli = new CliRun();
-        int[] hostExit = {-1};
-        Thread host = new Thread(() -> hostExit[0] = hostCli.exec("host", "--listen", "127.0.0.1:0", "--memory-limit", "256m",
-            "--wait", "60s", "--json"));
-        host.start();
-        int port = -1;
-        for (long until = System.nanoTime() + 30_000_000_000L; port < 0 && System.nanoTime() < until; Thread.sleep(10)) {
-            java.util.regex.Matcher m = java.util.regex.Pattern.compile("listening on 127\\.0\\.0\\.1:(\\d+)").matcher(hostCli.err.toString());
-            port = m.find() ? Integer.parseInt(m.group(1)) : -1;
-        }
-        assertTrue(port > 0, "the host printed where it listens: " + hostCli.err);
+        HostRun host = HostRun.start("--memory-limit", "256m", "--wait", "60s", "--json");
+        CliRun hostCli = host.cli;
+        int port = host.port();
         try (CuttingProxy proxy = new CuttingProxy(port, 2L << 20)) {
             assertEquals(0, cli.exec("migrate", "--memory", "64m", "--mode", "postcopy", "--to", "127.0.0.1:" + proxy.port(),
                 "--wws", "4m", "--dirty-rate", "8m", "--bandwidth", "32m", "--json"), err.toString());
             assertEquals(2, proxy.connections(), "one cut, one that recovered");
         }
-        host.join(60_000);
+        int hostExit = host.join(60_000);
         JsonNode root = new ObjectMapper().readTree(out.toString());
         assertTrue(root.get("verified").asBoolean(), root.toString());
         assertEquals(0, root.get("mismatched_pages").asLong());
         assertTrue(err.toString().contains("post-copy paused") && err.toString().contains("post-copy recovered"), err.toString());
-        assertEquals(0, hostExit[0], hostCli.err.toString());
+        assertEquals(0, hostExit, hostCli.err.toString());
         assertTrue(hostCli.err.toString().contains("post-copy recovered"), hostCli.err.toString());
         assertTrue(new ObjectMapper().readTree(hostCli.out.toString()).get("ran").asBoolean());
     }
