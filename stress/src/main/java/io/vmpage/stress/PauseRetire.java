@@ -4,12 +4,6 @@ import io.vmpage.engine.Host;
 import io.vmpage.engine.PagingMode;
 import io.vmpage.engine.Vcpu;
 import io.vmpage.engine.Vm;
-import io.vmpage.engine.VmConfig;
-import io.vmpage.engine.guest.GuestKernel;
-import io.vmpage.mmu.Access;
-import io.vmpage.mmu.MachineMemory;
-import io.vmpage.mmu.PageTables;
-import io.vmpage.mmu.Pte;
 import org.openjdk.jcstress.infra.results.III_Result;
 
 /**
@@ -26,8 +20,6 @@ import org.openjdk.jcstress.infra.results.III_Result;
  */
 final class PauseRetire {
     static final Host HOST = Host.create(768L << 20);
-    private static final long VA = 0x7f00_0000_0000L;
-    private static final long GPA = 0x1000;
 
     private PauseRetire() {
     }
@@ -36,33 +28,9 @@ final class PauseRetire {
     record Guest(Vm vm, long gpa) {
     }
 
-    /**
-     * A small VM with one vCPU whose address {@link #VA} is mapped and written 0 (TLB warm). Nested and
-     * shadow: 64 KiB, page tables a bootloader builds ({@code Vm.guestPageTables}) mapping it to
-     * {@link #GPA}. Paravirtual: 128 KiB (a PV guest's memory is all there from the start), the guest
-     * kernel model booted, {@link #VA} a page of a user address space it faulted in.
-     */
+    /** A trial's VM on {@link #HOST} ({@link TrialGuests#create}). */
     static Guest guest(PagingMode mode) {
-        Vcpu cpu;
-        Vm vm;
-        if (mode == PagingMode.PARAVIRTUAL) {
-            vm = HOST.createVm(VmConfig.of(128L << 10).withPaging(mode));
-            cpu = vm.vcpu(0);
-            GuestKernel kernel = GuestKernel.boot(vm);
-            GuestKernel.AddressSpace space = kernel.createAddressSpace(cpu);
-            kernel.mmap(space, VA, MachineMemory.FRAME_SIZE, GuestKernel.PROT_READ | GuestKernel.PROT_WRITE);
-            cpu.run(() -> kernel.switchTo(cpu, space));
-        } else {
-            vm = HOST.createVm(VmConfig.of(64L << 10).withPaging(mode));
-            PageTables tables = vm.guestPageTables(32L << 10, 64L << 10);
-            tables.map(VA, GPA, Pte.SHIFT_4K, Pte.P | Pte.RW);
-            cpu = vm.vcpu(0);
-            cpu.loadCr3(tables.root());
-        }
-        cpu.writeLong(VA, 0);
-        long hpa = cpu.translate(VA, Access.READ);
-        long gfn = HOST.frames().guestFrame(hpa >>> MachineMemory.FRAME_SHIFT);
-        return new Guest(vm, (gfn << MachineMemory.FRAME_SHIFT) | (hpa & MachineMemory.FRAME_OFFSET_MASK));
+        return TrialGuests.create(HOST, mode);
     }
 
     /** The writer: stores 1, 2, 3 on a thread attached to the vCPU, or as one-off accesses, until the retirement faults it. */
@@ -74,7 +42,7 @@ final class PauseRetire {
             }
             try {
                 for (int v = 1; v <= 3; v++) {
-                    cpu.writeLong(VA, v);
+                    cpu.writeLong(TrialGuests.VA, v);
                     r.r1 = v;
                 }
             } finally {
