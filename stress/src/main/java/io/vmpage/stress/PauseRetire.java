@@ -2,7 +2,6 @@ package io.vmpage.stress;
 
 import io.vmpage.engine.Host;
 import io.vmpage.engine.PagingMode;
-import io.vmpage.engine.Vcpu;
 import io.vmpage.engine.Vm;
 import org.openjdk.jcstress.infra.results.III_Result;
 
@@ -31,28 +30,6 @@ final class PauseRetire {
     /** A trial's VM on {@link #HOST} ({@link TrialGuests#create}). */
     static Guest guest(PagingMode mode) {
         return TrialGuests.create(HOST, mode);
-    }
-
-    /** The writer: stores 1, 2, 3 on a thread attached to the vCPU, or as one-off accesses, until the retirement faults it. */
-    static void write(Guest g, boolean attached, III_Result r) {
-        Vcpu cpu = g.vm().vcpu(0);
-        try {
-            if (attached) {
-                cpu.attachThread();
-            }
-            try {
-                for (int v = 1; v <= 3; v++) {
-                    cpu.writeLong(TrialGuests.VA, v);
-                    r.r1 = v;
-                }
-            } finally {
-                if (attached) {
-                    cpu.detachThread();
-                }
-            }
-        } catch (IllegalStateException retired) {
-            // the vCPU belongs to a source that handed its guest over: r1 says how far it got
-        }
     }
 
     /** The migration thread: pause, copy, retire (as {@code Migration} does at the switch-over). */

@@ -24,7 +24,7 @@ public class PauseRetireNestedOneOffStress {
 
     @Actor
     public void guest(III_Result r) {
-        PauseRetire.write(g, false, r);
+        TrialGuests.storeOneTwoThree(g, false, r);
     }
 
     @Actor

@@ -24,7 +24,7 @@ public class PauseRetireParavirtualAttachedStress {
 
     @Actor
     public void guest(III_Result r) {
-        PauseRetire.write(g, true, r);
+        TrialGuests.storeOneTwoThree(g, true, r);
     }
 
     @Actor

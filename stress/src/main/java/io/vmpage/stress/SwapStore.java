@@ -2,7 +2,6 @@ package io.vmpage.stress;
 
 import io.vmpage.engine.Host;
 import io.vmpage.engine.PagingMode;
-import io.vmpage.engine.Vcpu;
 import io.vmpage.engine.swap.SwapDevice;
 import io.vmpage.mmu.MachineMemory;
 import java.io.IOException;
@@ -41,24 +40,6 @@ final class SwapStore {
 
     static PauseRetire.Guest guest(PagingMode mode) {
         return TrialGuests.create(HOST, mode);
-    }
-
-    /** The writer: stores 1, 2, 3 on a thread attached to the vCPU, or as one-off accesses. */
-    static void write(PauseRetire.Guest g, boolean attached, III_Result r) {
-        Vcpu cpu = g.vm().vcpu(0);
-        if (attached) {
-            cpu.attachThread();
-        }
-        try {
-            for (int v = 1; v <= 3; v++) {
-                cpu.writeLong(TrialGuests.VA, v);
-                r.r1 = v;
-            }
-        } finally {
-            if (attached) {
-                cpu.detachThread();
-            }
-        }
     }
 
     /** The host's reclaimer: swaps the page out while the writer runs. */

@@ -22,7 +22,7 @@ public class SwapStoreNestedAttachedStress {
 
     @Actor
     public void guest(III_Result r) {
-        SwapStore.write(g, true, r);
+        TrialGuests.storeOneTwoThree(g, true, r);
     }
 
     @Actor

@@ -22,7 +22,7 @@ public class SwapStoreNestedOneOffStress {
 
     @Actor
     public void guest(III_Result r) {
-        SwapStore.write(g, false, r);
+        TrialGuests.storeOneTwoThree(g, false, r);
     }
 
     @Actor

@@ -10,6 +10,7 @@ import io.vmpage.mmu.Access;
 import io.vmpage.mmu.MachineMemory;
 import io.vmpage.mmu.PageTables;
 import io.vmpage.mmu.Pte;
+import org.openjdk.jcstress.infra.results.III_Result;
 
 /** The one-VM-per-trial guests of the jcstress tests that drive a real vCPU ({@link PauseRetire}, {@link SwapStore}). */
 final class TrialGuests {
@@ -49,4 +50,29 @@ final class TrialGuests {
         return new PauseRetire.Guest(vm, (gfn << MachineMemory.FRAME_SHIFT) | (hpa & MachineMemory.FRAME_OFFSET_MASK));
     }
 
+    /**
+     * A trial's writer: stores 1, 2, 3 to {@link #VA} on a thread attached to the vCPU, or as one-off
+     * accesses, each completed store's value in {@code r.r1}; a vCPU that faults it out (retired: its guest
+     * went elsewhere) ends it where it got.
+     */
+    static void storeOneTwoThree(PauseRetire.Guest g, boolean attached, III_Result r) {
+        Vcpu cpu = g.vm().vcpu(0);
+        try {
+            if (attached) {
+                cpu.attachThread();
+            }
+            try {
+                for (int v = 1; v <= 3; v++) {
+                    cpu.writeLong(VA, v);
+                    r.r1 = v;
+                }
+            } finally {
+                if (attached) {
+                    cpu.detachThread();
+                }
+            }
+        } catch (IllegalStateException retired) {
+            // the vCPU belongs to a source that handed its guest over: r1 says how far it got
+        }
+    }
 }

@@ -350,19 +350,25 @@ public final class MigrateCommand implements Callable<Integer> {
                     + " the source keeps the rest)%n", last.getMessage(), address.getHostString(), address.getPort());
                 progress.flush();
             }
-            MigrationException failure;
-            try (TcpTransport fresh = TcpTransport.connect(address, MemoryTransport.DEFAULT_CHUNK, 10_000)) {
-                MigrationReport report = RemoteMigration.recover(last, fresh);
-                progress.println("post-copy recovered");
-                progress.flush();
-                return report;
-            } catch (PostCopyPausedException again) {
-                last = again;
-                failure = again;
-                lost = true;
+            MigrationException failure = null;
+            TcpTransport connection = null;
+            try {
+                connection = TcpTransport.connect(address, MemoryTransport.DEFAULT_CHUNK, 10_000);
             } catch (MigrationException noConnection) {
                 failure = noConnection;
                 lost = false;
+            }
+            if (connection != null) {
+                try (TcpTransport fresh = connection) { // a failure but a lost connection is the migration's own: not retried
+                    MigrationReport report = RemoteMigration.recover(last, fresh);
+                    progress.println("post-copy recovered");
+                    progress.flush();
+                    return report;
+                } catch (PostCopyPausedException again) {
+                    last = again;
+                    failure = again;
+                    lost = true;
+                }
             }
             if (System.nanoTime() - deadline > 0) {
                 throw new MigrationException("post-copy paused and not recovered within " + RECOVER_NANOS / 1_000_000_000L

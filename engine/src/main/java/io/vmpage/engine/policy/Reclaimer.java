@@ -131,9 +131,9 @@ public final class Reclaimer implements Agent {
     public void period() {
         reactedThisPeriod = false;
         List<Vm> vms = managedVms();
-        samplers.keySet().retainAll(new java.util.HashSet<>(vms));
-        asks.keySet().retainAll(new java.util.HashSet<>(vms));
-        targets.keySet().retainAll(new java.util.HashSet<>(vms));
+        java.util.Set<Vm> live = new java.util.HashSet<>(vms);
+        samplers.keySet().retainAll(live);
+        asks.keySet().retainAll(live);
         for (Vm vm : vms) {
             if (byBalloonOnly(vm)) {
                 continue;
@@ -185,13 +185,10 @@ public final class Reclaimer implements Agent {
             reclaim(vms);
         }
         if (state.blocksVmsAboveTarget()) {
-            if (targets.size() != vms.size()) {
-                computeTargets(vms);
-            }
-            for (Vm vm : vms) {
-                Long target = targets.get(vm);
-                if (!vm.paused() && !byBalloonOnly(vm) && allocated(vm) > (target == null ? minPages(vm) : target)
-                    && !blocked.contains(vm)) {
+            long[] targets = targets(vms);
+            for (int i = 0; i < vms.size(); i++) {
+                Vm vm = vms.get(i);
+                if (!vm.paused() && !byBalloonOnly(vm) && allocated(vm) > targets[i] && !blocked.contains(vm)) {
                     vm.pause();
                     blocked.add(vm);
                 }
@@ -206,11 +203,9 @@ public final class Reclaimer implements Agent {
      * their min that the state's mechanism can take memory from: in soft its balloon, or, where a balloon
      * cannot help (the VM's last request freed no frame, or its guest has not met it), host swap, as ESX
      * pages only where ballooning fails; in hard and low host swap, or the balloon of a VM the host cannot
-     * swap (paravirtual). A VM with no mechanism left this period is passed over. The targets are
-     * computed on the way, for the low state's blocking.
+     * swap (paravirtual). A VM with no mechanism left this period is passed over.
      */
     private void reclaim(List<Vm> vms) {
-        computeTargets(vms);
         int n = vms.size();
         double[] shares = new double[n];
         long[] pages = new long[n];
@@ -245,11 +240,11 @@ public final class Reclaimer implements Agent {
         }
     }
 
-    /** Each managed VM's target allocation in pages, as of the last reclaim. Agent thread. */
-    private final Map<Vm, Long> targets = new IdentityHashMap<>();
-
-    /** The targets: the managed VMs' allocations plus free memory above the high threshold, divided by {@link IdleMemoryTax#targets}. */
-    private void computeTargets(List<Vm> vms) {
+    /**
+     * Each of {@code vms}' target allocation in pages: their allocations plus the free memory above the
+     * high threshold, divided by {@link IdleMemoryTax#targets}.
+     */
+    private long[] targets(List<Vm> vms) {
         int n = vms.size();
         double[] shares = new double[n];
         double[] active = new double[n];
@@ -265,11 +260,7 @@ public final class Reclaimer implements Agent {
             max[i] = vm.physicalMap().frames();
             available += allocated(vm);
         }
-        long[] t = IdleMemoryTax.targets(shares, active, min, max, Math.max(0, available), config.tau());
-        targets.clear();
-        for (int i = 0; i < n; i++) {
-            targets.put(vms.get(i), t[i]);
-        }
+        return IdleMemoryTax.targets(shares, active, min, max, Math.max(0, available), config.tau());
     }
 
     private static final int NONE = 0;
