@@ -163,6 +163,16 @@ public final class Vm {
      * @throws HostOutOfMemoryException when the host has no frame left
      */
     long populate(long gfn) {
+        long mfn = populateIfHere(gfn);
+        return mfn == NOT_HERE ? bringIn(gfn) : mfn;
+    }
+
+    /**
+     * {@link #populate}, but {@link #NOT_HERE} instead of bringing in a frame whose contents are elsewhere:
+     * what a host store calls inside its host access, which must not wait there for a swap-out (that
+     * waits for the host accesses to end) nor for a fetch.
+     */
+    private long populateIfHere(long gfn) {
         if (!p2m.contains(gfn)) {
             throw new GuestFaultException(io.vmpage.mmu.Fault.MACHINE_CHECK, 0, gfn << MachineMemory.FRAME_SHIFT);
         }
@@ -172,7 +182,7 @@ public final class Vm {
             return mfn;
         }
         if (entry != P2mEntry.EMPTY) {
-            return bringIn(gfn);
+            return NOT_HERE;
         }
         int access = hostAccesses.enter(); // a destroy waits for a populate that passed its check
         try {
@@ -189,7 +199,7 @@ public final class Vm {
             }
             host.allocator().free(frame); // another vCPU populated it first
             long winner = p2m.machineFrame(gfn);
-            return winner >= 0 ? winner : bringIn(gfn); // it became something else meanwhile (marked remote)
+            return winner >= 0 ? winner : NOT_HERE; // it became something else meanwhile (marked remote)
         } finally {
             hostAccesses.exit(access);
         }
@@ -418,7 +428,13 @@ public final class Vm {
             boolean ok = false;
             try {
                 checkAlive();
-                long mfn = populate(gfn);
+                long mfn = populateIfHere(gfn);
+                if (mfn == NOT_HERE) { // swapped out since, or in the balloon: brought in outside the access
+                    hostAccesses.exit(access); // (a swap-out waits for the host accesses to end)
+                    ok = true;
+                    bringIn(gfn);
+                    continue;
+                }
                 FrameSharing sharing = backend.sharing();
                 if (FrameDescriptor.type(host.allocator().descriptor(mfn)) != FrameDescriptor.TYPE_SHARED
                     && (sharing == null || sharing.beforeHostStore(gfn))) {
@@ -728,9 +744,19 @@ public final class Vm {
     private long readAddress(long gpa, int width) {
         checkPhysical(gpa, width);
         checkAlive();
-        long mfn = p2m.machineFrame(gpa >>> MachineMemory.FRAME_SHIFT);
-        return mfn < 0 ? -1 : hostAddress(mfn, gpa);
+        long e = p2m.entry(gpa >>> MachineMemory.FRAME_SHIFT);
+        if (P2mEntry.isPresent(e)) {
+            return hostAddress(P2mEntry.frame(e), gpa);
+        }
+        return e == P2mEntry.EMPTY || P2mEntry.kind(e) == P2mEntry.BALLOONED ? -1 : NOT_HERE;
     }
+
+    /**
+     * {@link #readAddress}: the frame's contents are elsewhere right now (being swapped out, on swap, not
+     * here yet, on their way in). The reader ends its host access, brings the frame in and looks again: a
+     * host read racing a swap-out must read the page, never the zeros of a frame that is only away.
+     */
+    private static final long NOT_HERE = -2;
 
     private void checkPhysical(long gpa, int width) {
         if (gpa < 0 || gpa > config.memoryBytes() - width || (gpa & (width - 1)) != 0) {
@@ -742,13 +768,17 @@ public final class Vm {
     /** Reads guest-physical {@code gpa} (a volatile load: an entry a vCPU or the engine changes by CAS reads whole). */
     public long readPhysicalLong(long gpa) {
         checkPhysical(gpa, 8);
-        bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
-        int access = hostAccesses.enter();
-        try {
-            long hpa = readAddress(gpa, 8);
-            return hpa < 0 ? 0 : host.memory().getLongVolatile(hpa);
-        } finally {
-            hostAccesses.exit(access);
+        while (true) {
+            bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
+            int access = hostAccesses.enter();
+            try {
+                long hpa = readAddress(gpa, 8);
+                if (hpa != NOT_HERE) {
+                    return hpa < 0 ? 0 : host.memory().getLongVolatile(hpa);
+                }
+            } finally {
+                hostAccesses.exit(access);
+            }
         }
     }
 
@@ -773,17 +803,20 @@ public final class Vm {
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
             checkPhysical(gpa, 1);
-            bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
-            int access = hostAccesses.enter();
-            try {
-                long hpa = readAddress(gpa, 1);
-                if (hpa < 0) {
-                    java.util.Arrays.fill(dst, offset, offset + chunk, (byte) 0);
-                } else {
-                    host.memory().getBytes(hpa, dst, offset, chunk);
+            long hpa = NOT_HERE;
+            while (hpa == NOT_HERE) {
+                bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
+                int access = hostAccesses.enter();
+                try {
+                    hpa = readAddress(gpa, 1);
+                    if (hpa == -1) {
+                        java.util.Arrays.fill(dst, offset, offset + chunk, (byte) 0);
+                    } else if (hpa >= 0) {
+                        host.memory().getBytes(hpa, dst, offset, chunk);
+                    }
+                } finally {
+                    hostAccesses.exit(access);
                 }
-            } finally {
-                hostAccesses.exit(access);
             }
             gpa += chunk;
             offset += chunk;
@@ -802,19 +835,22 @@ public final class Vm {
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
             checkPhysical(gpa, 1);
-            bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
-            int access = hostAccesses.enter();
-            try {
-                long hpa = readAddress(gpa, 1);
-                if (hpa < 0) {
-                    for (int i = 0; i < chunk; i++) {
-                        dst.put((byte) 0);
+            long hpa = NOT_HERE;
+            while (hpa == NOT_HERE) {
+                bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
+                int access = hostAccesses.enter();
+                try {
+                    hpa = readAddress(gpa, 1);
+                    if (hpa == -1) {
+                        for (int i = 0; i < chunk; i++) {
+                            dst.put((byte) 0);
+                        }
+                    } else if (hpa >= 0) {
+                        host.memory().getBytes(hpa, dst, chunk);
                     }
-                } else {
-                    host.memory().getBytes(hpa, dst, chunk);
+                } finally {
+                    hostAccesses.exit(access);
                 }
-            } finally {
-                hostAccesses.exit(access);
             }
             gpa += chunk;
             length -= chunk;

@@ -141,6 +141,74 @@ class SwapTest {
         }
     }
 
+    /**
+     * Host accesses (what a migration's copy and an embedder's reads and writes are) racing swap-outs of the
+     * pages they touch: a read finds the page, never the zeros of a frame that is only away on swap, and a
+     * store neither waits forever for a swap-out that waits for it, nor is lost. The host thread reads each
+     * page back in all three ways before it stores the next value; a seeded schedule, a time bound.
+     */
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void hostReadsAndStoresRacingSwapOutsSeeEveryPageAndLoseNoStore(PagingMode mode) throws Exception {
+        try (Host host = Host.create(96L << 20)) {
+            host.attachSwap(SwapDevice.create(dir.resolve("swap"), 4096));
+            LoggedGuest g = guest(host, mode, 1);
+            int hot = 4;
+            long[] last = new long[hot];
+            for (int p = 0; p < hot; p++) {
+                last[p] = g.vm.readPhysicalLong(g.gfnOfPage[p] << 12);
+            }
+            java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+            java.util.concurrent.atomic.AtomicReference<Throwable> failed = new java.util.concurrent.atomic.AtomicReference<>();
+            java.util.concurrent.atomic.AtomicLong accesses = new java.util.concurrent.atomic.AtomicLong();
+            Thread accessor = new Thread(() -> {
+                byte[] page = new byte[8];
+                java.nio.ByteBuffer buffer = java.nio.ByteBuffer.allocateDirect(8).order(java.nio.ByteOrder.nativeOrder());
+                try {
+                    for (long n = 1; !stop.get(); n++) {
+                        int p = (int) (n % hot);
+                        long gpa = g.gfnOfPage[p] << 12;
+                        long word = g.vm.readPhysicalLong(gpa);
+                        g.vm.readPhysical(gpa, page, 0, 8);
+                        g.vm.readPhysical(gpa, buffer.clear(), 8);
+                        long fromArray = java.nio.ByteBuffer.wrap(page).order(java.nio.ByteOrder.nativeOrder()).getLong();
+                        long fromBuffer = buffer.getLong(0);
+                        if (word != last[p] || fromArray != last[p] || fromBuffer != last[p]) {
+                            throw new AssertionError("page " + p + " read " + word + " / " + fromArray + " / " + fromBuffer
+                                + " by host reads; the last host store wrote " + last[p]);
+                        }
+                        g.vm.writePhysicalLong(gpa, n);
+                        last[p] = n;
+                        accesses.incrementAndGet();
+                    }
+                } catch (Throwable t) {
+                    failed.set(t);
+                }
+            }, "host-accessor");
+            accessor.start();
+            long swappedOut = 0;
+            SplittableRandom random = new SplittableRandom(11);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+            while (swappedOut < 3000 && failed.get() == null && System.nanoTime() < deadline) {
+                if (g.vm.swapOut(g.gfnOfPage[random.nextInt(hot)])) {
+                    swappedOut++;
+                }
+            }
+            stop.set(true);
+            accessor.join(TimeUnit.SECONDS.toMillis(20));
+            assertFalse(accessor.isAlive(), "a host access hangs racing a swap-out (" + accesses.get() + " done)");
+            if (failed.get() != null) {
+                throw new AssertionError(failed.get());
+            }
+            assertTrue(swappedOut >= 100 && accesses.get() >= 100, "the race happened: " + swappedOut + " swap-outs, "
+                + accesses.get() + " host accesses");
+            for (int p = 0; p < hot; p++) {
+                assertEquals(last[p], g.vm.readPhysicalLong(g.gfnOfPage[p] << 12), "page " + p + " lost a host store");
+            }
+        }
+    }
+
     @ParameterizedTest
     @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
     void anIoErrorMidSwapOutLeavesThePageInMemoryAndOneOnSwapInFailsOnlyThatAccess(PagingMode mode) {
