@@ -464,6 +464,79 @@ public final class Vm {
     }
 
     /**
+     * A whole-frame host store to guest frame {@code gfn}, when it was never populated, places the page with
+     * its contents (what Linux's {@code UFFDIO_COPY} does for a post-copy destination): a frame taken without
+     * its zero fill, filled by the caller, and only then installed, so that a migration's destination writes
+     * each page once instead of zeroing it first. Inside the caller's host access: the frame, or -1 when the
+     * entry is not empty any more (the caller stores the usual way).
+     */
+    private long freshFrame(long gfn) {
+        checkAlive();
+        if (p2m.entry(gfn) != P2mEntry.EMPTY) {
+            return -1;
+        }
+        long frame = host.allocator().allocateForFill(id, FrameDescriptor.TYPE_DATA);
+        if (frame < 0) {
+            throw new HostOutOfMemoryException("host out of machine frames populating guest frame 0x"
+                + Long.toHexString(gfn) + " of VM " + id);
+        }
+        return frame;
+    }
+
+    /**
+     * The whole page at {@code buffer}'s position (advancing it) or at {@code array[offset]} into guest
+     * frame {@code gfn} as {@link #freshFrame} places it; false, nothing read, when the frame was populated.
+     */
+    private boolean storeFresh(long gfn, java.nio.ByteBuffer buffer, byte[] array, int offset) {
+        if (p2m.entry(gfn) != P2mEntry.EMPTY) {
+            return false;
+        }
+        int access = hostAccesses.enter();
+        try {
+            long frame = freshFrame(gfn);
+            if (frame < 0) {
+                return false;
+            }
+            long pa = frame << MachineMemory.FRAME_SHIFT;
+            int at = buffer == null ? 0 : buffer.position();
+            try {
+                if (buffer != null) {
+                    host.memory().putBytes(pa, buffer, MachineMemory.FRAME_SIZE);
+                } else {
+                    host.memory().putBytes(pa, array, offset, MachineMemory.FRAME_SIZE);
+                }
+            } catch (RuntimeException e) {
+                host.allocator().free(frame);
+                throw e;
+            }
+            if (installFresh(gfn, frame)) {
+                return true;
+            }
+            if (buffer != null) {
+                buffer.position(at); // stored the usual way after all
+            }
+            return false;
+        } finally {
+            hostAccesses.exit(access);
+        }
+    }
+
+    /**
+     * Installs {@link #freshFrame}'s {@code frame}, now holding all 4096 bytes of the page, and logs the page;
+     * false when the entry changed meanwhile: the frame, never reachable, goes back to the host.
+     */
+    private boolean installFresh(long gfn, long frame) {
+        host.allocator().setGuestFrame(frame, gfn);
+        if (!p2mWriter.install(gfn, frame)) {
+            host.allocator().free(frame);
+            return false;
+        }
+        populatedFrames.incrementAndGet();
+        dirty.markHost(gfn);
+        return true;
+    }
+
+    /**
      * Gives guest frame {@code gfn}'s machine frame back to the host (what a free-page report allows):
      * afterwards no vCPU can reach the old frame, and the guest reads zeros there. Returns false when the
      * frame was not populated, or the mode keeps it: under shadow paging a guest table the engine shadows;
@@ -857,6 +930,107 @@ public final class Vm {
         }
     }
 
+    /**
+     * Whether guest frame {@code gfn} reads as all zeros now (a host read: a frame not here is brought in
+     * first; one never populated, discarded or in the balloon reads as zeros), as a migration tells a zero
+     * page before it sends it as a flag.
+     */
+    public boolean isZeroFrame(long gfn) {
+        checkFrame(gfn);
+        while (true) {
+            bringInIfAbsent(gfn);
+            int access = hostAccesses.enter();
+            try {
+                long hpa = readAddress(gfn << MachineMemory.FRAME_SHIFT, 1);
+                if (hpa != NOT_HERE) {
+                    return hpa == -1 || host.memory().isFrameZero(hpa >>> MachineMemory.FRAME_SHIFT);
+                }
+            } finally {
+                hostAccesses.exit(access);
+            }
+        }
+    }
+
+    /**
+     * Copies guest frame {@code gfn} of {@code source}, a VM of another host in this process, into guest
+     * frame {@code gfn} of this VM: one copy from the source host's memory into this host's, which is how an
+     * in-process migration moves a page (QEMU's RDMA migration places pages in the destination's registered
+     * RAM the same way, with no copy through a stream buffer). The source frame is read as a host access of
+     * the source: a frame it gives back meanwhile is never read once the host may have handed it to anyone
+     * else, and a destroyed source fails the copy. A source frame not here is brought in first; one that
+     * reads as zeros copies as zeros. This VM's frame is placed filled when it was never populated, stored
+     * over otherwise, and logged like any host store.
+     *
+     * @throws IllegalArgumentException when {@code source} is this VM or {@code gfn} is outside either VM
+     * @throws IllegalStateException when either VM is destroyed
+     */
+    public void copyFrameFrom(Vm source, long gfn) {
+        if (source == this) {
+            throw new IllegalArgumentException("VM " + id + " cannot copy a frame from itself");
+        }
+        checkFrame(gfn);
+        source.checkFrame(gfn);
+        MachineMemory memory = host.memory();
+        while (true) {
+            source.bringInIfAbsent(gfn);
+            if (p2m.entry(gfn) == P2mEntry.EMPTY) {
+                int access = hostAccesses.enter();
+                try {
+                    long frame = freshFrame(gfn);
+                    if (frame >= 0) {
+                        boolean read;
+                        try {
+                            read = source.readFrameInto(gfn, memory, frame);
+                        } catch (RuntimeException e) {
+                            host.allocator().free(frame);
+                            throw e;
+                        }
+                        if (!read) {
+                            host.allocator().free(frame);
+                            continue; // it went to swap meanwhile: brought in again
+                        }
+                        if (installFresh(gfn, frame)) {
+                            return;
+                        }
+                    }
+                } finally {
+                    hostAccesses.exit(access);
+                }
+            }
+            long store = beginStore(gfn);
+            try {
+                if (source.readFrameInto(gfn, memory, storeFrame(store))) {
+                    return;
+                }
+            } finally {
+                endStore(store, gfn);
+            }
+        }
+    }
+
+    /**
+     * This VM's guest frame {@code gfn} into frame {@code frame} of {@code dst} (another host's memory), as a
+     * host access of this VM; false, nothing copied, when its contents are elsewhere right now (the caller
+     * brings it in and tries again).
+     */
+    private boolean readFrameInto(long gfn, MachineMemory dst, long frame) {
+        int access = hostAccesses.enter();
+        try {
+            long hpa = readAddress(gfn << MachineMemory.FRAME_SHIFT, 1);
+            if (hpa == NOT_HERE) {
+                return false;
+            }
+            if (hpa == -1) {
+                dst.zeroFrame(frame);
+            } else {
+                host.memory().copyFrameTo(hpa >>> MachineMemory.FRAME_SHIFT, dst, frame);
+            }
+            return true;
+        } finally {
+            hostAccesses.exit(access);
+        }
+    }
+
     /** As {@link #writePhysical(long, byte[], int, int)}, from {@code src} at its position, advancing it. */
     public void writePhysical(long gpa, java.nio.ByteBuffer src, int length) {
         if (length < 0 || length > src.remaining()) {
@@ -866,11 +1040,13 @@ public final class Vm {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
             checkPhysical(gpa, 1);
             long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
-            long store = beginStore(gfn);
-            try {
-                host.memory().putBytes(hostAddress(storeFrame(store), gpa), src, chunk);
-            } finally {
-                endStore(store, gfn);
+            if (chunk != MachineMemory.FRAME_SIZE || !storeFresh(gfn, src, null, 0)) {
+                long store = beginStore(gfn);
+                try {
+                    host.memory().putBytes(hostAddress(storeFrame(store), gpa), src, chunk);
+                } finally {
+                    endStore(store, gfn);
+                }
             }
             gpa += chunk;
             length -= chunk;
@@ -884,11 +1060,13 @@ public final class Vm {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
             checkPhysical(gpa, 1);
             long gfn = gpa >>> MachineMemory.FRAME_SHIFT;
-            long store = beginStore(gfn);
-            try {
-                host.memory().putBytes(hostAddress(storeFrame(store), gpa), src, offset, chunk);
-            } finally {
-                endStore(store, gfn);
+            if (chunk != MachineMemory.FRAME_SIZE || !storeFresh(gfn, null, src, offset)) {
+                long store = beginStore(gfn);
+                try {
+                    host.memory().putBytes(hostAddress(storeFrame(store), gpa), src, offset, chunk);
+                } finally {
+                    endStore(store, gfn);
+                }
             }
             gpa += chunk;
             offset += chunk;

@@ -36,6 +36,14 @@ public final class FrameAllocator {
         return table.allocate(owner, type);
     }
 
+    /**
+     * A free frame as {@link #allocate} gives it, but holding whatever it held last: the caller overwrites
+     * all 4096 bytes before anyone else can reach it; -1 when none is left.
+     */
+    public long allocateForFill(int owner, int type) {
+        return table.allocateForFill(owner, type);
+    }
+
     /** Returns {@code frame} to the pool. The caller must have removed every mapping of it. */
     public void free(long frame) {
         table.free(frame);

@@ -94,6 +94,20 @@ public final class FrameTable {
         return frame;
     }
 
+    /**
+     * As {@link #allocate}, without the zero fill: for a caller that overwrites all 4096 bytes before
+     * anyone but itself can reach the frame (a whole page placed with its contents, as Linux's
+     * {@code UFFDIO_COPY} places one), so that the frame is written once, not zeroed and then written.
+     */
+    long allocateForFill(int owner, int type) {
+        long frame = pop();
+        if (frame < 0) {
+            return -1;
+        }
+        descriptors.putLongVolatile((int) frame * 8, FrameDescriptor.inUse(type, owner, 1));
+        return frame;
+    }
+
     /** Returns {@code frame} to the pool. The caller must have removed every mapping of it. */
     void free(long frame) {
         checkFrame(frame);
