@@ -126,8 +126,9 @@ public final class Destination {
                             }
                             vm.writePhysical(gfn << 12, page, 0, page.length);
                             deltas++;
-                        } else if (flags == StreamFormat.PAGE_FULL || flags == StreamFormat.PAGE_ZERO) {
-                            if (storePage(vm, chunk, flags, gfn, page)) {
+                        } else if (flags == StreamFormat.PAGE_FULL || flags == StreamFormat.PAGE_ZERO
+                            || flags == StreamFormat.PAGE_REFERENCE) {
+                            if (storePage(vm, chunk, flags, gfn, page, transport)) {
                                 zero++;
                             }
                         } else {
@@ -351,7 +352,7 @@ public final class Destination {
             chunk.get(page);
         } else if (!zero) {
             throw new MigrationException("stream is corrupted: post-copy page " + gfn + " has flags " + flags
-                + " (a post-copy page goes whole or as zero, never as a delta)");
+                + " (a post-copy page goes whole or as zero, never as a delta or by reference)");
         } else {
             java.util.Arrays.fill(page, (byte) 0);
         }
@@ -473,13 +474,27 @@ public final class Destination {
     }
 
     /**
-     * A whole or zero page record's payload into guest frame {@code gfn}: FULL straight from the chunk,
-     * ZERO as zeros where the frame holds contents sent before (a frame never populated reads as zeros
-     * already). Returns whether it was ZERO. Any destination thread (multifd channels too).
+     * A whole, zero or by-reference page record into guest frame {@code gfn}: FULL straight from the chunk,
+     * REFERENCE straight from the source VM that {@code transport} offers, ZERO as zeros where the frame
+     * holds contents sent before (a frame never populated reads as zeros already). Returns whether it was
+     * ZERO. Any destination thread (multifd channels too).
      */
-    static boolean storePage(Vm vm, ByteBuffer chunk, byte flags, long gfn, byte[] page) {
+    static boolean storePage(Vm vm, ByteBuffer chunk, byte flags, long gfn, byte[] page, Transport transport) {
         if (flags == StreamFormat.PAGE_FULL) {
             vm.writePhysical(gfn << 12, chunk, StreamFormat.PAGE_BYTES); // straight from the chunk
+            return false;
+        }
+        if (flags == StreamFormat.PAGE_REFERENCE) { // one copy, out of the source VM the transport offers
+            Vm source = transport.offeredMemory();
+            if (source == null) {
+                throw new MigrationException("stream is corrupted: guest frame " + gfn + " is sent by reference over a"
+                    + " transport that offers no source memory");
+            }
+            if (source.physicalMap().frames() != vm.physicalMap().frames()) {
+                throw new MigrationException("stream is corrupted: pages by reference from a VM of " + source.physicalMap().frames()
+                    + " frames into one of " + vm.physicalMap().frames());
+            }
+            vm.copyFrameFrom(source, gfn);
             return false;
         }
         if (vm.physicalMap().machineFrame(gfn) >= 0) {

@@ -37,6 +37,14 @@ public final class MemoryTransport implements Transport {
     /** How the source thread waits for an empty buffer, and the destination thread for a filled one. */
     private final IdleStrategy sourceIdle = Waiting.backOff();
     private final IdleStrategy destinationIdle = Waiting.backOff();
+    /**
+     * The source VM whose memory the destination may copy pages out of ({@link #offerMemory}), null when
+     * none; a channel asks its parent. Written by the source thread before its first chunk, read by the
+     * destination after it took a chunk (volatile).
+     */
+    private volatile io.vmpage.engine.Vm offered;
+    /** The connection this is a multifd channel of, null for the main one. */
+    private final MemoryTransport parent;
     /** Pool buffers made so far (at most {@code buffers}). Source thread only. */
     private int allocated;
     /** The destination saw the end. Destination thread only. */
@@ -44,6 +52,11 @@ public final class MemoryTransport implements Transport {
 
     /** {@code buffers} chunks of {@code chunkBytes}, failing a side that waits more than {@code stallMillis}. */
     public MemoryTransport(int buffers, int chunkBytes, long stallMillis) {
+        this(buffers, chunkBytes, stallMillis, null);
+    }
+
+    private MemoryTransport(int buffers, int chunkBytes, long stallMillis, MemoryTransport parent) {
+        this.parent = parent;
         if (buffers < 2 || chunkBytes < 16 << 10) {
             throw new IllegalArgumentException("a memory transport needs at least 2 buffers of at least 16 KiB");
         }
@@ -124,7 +137,22 @@ public final class MemoryTransport implements Transport {
             throw new IllegalArgumentException("multifd channels are numbered from 1: " + index);
         }
         check();
-        return channels.computeIfAbsent(index, i -> new MemoryTransport(buffers, chunkBytes, TimeUnit.NANOSECONDS.toMillis(stallNanos)));
+        return channels.computeIfAbsent(index, i -> new MemoryTransport(buffers, chunkBytes, TimeUnit.NANOSECONDS.toMillis(stallNanos), this));
+    }
+
+    /** Both ends share this process: the destination may copy pages out of {@code vm} itself. */
+    @Override
+    public boolean offerMemory(io.vmpage.engine.Vm vm) {
+        if (parent != null) {
+            return parent.offerMemory(vm);
+        }
+        offered = java.util.Objects.requireNonNull(vm, "vm");
+        return true;
+    }
+
+    @Override
+    public io.vmpage.engine.Vm offeredMemory() {
+        return parent != null ? parent.offeredMemory() : offered;
     }
 
     @Override

@@ -360,6 +360,9 @@ public final class Migration {
         PageSender senderForAbort = null;
         try {
             StreamWriter out = new StreamWriter(transport);
+            if (config.pageReferences() && transport.offerMemory(vm)) {
+                out.references(vm); // in-process: the destination copies each page out of the VM itself
+            }
             Pacer pacer = new Pacer(config.bandwidthBytesPerSecond());
             out.header(vm.config());
             PageSender pages = new PageSender(vm, out, pacer, config.xbzrleCacheBytes());
@@ -730,9 +733,13 @@ public final class Migration {
             return out.pages() + (multifd != null ? multifd.dispatched() : channelPages);
         }
 
-        /** Post-copy: each page crosses once, whole (QEMU uses no XBZRLE in post-copy). */
+        /**
+         * Post-copy: each page crosses once, whole (QEMU uses no XBZRLE in post-copy), in the stream (a page
+         * the destination runs on is installed from the record itself, never by reference).
+         */
         void postCopy() {
             xbzrleStarted = false;
+            out.references(null);
         }
 
         /** Round 0 ended: re-sent pages may go as deltas from now on. */

@@ -26,7 +26,7 @@ import java.util.Set;
  */
 public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long downtimeLimitNanos, int maxRounds,
                               Set<StopRule> stopRules, DirtyTracking tracking, boolean autoConverge, long xbzrleCacheBytes,
-                              boolean verify, int channels) {
+                              boolean verify, int channels, boolean pageReferences) {
     /** The most multifd channels a migration opens (QEMU allows 255; this host has 2 cores). */
     public static final int MAX_CHANNELS = 16;
     /** QEMU's {@code multifd-channels} default, when multifd is on. */
@@ -88,51 +88,57 @@ public record MigrationConfig(Mode mode, long bandwidthBytesPerSecond, long down
     /** Pre-copy, unlimited bandwidth, 300 ms downtime limit, QEMU's rule plus Xen's 30-round cap, write protection. */
     public static MigrationConfig defaults() {
         return new MigrationConfig(Mode.PRECOPY, 0, 300_000_000L, 30,
-            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false, 0, true, 1);
+            EnumSet.of(StopRule.QEMU_DOWNTIME, StopRule.XEN_MAX_ROUNDS), DirtyTracking.WRITE_PROTECT, false, 0, true, 1, true);
     }
 
     public MigrationConfig withMode(Mode m) {
-        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
+        return new MigrationConfig(m, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels, pageReferences);
     }
 
     public MigrationConfig withBandwidth(long bytesPerSecond) {
-        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
+        return new MigrationConfig(mode, bytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels, pageReferences);
     }
 
     public MigrationConfig withDowntimeLimit(long nanos) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, nanos, maxRounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels, pageReferences);
     }
 
     public MigrationConfig withMaxRounds(int rounds) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, rounds, stopRules, tracking, autoConverge, xbzrleCacheBytes, verify, channels, pageReferences);
     }
 
     public MigrationConfig withStopRules(Set<StopRule> rules) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge, xbzrleCacheBytes, verify, channels);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, rules, tracking, autoConverge, xbzrleCacheBytes, verify, channels, pageReferences);
     }
 
     public MigrationConfig withTracking(DirtyTracking method) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge, xbzrleCacheBytes, verify, channels);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, method, autoConverge, xbzrleCacheBytes, verify, channels, pageReferences);
     }
 
     public MigrationConfig withAutoConverge(boolean on) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on, xbzrleCacheBytes, verify, channels);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, on, xbzrleCacheBytes, verify, channels, pageReferences);
     }
 
     /** XBZRLE with a cache of {@code cacheBytes} (0: off). */
     public MigrationConfig withXbzrle(long cacheBytes) {
-        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, cacheBytes, verify, channels);
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge, cacheBytes, verify, channels, pageReferences);
     }
 
     /** Whether an in-process migration compares every page before the switch-over. */
     public MigrationConfig withVerify(boolean on) {
         return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge,
-            xbzrleCacheBytes, on, channels);
+            xbzrleCacheBytes, on, channels, pageReferences);
+    }
+
+    /** Whether pages may travel as references over a transport that offers the source's memory (see above). */
+    public MigrationConfig withPageReferences(boolean on) {
+        return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge,
+            xbzrleCacheBytes, verify, channels, on);
     }
 
     /** {@code n} multifd channels (1: none, the main stream carries every page). */
     public MigrationConfig withChannels(int n) {
         return new MigrationConfig(mode, bandwidthBytesPerSecond, downtimeLimitNanos, maxRounds, stopRules, tracking, autoConverge,
-            xbzrleCacheBytes, verify, n);
+            xbzrleCacheBytes, verify, n, pageReferences);
     }
 }

@@ -286,6 +286,7 @@ final class Multifd {
             private void run(int index, long session, Vm vm, Migration.Pacer pacer, AtomicReference<Throwable> failure) {
                 try {
                     StreamWriter out = new StreamWriter(transport);
+                    out.references(vm); // by reference when the main connection offers the VM's memory
                     out.channel(index, session);
                     while (true) {
                         long[] b = take(work, () -> {
@@ -454,11 +455,11 @@ final class Multifd {
                         throw new MigrationException("stream is corrupted: multifd channel " + index + " sends guest frame " + gfn
                             + ", outside the VM's " + frames + " frames");
                     }
-                    if (flags != StreamFormat.PAGE_FULL && flags != StreamFormat.PAGE_ZERO) {
+                    if (flags != StreamFormat.PAGE_FULL && flags != StreamFormat.PAGE_ZERO && flags != StreamFormat.PAGE_REFERENCE) {
                         throw new MigrationException("stream is corrupted: multifd page " + gfn + " has flags " + flags
-                            + " (channels carry whole and zero pages only)");
+                            + " (channels carry whole, zero and by-reference pages only)");
                     }
-                    if (Destination.storePage(vm, chunk, flags, gfn, page)) {
+                    if (Destination.storePage(vm, chunk, flags, gfn, page, t)) {
                         zero++;
                     }
                     received++;

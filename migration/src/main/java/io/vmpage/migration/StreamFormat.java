@@ -1,18 +1,22 @@
 package io.vmpage.migration;
 
 /**
- * The migration stream, version 3 (version 2 had no DEVICE records, version 1 no DELTA pages): what the source writes and the destination checks, all big-endian.
+ * The migration stream, version 4 (version 3 had no REFERENCE pages, version 2 no DEVICE records, version 1 no
+ * DELTA pages): what the source writes and the destination checks, all big-endian.
  *
  * <pre>
  *  stream  = HEADER record* END
  *
  *  HEADER  +------------+---------+----------+------------------------------------------------------+
  *          | magic u32  | ver u16 | rsvd u16 | config: memory u64, vcpus u32, paging u8, levels u8,  |
- *          | 'VMPG'     | 3       | 0        | mmu: tlb sets/ways/large sets/large ways 4 x u32,    |
+ *          | 'VMPG'     | 4       | 0        | mmu: tlb sets/ways/large sets/large ways 4 x u32,    |
  *          |            |         |          | tlb on u8, psc u32, nested u32, MAXPHYADDR u8        |
  *          +------------+---------+----------+------------------------------------------------------+
- *  PAGE    | type u8 = 1 | flags u8 (ZERO 1, FULL 2, DELTA 3) | gfn u64 | FULL: 4096 bytes          |
+ *  PAGE    | type u8 = 1 | flags u8 (ZERO 1, FULL 2, DELTA 3, REFERENCE 4) | gfn u64 | FULL: 4096 bytes |
  *          |             |   DELTA: length u16, then an {@link Xbzrle} delta against the page's last copy |
+ *          |             |   REFERENCE: nothing; the destination copies the page out of the source VM   |
+ *          |             |   its transport offers ({@link Transport#offerMemory}: in-process only) when  |
+ *          |             |   it reads the record, which is no earlier than the source wrote it          |
  *  ROUND   | type u8 = 2 | round u32  (0 = the bulk copy, then one per harvest, STOP_AND_COPY last) |
  *  STATE   | type u8 = 3 | vcpus u32 | per vCPU: cr0 u64, cr3 u64, cr4 u64, efer u64, flags u8       |
  *          |             |           |   (flags: bit 0 CR3 loaded, bit 1 user mode)                  |
@@ -36,7 +40,7 @@ package io.vmpage.migration;
  *  SYNC    | type u8 = 11 | round u32: every page of the rounds before is in this channel; no channel's page
  *          |              | after its SYNC lands before every channel reached it (a page re-sent in a later
  *          |              | round may travel on another channel)
- *  END     | as above, over this channel's records; PAGE records here are ZERO or FULL
+ *  END     | as above, over this channel's records; PAGE records here are ZERO, FULL or REFERENCE
  * </pre>
  * A post-copy recovery (QEMU's postcopy recovery, {@link Destination#recover}) is a stream of its own on a new
  * connection, after the destination replied with the bitmap of the remote frames it holds:
@@ -47,11 +51,15 @@ package io.vmpage.migration;
  * A record never spans two transport chunks. A page may be sent several times (once per round it was
  * dirty); the last copy counts. A ZERO page is all zeros without its bytes on the wire; pages never
  * populated are not sent at all (the destination reads them as zeros too). A DELTA page changes the copy
- * of that page the destination already holds (an earlier record of the same stream).
+ * of that page the destination already holds (an earlier record of the same stream). A REFERENCE page is
+ * copied later than a FULL one would have been, so it may be newer: still the right copy, since each round
+ * is sent after the harvest that found it dirty, and a write after that harvest is in the next one (the
+ * stop-and-copy's pages are copied while the source is paused). The END digest covers the records, not
+ * the pages a REFERENCE names (those never pass through a buffer).
  */
 final class StreamFormat {
     static final int MAGIC = 0x564D_5047; // "VMPG"
-    static final short VERSION = 3;
+    static final short VERSION = 4;
 
     static final byte PAGE = 1;
     static final byte ROUND = 2;
@@ -75,6 +83,7 @@ final class StreamFormat {
     static final byte PAGE_ZERO = 1;
     static final byte PAGE_FULL = 2;
     static final byte PAGE_DELTA = 3;
+    static final byte PAGE_REFERENCE = 4;
 
     static final int PAGE_BYTES = 4096;
     /** Bytes of a PAGE record without its payload. */

@@ -15,10 +15,22 @@ final class StreamWriter {
     private long pages;
     private long zeroPages;
     private long bytes;
+    /** Payload bytes of the pages sent as REFERENCE: what they move, though not through the stream. */
+    private long referenced;
+    /** The VM whose pages go as REFERENCE records (its memory offered by the transport), null: every page in the stream. */
+    private io.vmpage.engine.Vm references;
 
     StreamWriter(Transport transport) {
         this.transport = transport;
         this.chunk = transport.acquire();
+    }
+
+    /**
+     * From now on {@code vm}'s pages go as REFERENCE records when the transport offers its memory to the
+     * destination ({@link Transport#offeredMemory}); null: every page in the stream again.
+     */
+    void references(io.vmpage.engine.Vm vm) {
+        references = vm != null && transport.offeredMemory() == vm ? vm : null;
     }
 
     void header(VmConfig config) {
@@ -61,6 +73,18 @@ final class StreamWriter {
      * (one copy, no allocation), and sent as ZERO instead when it is all zeros. Returns whether it was.
      */
     boolean page(io.vmpage.engine.Vm vm, long gfn) {
+        if (vm == references) { // the destination copies it out of vm: only its number goes
+            room(StreamFormat.PAGE_HEADER);
+            boolean zero = vm.isZeroFrame(gfn);
+            chunk.put(StreamFormat.PAGE).put(zero ? StreamFormat.PAGE_ZERO : StreamFormat.PAGE_REFERENCE).putLong(gfn);
+            pages++;
+            if (zero) {
+                zeroPages++;
+            } else {
+                referenced += StreamFormat.PAGE_BYTES;
+            }
+            return zero;
+        }
         room(StreamFormat.MAX_RECORD);
         int at = chunk.position();
         chunk.put(StreamFormat.PAGE).put(StreamFormat.PAGE_FULL).putLong(gfn);
@@ -194,9 +218,9 @@ final class StreamWriter {
         return zeroPages;
     }
 
-    /** Stream bytes handed to the transport so far. */
+    /** Stream bytes handed to the transport so far, with the page payload each REFERENCE record moved. */
     long bytes() {
-        return bytes + (chunk == null ? 0 : chunk.position());
+        return bytes + referenced + (chunk == null ? 0 : chunk.position());
     }
 
     /** Sends the chunk when fewer than {@code need} bytes are left in it (records never span chunks). */

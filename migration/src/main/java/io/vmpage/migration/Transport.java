@@ -60,6 +60,21 @@ public interface Transport extends AutoCloseable {
         throw new UnsupportedOperationException(getClass().getSimpleName() + " has no multifd channels");
     }
 
+    /**
+     * Source: offers {@code vm}'s memory to the destination, so that PAGE records may name a page instead
+     * of carrying it and the destination copies it straight out of the source VM ({@link
+     * io.vmpage.engine.Vm#copyFrameFrom}, under the source's host-access guard). True when this transport
+     * can: only one whose ends share a process. Its multifd channels offer the same.
+     */
+    default boolean offerMemory(io.vmpage.engine.Vm vm) {
+        return false;
+    }
+
+    /** Either end: the VM whose memory the source offered, null when none (every page is in the stream then). */
+    default io.vmpage.engine.Vm offeredMemory() {
+        return null;
+    }
+
     /** Breaks the connection (the other side's next call fails with {@code why}); tests inject failures with it. */
     void fail(String why);
 

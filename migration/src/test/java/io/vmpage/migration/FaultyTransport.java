@@ -12,6 +12,8 @@ class FaultyTransport implements Transport {
     private int sends;
     /** With {@code dropEnd}: the chunk held back, so the last one (with the END record) never goes. */
     private ByteBuffer held;
+    /** Whether the source VM's memory is offered through to the inner transport (pages by reference). */
+    private boolean offering;
 
     FaultyTransport(IntPredicate breakAt, boolean corrupt, boolean dropEnd) {
         this(new MemoryTransport(16, MemoryTransport.DEFAULT_CHUNK, 5_000), breakAt, corrupt, dropEnd);
@@ -22,6 +24,22 @@ class FaultyTransport implements Transport {
         this.breakAt = breakAt;
         this.corrupt = corrupt;
         this.dropEnd = dropEnd;
+    }
+
+    /** Passes {@link #offerMemory} on to the inner transport, so that pages go by reference where it can. */
+    FaultyTransport offeringMemory() {
+        offering = true;
+        return this;
+    }
+
+    @Override
+    public boolean offerMemory(io.vmpage.engine.Vm vm) {
+        return offering && inner.offerMemory(vm);
+    }
+
+    @Override
+    public io.vmpage.engine.Vm offeredMemory() {
+        return offering ? inner.offeredMemory() : null;
     }
 
     @Override

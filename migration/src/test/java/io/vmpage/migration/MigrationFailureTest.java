@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.vmpage.engine.Host;
 import io.vmpage.engine.PagingMode;
+import io.vmpage.engine.Vm;
 import java.nio.ByteBuffer;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -59,21 +60,28 @@ class MigrationFailureTest {
      * stop-and-copy alone, or hybrid's switch to post-copy), before the destination has everything: the source resumes, unthrottled and
      * logging off, its writers go on, and every value they wrote is in its memory.
      */
+    static java.util.stream.Stream<org.junit.jupiter.params.provider.Arguments> pausedModesByValueAndByReference() {
+        return java.util.stream.Stream.of(MigrationConfig.Mode.PRECOPY, MigrationConfig.Mode.STOPCOPY, MigrationConfig.Mode.HYBRID)
+            .flatMap(m -> java.util.stream.Stream.of(false, true).map(r -> org.junit.jupiter.params.provider.Arguments.of(m, r)));
+    }
+
     @ParameterizedTest
-    @org.junit.jupiter.params.provider.EnumSource(value = MigrationConfig.Mode.class, names = {"PRECOPY", "STOPCOPY", "HYBRID"})
+    @org.junit.jupiter.params.provider.MethodSource("pausedModesByValueAndByReference")
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
-    void aConnectionDroppedWhileTheSourceIsPausedResumesItWithNothingLost(MigrationConfig.Mode mode) throws Exception {
+    void aConnectionDroppedWhileTheSourceIsPausedResumesItWithNothingLost(MigrationConfig.Mode mode, boolean byReference)
+        throws Exception {
         try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
             Workload guest = new Workload(source, PagingMode.NESTED, 2, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
             try (guest) {
                 guest.start(true, 13);
                 guest.awaitWrites(100);
                 boolean[] pausedWhenDropped = new boolean[1];
+                FaultyTransport link = new FaultyTransport(n -> {
+                    pausedWhenDropped[0] = guest.vm().paused();
+                    return pausedWhenDropped[0];
+                }, false, false);
                 MigrationException lost = assertThrows(MigrationException.class, () -> Migration.over(guest.vm(), destination,
-                    new FaultyTransport(n -> {
-                        pausedWhenDropped[0] = guest.vm().paused();
-                        return pausedWhenDropped[0];
-                    }, false, false), MigrationConfig.defaults().withMode(mode).withBandwidth(256L << 20)));
+                    byReference ? link.offeringMemory() : link, MigrationConfig.defaults().withMode(mode).withBandwidth(256L << 20)));
                 assertTrue(pausedWhenDropped[0], "the link dropped during the stop-and-copy");
                 assertTrue(lost.getMessage().contains("lost"), lost.getMessage());
                 assertFalse(guest.vm().paused(), "the source runs again");
@@ -110,8 +118,47 @@ class MigrationFailureTest {
         }
     }
 
+    /**
+     * Pages by reference a hostile or broken source may send: over a transport that offers no memory, from a
+     * VM of another size, and out of a source VM destroyed before the
+     * destination copies them. Each is rejected by name and the partial VM discarded with every frame.
+     */
+    @Test
+    void pagesByReferenceWithoutAnOfferedSourceOrFromAGoneOneAreRejected() {
+        MigrationException none = receiveHandMade(b -> {
+            header(b, 16L << 20);
+            b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_REFERENCE).putLong(3);
+        });
+        assertTrue(none.getMessage().contains("offers no source memory"), none.getMessage());
+        try (Host source = Host.create(64L << 20)) {
+            Vm small = source.createVm(io.vmpage.engine.VmConfig.of(8L << 20));
+            MigrationException sizes = receiveHandMade(small, b -> {
+                header(b, 16L << 20);
+                b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_REFERENCE).putLong(3);
+            });
+            assertTrue(sizes.getMessage().contains("from a VM of 2048 frames into one of 4096"), sizes.getMessage());
+            Vm same = source.createVm(io.vmpage.engine.VmConfig.of(16L << 20));
+            same.writePhysicalLong(3 << 12, 42);
+            source.destroyVm(same);
+            MigrationException gone = receiveHandMade(same, b -> {
+                header(b, 16L << 20);
+                b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_REFERENCE).putLong(3);
+            });
+            assertTrue(gone.getMessage().contains("destroyed"), gone.getMessage());
+        }
+    }
+
     private static MigrationException receiveHandMade(java.util.function.Consumer<ByteBuffer> write) {
+        return receiveHandMade(null, write);
+    }
+
+    /** A hand-made stream over a memory transport that offers {@code offered}'s memory (null: none). */
+    private static MigrationException receiveHandMade(Vm offered, java.util.function.Consumer<ByteBuffer> write) {
         try (Host destination = Host.create(64L << 20); MemoryTransport t = new MemoryTransport()) {
+            if (offered != null) {
+                t.offerMemory(offered);
+            }
+            long free = destination.frames().freeFrames();
             ByteBuffer b = t.acquire();
             write.accept(b);
             b.flip();
@@ -119,6 +166,7 @@ class MigrationFailureTest {
             t.finish();
             MigrationException e = assertThrows(MigrationException.class, () -> Destination.receive(destination, t));
             assertEquals(0, destination.vms().size());
+            assertEquals(free, destination.frames().freeFrames(), "every frame of the partial VM went back");
             return e;
         }
     }

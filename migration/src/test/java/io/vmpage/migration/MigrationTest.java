@@ -80,6 +80,64 @@ class MigrationTest {
         }
     }
 
+    /**
+     * In one process the pages go by reference (the destination copies each out of the source VM) unless
+     * the config says otherwise: the stream then carries page numbers only, not their bytes, and the result
+     * is the same, pre-copy under writers that never pause, both ways of driving them, every paging mode.
+     * By value, the stream carries every non-zero page whole.
+     */
+    @ParameterizedTest
+    @MethodSource("referenceCombinations")
+    @Timeout(value = 120, unit = TimeUnit.SECONDS)
+    void inProcessPagesGoByReferenceUnlessAskedToGoInTheStream(PagingMode mode, boolean attached, boolean references)
+        throws Exception {
+        try (Host source = Host.create(96L << 20); Host destination = Host.create(96L << 20)) {
+            Workload guest = new Workload(source, mode, WRITERS, MEMORY, PAGES, Workload.Pattern.UNIFORM, PAGES, 0);
+            try (guest) {
+                guest.start(attached, 17);
+                guest.awaitWrites(200);
+                java.util.concurrent.atomic.AtomicLong streamBytes = new java.util.concurrent.atomic.AtomicLong();
+                FaultyTransport counted = new FaultyTransport(n -> false, false, false) {
+                    @Override
+                    public void send(java.nio.ByteBuffer filled) {
+                        streamBytes.addAndGet(filled.remaining());
+                        super.send(filled);
+                    }
+                }.offeringMemory();
+                Migration.Result result = Migration.toHost(guest.vm(), destination, counted,
+                    MigrationConfig.defaults().withBandwidth(256L << 20).withPageReferences(references), round -> { }, vm -> { });
+                MigrationReport report = result.report();
+                assertTrue(report.verified(), report.mismatchedPages() + " pages differ from the paused source");
+                long whole = report.pagesSent() - report.zeroPages();
+                assertTrue(whole > PAGES, whole + " non-zero pages sent");
+                if (references) {
+                    assertTrue(streamBytes.get() < report.pagesSent() * 64L + (64L << 10), streamBytes.get()
+                        + " stream bytes for " + report.pagesSent() + " pages: their bytes went through the stream");
+                } else {
+                    assertTrue(streamBytes.get() >= whole * 4096L, streamBytes.get() + " stream bytes for " + whole + " whole pages");
+                }
+                assertTrue(report.bytesSent() >= whole * 4096L, "bytes sent count what a page by reference moved: "
+                    + report.bytesSent());
+                guest.follow(result.destination());
+                source.destroyVm(guest.vm());
+                guest.awaitWrites(200);
+                guest.stop();
+                assertEquals(0, guest.journalMismatches(result.destination()), "journaled writes missing on the destination");
+            }
+        }
+    }
+
+    static List<Arguments> referenceCombinations() {
+        List<Arguments> all = new ArrayList<>();
+        for (PagingMode mode : PagingMode.values()) {
+            for (boolean attached : new boolean[] {true, false}) {
+                all.add(Arguments.of(mode, attached, true));
+            }
+            all.add(Arguments.of(mode, true, false));
+        }
+        return all;
+    }
+
     @Test
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
     void stopAndCopySendsEveryPopulatedPageOnceAndNothingElse() throws Exception {

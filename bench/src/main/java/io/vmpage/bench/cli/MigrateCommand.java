@@ -222,7 +222,7 @@ public final class MigrateCommand implements Callable<Integer> {
         }
         MigrationConfig config = new MigrationConfig(algorithm, link, limit, maxRounds,
             EnumSet.of(MigrationConfig.StopRule.QEMU_DOWNTIME, MigrationConfig.StopRule.XEN_MAX_ROUNDS), how, autoConverge,
-            xbzrle ? cacheBytes : 0, true, channelCount);
+            xbzrle ? cacheBytes : 0, true, channelCount, true);
         PrintWriter out = spec.commandLine().getOut();
         PrintWriter progress = json != null && json.equals("-") ? spec.commandLine().getErr() : out;
         long hostBytes = memoryBytes + memoryBytes / 8 + (64L << 20);

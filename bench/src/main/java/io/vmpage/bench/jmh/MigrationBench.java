@@ -22,9 +22,11 @@ import org.openjdk.jmh.annotations.TearDown;
 
 /**
  * A whole in-process migration's page copy: stop-and-copy of a 64 MiB guest whose every page holds
- * random (non-zero) bytes, unlimited bandwidth, over the default {@code MemoryTransport} (the source
- * thread copies each page from guest memory into a direct chunk, the destination thread from the chunk
- * into a frame it populates), without the page-by-page verification; the destination VM is destroyed
+ * random (non-zero) bytes, unlimited bandwidth, over the default {@code MemoryTransport} (pages by
+ * reference: the source thread checks each for zeros and sends its number, the destination thread copies
+ * it out of the source VM into a frame it places filled; {@code stopAndCopyByValue}: through the stream,
+ * the source copying each page into a direct chunk and the destination out of it), without the
+ * page-by-page verification; the destination VM is destroyed
  * and the source resumed after each. Baseline: one raw {@code copyMemory} of the same 64 MiB between two
  * touched off-heap regions. The ratio is the migration's copy throughput against the memory's. The
  * stream's CRC32C runs over every byte on both ends: {@code crc32c} times it over the same 64 MiB, to
@@ -45,6 +47,7 @@ public class MigrationBench {
     private Host destination;
     private Vm vm;
     private MigrationConfig config;
+    private MigrationConfig byValue;
     /** The raw source: a direct buffer (off-heap), so the CRC can take it as a ByteBuffer. */
     private java.nio.ByteBuffer rawSource;
     private long rawSourceAddress;
@@ -67,6 +70,7 @@ public class MigrationBench {
             UnsafeApi.putLong(rawDestination.address() + gpa, 1);
         }
         config = MigrationConfig.defaults().withMode(MigrationConfig.Mode.STOPCOPY).withVerify(false);
+        byValue = config.withPageReferences(false);
     }
 
     /** Loopback pair for {@code rawLoopback}: the receiver thread reads everything and counts it. */
@@ -130,6 +134,18 @@ public class MigrationBench {
         }
     }
 
+    /**
+     * The same with every page in the stream ({@code withPageReferences(false)}), as before pages could go
+     * by reference: the source copies each into a chunk, the destination out of it. The A/B of the two.
+     */
+    @Benchmark
+    @Baseline("rawCopy")
+    public long stopAndCopyByValue() {
+        try (io.vmpage.migration.MemoryTransport link = new io.vmpage.migration.MemoryTransport()) {
+            return migrateOver(link, 1, byValue);
+        }
+    }
+
     /** The same over 2 multifd channels (QEMU's default), each with a thread at both ends. */
     @Benchmark
     @Baseline("rawCopy")
@@ -153,7 +169,11 @@ public class MigrationBench {
 
     /** One stop-and-copy over {@code link} and {@code channels} channels, checked, then undone: the destination VM destroyed, the source resumed. */
     private long migrateOver(io.vmpage.migration.Transport link, int channels) {
-        Migration.Result result = Migration.toHost(vm, destination, link, config.withChannels(channels), round -> { }, running -> { });
+        return migrateOver(link, channels, config);
+    }
+
+    private long migrateOver(io.vmpage.migration.Transport link, int channels, MigrationConfig how) {
+        Migration.Result result = Migration.toHost(vm, destination, link, how.withChannels(channels), round -> { }, running -> { });
         MigrationReport report = result.report();
         if (report.pagesSent() != GUEST / 4096 || report.zeroPages() != 0) {
             throw new IllegalStateException("sent " + report.pagesSent() + " pages, " + report.zeroPages() + " zero");

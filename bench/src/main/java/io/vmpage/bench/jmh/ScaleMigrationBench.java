@@ -23,7 +23,7 @@ import org.openjdk.jmh.annotations.TearDown;
 /**
  * The scale run of a migration: a 16 GiB guest of which 2 GiB were written (random bytes, no zero page),
  * moved in-process by stop-and-copy at unlimited bandwidth and without the page-by-page verification,
- * which reads all 16 GiB. Only the written pages cross (the untouched 14 GiB are never populated, so
+ * which reads all 16 GiB: pages by reference (the default in-process), and through the stream ({@code ByValue}). Only the written pages cross (the untouched 14 GiB are never populated, so
  * never sent); the benchmark checks that. Baseline: one raw {@code copyMemory} of 2 GiB between two
  * touched off-heap regions. The source and destination hosts map 16 GiB and more each, lazily: RAM holds
  * the 2 GiB on each side and the two raw regions, about 8 GiB in all.
@@ -86,8 +86,19 @@ public class ScaleMigrationBench {
         return migrate(2);
     }
 
+    /** The same with every page through the stream (the A/B of pages by reference, the default in-process). */
+    @Benchmark
+    @Baseline("rawCopy2GiB")
+    public long stopAndCopy16GiBGuestByValue() {
+        return migrate(1, config.withPageReferences(false));
+    }
+
     private long migrate(int channels) {
-        Migration.Result result = Migration.toHost(vm, destination, config.withChannels(channels));
+        return migrate(channels, config);
+    }
+
+    private long migrate(int channels, MigrationConfig how) {
+        Migration.Result result = Migration.toHost(vm, destination, how.withChannels(channels));
         MigrationReport report = result.report();
         if (report.pagesSent() != WRITTEN / 4096 || report.zeroPages() != 0) {
             throw new IllegalStateException("sent " + report.pagesSent() + " pages, " + report.zeroPages() + " zero");
