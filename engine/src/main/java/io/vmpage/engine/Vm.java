@@ -1008,6 +1008,120 @@ public final class Vm {
         }
     }
 
+    /** Pages a {@link #copyFramesFrom} batch places under one pair of host accesses (a bit each in a long). */
+    private static final int COPY_BATCH = 64;
+    /** Each copying thread's machine frames for one batch. */
+    private static final ThreadLocal<long[]> BATCH_FRAMES = ThreadLocal.withInitial(() -> new long[COPY_BATCH]);
+
+    /**
+     * {@link #copyFrameFrom} for {@code count} guest frames {@code gfns[0..count)} at once: the pages never
+     * populated here take their frames in one step and are copied and placed under one host access of each
+     * VM per 64, with one fence for their dirty marks (what made a page cost several atomics before its copy);
+     * the rest go one by one. The same guarantees as {@link #copyFrameFrom}; a failure leaves every page
+     * copied before it in place and no frame taken.
+     */
+    public void copyFramesFrom(Vm source, long[] gfns, int count) {
+        if (source == this) {
+            throw new IllegalArgumentException("VM " + id + " cannot copy frames from itself");
+        }
+        java.util.Objects.checkFromIndexSize(0, count, gfns.length);
+        long[] frames = BATCH_FRAMES.get();
+        for (int from = 0; from < count; from += COPY_BATCH) {
+            int n = Math.min(COPY_BATCH, count - from);
+            long slow = copyBatch(source, gfns, from, n, frames);
+            for (long w = slow; w != 0; w &= w - 1) {
+                copyFrameFrom(source, gfns[from + Long.numberOfTrailingZeros(w)]);
+            }
+        }
+    }
+
+    /**
+     * One batch of {@link #copyFramesFrom}: places the pages of {@code gfns[from..from+n)} that are never
+     * populated here and here at the source; returns the bits (relative to {@code from}) of those left to
+     * the one-by-one path (populated here, away from the source, or a frame short).
+     */
+    private long copyBatch(Vm source, long[] gfns, int from, int n, long[] frames) {
+        long empty = 0;
+        for (int i = 0; i < n; i++) {
+            long gfn = gfns[from + i];
+            checkFrame(gfn);
+            source.checkFrame(gfn);
+            source.bringInIfAbsent(gfn);
+            if (p2m.entry(gfn) == P2mEntry.EMPTY) {
+                empty |= 1L << i;
+            }
+        }
+        long all = n == 64 ? -1L : (1L << n) - 1;
+        if (empty == 0) {
+            return all;
+        }
+        MachineMemory memory = host.memory();
+        MachineMemory sourceMemory = source.host.memory();
+        long placed = 0;
+        int access = hostAccesses.enter();
+        try {
+            checkAlive();
+            int got = host.allocator().allocateForFill(id, FrameDescriptor.TYPE_DATA, frames, Long.bitCount(empty));
+            // The free list hands frames out in the reverse of the order they came back in (a destroyed VM's
+            // ascending frames come out descending): ascending pages go to ascending frames, which copies at
+            // memory speed, where writing pages in descending address order took 40% longer here.
+            java.util.Arrays.sort(frames, 0, got);
+            long copied = 0; // pages whose bytes are in frames[0..used), in bit order
+            int used = 0;
+            int sourceAccess = source.hostAccesses.enter();
+            try {
+                source.checkAlive();
+                for (long w = empty; w != 0 && used < got; w &= w - 1) {
+                    int i = Long.numberOfTrailingZeros(w);
+                    long e = source.p2m.entry(gfns[from + i]);
+                    if (!P2mEntry.isPresent(e) && e != P2mEntry.EMPTY && P2mEntry.kind(e) != P2mEntry.BALLOONED) {
+                        continue; // away again (a swap-out): one by one
+                    }
+                    if (P2mEntry.isPresent(e)) {
+                        sourceMemory.copyFrameTo(P2mEntry.frame(e), memory, frames[used]);
+                    } else {
+                        memory.zeroFrame(frames[used]);
+                    }
+                    copied |= 1L << i;
+                    used++;
+                }
+            } catch (RuntimeException failure) {
+                freeFrames(frames, 0, got); // none installed yet
+                throw failure;
+            } finally {
+                source.hostAccesses.exit(sourceAccess);
+            }
+            // Installs after all the copies: an install is a CAS, which waits for every store before it to
+            // land, so one per copied page would wait out each page's copy in turn.
+            int f = 0;
+            for (long w = copied; w != 0; w &= w - 1, f++) {
+                int i = Long.numberOfTrailingZeros(w);
+                long gfn = gfns[from + i];
+                host.allocator().setGuestFrame(frames[f], gfn);
+                if (p2mWriter.install(gfn, frames[f])) { // the page, whole, is what becomes reachable
+                    placed |= 1L << i;
+                } else {
+                    host.allocator().free(frames[f]); // populated meanwhile: one by one; never reachable
+                }
+            }
+            freeFrames(frames, used, got);
+            if (placed != 0) {
+                populatedFrames.addAndGet(Long.bitCount(placed));
+                dirty.markHost(gfns, from, placed);
+            }
+        } finally {
+            hostAccesses.exit(access);
+        }
+        return all & ~placed;
+    }
+
+    /** Gives {@code frames[from..to)}, taken and never installed, back to the host. */
+    private void freeFrames(long[] frames, int from, int to) {
+        for (int f = from; f < to; f++) {
+            host.allocator().free(frames[f]);
+        }
+    }
+
     /**
      * This VM's guest frame {@code gfn} into frame {@code frame} of {@code dst} (another host's memory), as a
      * host access of this VM; false, nothing copied, when its contents are elsewhere right now (the caller
@@ -1372,7 +1486,9 @@ public final class Vm {
         backend.release();
         hostAccesses.synchronize(); // host accesses and populates that passed the destroyed check have ended
         io.vmpage.engine.swap.SwapDevice swap = host.swap();
-        for (long gfn = 0; gfn < p2m.frames(); gfn++) {
+        // From the top down: the free list gives back the frame freed last first, so the next VM's pages,
+        // filled from the bottom up, get ascending frames (a copy into descending frames runs slower)
+        for (long gfn = p2m.frames() - 1; gfn >= 0; gfn--) {
             long e = p2m.entry(gfn);
             long mfn = p2m.machineFrame(gfn);
             if (mfn >= 0 && p2mWriter.remove(gfn, mfn)) {

@@ -70,6 +70,51 @@ class HostCopyTest {
         }
     }
 
+    /**
+     * A batch of every kind of page, in every paging mode: placed afresh, stored over a copy held already,
+     * never populated at the source (zeros), on the source's swap (brought in), with a duplicate; each ends
+     * as the source's page, and the target's dirty log sees every one.
+     */
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    void aBatchCopiesEveryKindOfPageAndLogsThem(PagingMode mode) throws Exception {
+        try (Host a = Host.create(64L << 20); Host b = Host.create(64L << 20)) {
+            a.attachSwap(SwapDevice.create(dir.resolve("swap"), 1024));
+            Vm source = a.createVm(VmConfig.of(8L << 20).withPaging(mode));
+            Vm target = b.createVm(VmConfig.of(8L << 20).withPaging(mode));
+            int n = 150; // more than two batches of 64
+            long[] gfns = new long[n + 1];
+            for (int i = 0; i < n; i++) {
+                gfns[i] = 3L * i;
+                if (i % 5 != 4) { // every fifth never populated at the source
+                    byte[] page = contents(gfns[i]);
+                    source.writePhysical(gfns[i] << 12, page, 0, page.length);
+                }
+                if (i % 7 == 0) {
+                    target.writePhysicalLong(gfns[i] << 12, -1); // held already: stored over
+                }
+            }
+            for (int i = 1; i < n; i += 11) {
+                if (i % 5 != 4) {
+                    assertTrue(source.swapOut(gfns[i]), "page " + i + " to swap");
+                }
+            }
+            gfns[n] = gfns[2]; // a duplicate
+            target.dirtyLog().enable(io.vmpage.engine.dirty.DirtyTracking.WRITE_PROTECT);
+            target.copyFramesFrom(source, gfns, n + 1);
+            io.vmpage.engine.dirty.DirtySnapshot logged = new io.vmpage.engine.dirty.DirtySnapshot(target.physicalMap().frames());
+            target.dirtyLog().harvest(logged);
+            target.dirtyLog().disable();
+            for (int i = 0; i < n; i++) {
+                byte[] expected = i % 5 == 4 ? new byte[4096] : contents(gfns[i]);
+                assertArrayEquals(expected, read(target, gfns[i]), "page " + i);
+                assertTrue(logged.isDirty(gfns[i]), "page " + i + " is logged");
+            }
+            assertEquals(0, source.swappedFrames(), "the swapped pages were brought in to be read");
+            assertThrows(IndexOutOfBoundsException.class, () -> target.copyFramesFrom(source, gfns, n + 2));
+        }
+    }
+
     @Test
     void badCopiesAreClearErrors() {
         try (Host a = Host.create(32L << 20); Host b = Host.create(32L << 20)) {
@@ -136,9 +181,9 @@ class HostCopyTest {
      * frame that is only away on swap. A seeded schedule, a time bound.
      */
     @ParameterizedTest
-    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    @org.junit.jupiter.params.provider.CsvSource({"NESTED,false", "SHADOW,false", "NESTED,true", "SHADOW,true"})
     @Timeout(value = 60, unit = TimeUnit.SECONDS)
-    void copiesRacingTheSourcesSwapOutsCopyThePage(PagingMode mode) throws Exception {
+    void copiesRacingTheSourcesSwapOutsCopyThePage(PagingMode mode, boolean batched) throws Exception {
         try (Host a = Host.create(64L << 20); Host b = Host.create(64L << 20)) {
             a.attachSwap(SwapDevice.create(dir.resolve("swap"), 1024));
             Vm source = a.createVm(VmConfig.of(8L << 20).withPaging(mode));
@@ -162,9 +207,18 @@ class HostCopyTest {
             long copies = 0;
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
             try {
+                long[] one = new long[1];
                 while ((copies < 20_000 || swaps.get() < 500) && System.nanoTime() < deadline) {
                     long gfn = copies % pages;
-                    target.copyFrameFrom(source, gfn);
+                    if (batched) {
+                        if (target.physicalMap().machineFrame(gfn) >= 0) {
+                            assertTrue(target.discardFrame(gfn)); // so the batch places it afresh
+                        }
+                        one[0] = gfn;
+                        target.copyFramesFrom(source, one, 1);
+                    } else {
+                        target.copyFrameFrom(source, gfn);
+                    }
                     assertFalse(target.isZeroFrame(gfn), "copy " + copies + " of guest frame " + gfn + " read zeros");
                     assertArrayEquals(contents(100 + gfn), read(target, gfn), "copy " + copies + " of guest frame " + gfn);
                     copies++;

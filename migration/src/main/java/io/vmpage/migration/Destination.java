@@ -80,6 +80,7 @@ public final class Destination {
             vm = host.createVm(config);
             vm.pause(); // no vCPU runs before its state is in place
             byte[] page = new byte[StreamFormat.PAGE_BYTES];
+            PageReferences references = new PageReferences(vm, transport);
             long frames = vm.physicalMap().frames();
             VmState state = null;
             List<io.vmpage.engine.PvTable> pvTables = new ArrayList<>();
@@ -93,6 +94,9 @@ public final class Destination {
                 }
                 int at = chunk.position();
                 byte type = chunk.get();
+                if (type != StreamFormat.PAGE) {
+                    references.flush(); // every page before lands before any other record counts
+                }
                 if (multifd != null && type != StreamFormat.ROUND) { // past the rounds: every channel's pages first
                     multifd.awaitEnd();
                     channelPages = multifd.pages();
@@ -116,6 +120,7 @@ public final class Destination {
                             break;
                         }
                         if (flags == StreamFormat.PAGE_DELTA) { // XBZRLE: changes the copy this VM holds
+                            references.flush();
                             int length = chunk.getShort() & 0xffff;
                             vm.readPhysical(gfn << 12, page, 0, page.length);
                             try {
@@ -128,7 +133,7 @@ public final class Destination {
                             deltas++;
                         } else if (flags == StreamFormat.PAGE_FULL || flags == StreamFormat.PAGE_ZERO
                             || flags == StreamFormat.PAGE_REFERENCE) {
-                            if (storePage(vm, chunk, flags, gfn, page, transport)) {
+                            if (storePage(vm, chunk, flags, gfn, page, references)) {
                                 zero++;
                             }
                         } else {
@@ -475,28 +480,20 @@ public final class Destination {
 
     /**
      * A whole, zero or by-reference page record into guest frame {@code gfn}: FULL straight from the chunk,
-     * REFERENCE straight from the source VM that {@code transport} offers, ZERO as zeros where the frame
+     * REFERENCE out of the source VM, batched in {@code references}, ZERO as zeros where the frame
      * holds contents sent before (a frame never populated reads as zeros already). Returns whether it was
      * ZERO. Any destination thread (multifd channels too).
      */
-    static boolean storePage(Vm vm, ByteBuffer chunk, byte flags, long gfn, byte[] page, Transport transport) {
+    static boolean storePage(Vm vm, ByteBuffer chunk, byte flags, long gfn, byte[] page, PageReferences references) {
         if (flags == StreamFormat.PAGE_FULL) {
             vm.writePhysical(gfn << 12, chunk, StreamFormat.PAGE_BYTES); // straight from the chunk
             return false;
         }
         if (flags == StreamFormat.PAGE_REFERENCE) { // one copy, out of the source VM the transport offers
-            Vm source = transport.offeredMemory();
-            if (source == null) {
-                throw new MigrationException("stream is corrupted: guest frame " + gfn + " is sent by reference over a"
-                    + " transport that offers no source memory");
-            }
-            if (source.physicalMap().frames() != vm.physicalMap().frames()) {
-                throw new MigrationException("stream is corrupted: pages by reference from a VM of " + source.physicalMap().frames()
-                    + " frames into one of " + vm.physicalMap().frames());
-            }
-            vm.copyFrameFrom(source, gfn);
+            references.add(gfn);
             return false;
         }
+        references.flush(); // the pages before this one land first
         if (vm.physicalMap().machineFrame(gfn) >= 0) {
             java.util.Arrays.fill(page, (byte) 0);
             vm.writePhysical(gfn << 12, page, 0, page.length);

@@ -435,6 +435,7 @@ final class Multifd {
             }
             CRC32C crc = new CRC32C();
             byte[] page = new byte[PAGE];
+            PageReferences references = new PageReferences(vm, t);
             long frames = vm.physicalMap().frames();
             long received = 0;
             long zero = 0;
@@ -459,11 +460,12 @@ final class Multifd {
                         throw new MigrationException("stream is corrupted: multifd page " + gfn + " has flags " + flags
                             + " (channels carry whole, zero and by-reference pages only)");
                     }
-                    if (Destination.storePage(vm, chunk, flags, gfn, page, t)) {
+                    if (Destination.storePage(vm, chunk, flags, gfn, page, references)) {
                         zero++;
                     }
                     received++;
                 } else if (type == StreamFormat.SYNC) {
+                    references.flush(); // this channel's pages of the rounds before are in before it syncs
                     int round = chunk.getInt();
                     if (round <= synced) {
                         throw new MigrationException("stream is corrupted: multifd channel " + index + " syncs round " + round
@@ -479,6 +481,7 @@ final class Multifd {
                             + stallMillis + " ms", e);
                     }
                 } else if (type == StreamFormat.END) {
+                    references.flush();
                     long sent = Destination.endRecord(chunk, at, crc, "multifd channel " + index);
                     if (sent != received) {
                         throw new MigrationException("multifd channel " + index + " ended after " + received

@@ -19,6 +19,12 @@ final class StreamWriter {
     private long referenced;
     /** The VM whose pages go as REFERENCE records (its memory offered by the transport), null: every page in the stream. */
     private io.vmpage.engine.Vm references;
+    /**
+     * REFERENCE records in the chunk now: the chunk goes after this many (1 MiB of pages to copy), not when
+     * full (25,000 of them), so that the destination copies alongside the source's scan, not after it.
+     */
+    private int referencesInChunk;
+    private static final int REFERENCES_PER_CHUNK = 256;
 
     StreamWriter(Transport transport) {
         this.transport = transport;
@@ -82,6 +88,9 @@ final class StreamWriter {
                 zeroPages++;
             } else {
                 referenced += StreamFormat.PAGE_BYTES;
+            }
+            if (++referencesInChunk == REFERENCES_PER_CHUNK) { // the destination copies while this goes on
+                flush();
             }
             return zero;
         }
@@ -189,6 +198,7 @@ final class StreamWriter {
      * destination's read deadline from expiring while the channels carry the pages.
      */
     void keepAlive() {
+        referencesInChunk = 0;
         ByteBuffer covered = chunk.duplicate().flip();
         crc.update(covered);
         bytes += chunk.position();

@@ -419,6 +419,19 @@ public final class DirtyLog {
             }
         }
 
+        /**
+         * {@link #markHost} for the frames {@code gfns[from + i]} whose bit {@code i} is set in {@code which},
+         * after all their stores landed: one fence for the batch, for the same reason as there.
+         */
+        public void markHost(long[] gfns, int from, long which) {
+            java.lang.invoke.VarHandle.fullFence();
+            if (log.method != null) {
+                for (long w = which; w != 0; w &= w - 1) {
+                    log.bitmap.mark(gfns[from + Long.numberOfTrailingZeros(w)]);
+                }
+            }
+        }
+
         /** Whether vCPU {@code vcpu}'s ring filled since the last call (clears it). Owner thread of that vCPU only. */
         public boolean takeRingFull(int vcpu) {
             boolean full = log.ringFull[vcpu];

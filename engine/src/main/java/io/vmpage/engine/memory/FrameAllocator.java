@@ -44,6 +44,11 @@ public final class FrameAllocator {
         return table.allocateForFill(owner, type);
     }
 
+    /** Up to {@code n} frames for filling at once, into {@code frames}; how many it took. */
+    public int allocateForFill(int owner, int type, long[] frames, int n) {
+        return table.allocateForFill(owner, type, frames, n);
+    }
+
     /** Returns {@code frame} to the pool. The caller must have removed every mapping of it. */
     public void free(long frame) {
         table.free(frame);

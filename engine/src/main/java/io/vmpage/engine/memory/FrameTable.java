@@ -108,6 +108,39 @@ public final class FrameTable {
         return frame;
     }
 
+    /**
+     * As {@link #allocateForFill} for up to {@code n} frames at once, into {@code frames[0..)}: one CAS takes
+     * a run of the free list's top (a batch of pages placed together pays one atomic, not one each). The
+     * descriptors are release stores: the frames become reachable only by a later CAS of whoever installs
+     * them. Returns how many it took (fewer when the host has fewer free).
+     */
+    int allocateForFill(int owner, int type, long[] frames, int n) {
+        if (n <= 0) {
+            return 0;
+        }
+        while (true) {
+            long h = head.getLongVolatile(HEAD_OFFSET + 64);
+            int top = (int) (h & 0xFFFF_FFFFL) - 1;
+            int taken = 0;
+            for (int f = top; f >= 0 && taken < n; f = next.getIntVolatile(f * 4)) {
+                frames[taken++] = f; // read ahead of the CAS: a stale run fails it (the tag moved) and is read again
+            }
+            int below = taken == 0 ? -1 : next.getIntVolatile((int) frames[taken - 1] * 4);
+            long tag = (h >>> 32) + 1;
+            if (taken == 0) {
+                return 0;
+            }
+            if (head.compareAndSetLong(HEAD_OFFSET + 64, h, (tag << 32) | ((below + 1) & 0xFFFF_FFFFL))) {
+                free.addAndGet(-taken);
+                long inUse = FrameDescriptor.inUse(type, owner, 1);
+                for (int i = 0; i < taken; i++) {
+                    descriptors.putLongRelease((int) frames[i] * 8, inUse);
+                }
+                return taken;
+            }
+        }
+    }
+
     /** Returns {@code frame} to the pool. The caller must have removed every mapping of it. */
     void free(long frame) {
         checkFrame(frame);
@@ -127,9 +160,12 @@ public final class FrameTable {
         return (m2p.getIntVolatile((int) frame * 4) & 0xFFFF_FFFFL) - 1;
     }
 
-    /** Records that {@code frame} backs guest frame {@code gfn} of its owner. */
+    /**
+     * Records that {@code frame} backs guest frame {@code gfn} of its owner: a release store, since the
+     * frame becomes reachable only by the p2m CAS that installs it afterwards, which publishes this too.
+     */
     void setGuestFrame(long frame, long gfn) {
-        m2p.putIntVolatile((int) frame * 4, (int) (gfn + 1));
+        m2p.putIntRelease((int) frame * 4, (int) (gfn + 1));
     }
 
     /** The descriptor of {@code frame} (volatile read). */
