@@ -20,11 +20,11 @@ final class StreamWriter {
     /** The VM whose pages go as REFERENCE records (its memory offered by the transport), null: every page in the stream. */
     private io.vmpage.engine.Vm references;
     /**
-     * REFERENCE records in the chunk now: the chunk goes after this many (1 MiB of pages to copy), not when
+     * REFERENCE records in the chunk now: the chunk goes after this many (8 MiB of pages to copy), not when
      * full (25,000 of them), so that the destination copies alongside the source's scan, not after it.
      */
     private int referencesInChunk;
-    private static final int REFERENCES_PER_CHUNK = 256;
+    private static final int REFERENCES_PER_CHUNK = 2048;
 
     StreamWriter(Transport transport) {
         this.transport = transport;
