@@ -1488,17 +1488,30 @@ public final class Vm {
         io.vmpage.engine.swap.SwapDevice swap = host.swap();
         // From the top down: the free list gives back the frame freed last first, so the next VM's pages,
         // filled from the bottom up, get ascending frames (a copy into descending frames runs slower)
+        long[] batch = new long[256]; // private frames go back to the host 256 at a time, with one CAS
+        int batched = 0;
         for (long gfn = p2m.frames() - 1; gfn >= 0; gfn--) {
             long e = p2m.entry(gfn);
             long mfn = p2m.machineFrame(gfn);
             if (mfn >= 0 && p2mWriter.remove(gfn, mfn)) {
-                freeUnmappedFrame(mfn);
+                if (FrameDescriptor.type(host.allocator().descriptor(mfn)) == FrameDescriptor.TYPE_SHARED) {
+                    freeUnmappedFrame(mfn);
+                    continue;
+                }
+                batch[batched++] = mfn;
+                if (batched == batch.length) {
+                    host.allocator().free(batch, batched);
+                    populatedFrames.addAndGet(-batched);
+                    batched = 0;
+                }
             } else if (!P2mEntry.isPresent(e) && P2mEntry.kind(e) == P2mEntry.SWAPPED && swap != null
                 && p2mWriter.compareAndSet(gfn, e, P2mEntry.EMPTY)) {
                 swap.free(P2mEntry.payloadOf(e)); // its page on swap goes with it
                 swappedFrames.decrementAndGet();
             }
         }
+        host.allocator().free(batch, batched);
+        populatedFrames.addAndGet(-batched);
     }
 
     /** What the paging backend may use of this VM ({@link VmContext}); never handed to embedders. */

@@ -54,6 +54,11 @@ public final class FrameAllocator {
         table.free(frame);
     }
 
+    /** {@link #free} for {@code frames[0..n)} at once, as if one by one in that order. */
+    public void free(long[] frames, int n) {
+        table.free(frames, n);
+    }
+
     /** The descriptor of {@code frame} (volatile read). */
     public long descriptor(long frame) {
         return table.descriptor(frame);

@@ -156,4 +156,90 @@ class FrameTableTest {
             assertEquals(frames, java.util.Arrays.stream(all).filter(f -> f >= 0).distinct().count(), "list intact");
         }
     }
+
+    /**
+     * The batch operations a migration's destination and a VM teardown use ({@code allocateForFill} of a run
+     * of frames, {@code free} of many) mixed with single ones on 4 threads, the list short enough to run
+     * dry: no frame is handed out twice, every frame comes back, and a batch holding a frame freed already
+     * is refused whole. Seeded, bounded.
+     */
+    @Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void batchAllocationsAndFreesMixedWithSingleOnesNeverHandOutAFrameTwice() throws Exception {
+        try (MachineMemory m = MachineMemory.allocate(1 << 20)) {
+            FrameTable t = new FrameTable(m, 0);
+            int frames = (int) t.frames();
+            AtomicIntegerArray holders = new AtomicIntegerArray(frames);
+            int threads = 4;
+            ExecutorService pool = Executors.newFixedThreadPool(threads);
+            CountDownLatch start = new CountDownLatch(1);
+            List<Future<?>> futures = new ArrayList<>();
+            for (int th = 0; th < threads; th++) {
+                int id = th + 1;
+                futures.add(pool.submit(() -> {
+                    Random r = new Random(100 + id);
+                    long[] held = new long[96];
+                    long[] run = new long[32];
+                    int n = 0;
+                    start.await();
+                    for (int i = 0; i < 100_000; i++) {
+                        int op = r.nextInt(4);
+                        if (op == 0 && n < held.length) {
+                            long f = t.allocate(id, FrameDescriptor.TYPE_DATA);
+                            if (f >= 0) {
+                                take(holders, f, id);
+                                held[n++] = f;
+                            }
+                        } else if (op == 1 && n + run.length <= held.length) {
+                            int got = t.allocateForFill(id, FrameDescriptor.TYPE_DATA, run, 1 + r.nextInt(run.length));
+                            for (int k = 0; k < got; k++) {
+                                take(holders, run[k], id);
+                                held[n++] = run[k];
+                            }
+                        } else if (op == 2 && n > 0) {
+                            long f = held[--n];
+                            holders.set((int) f, 0);
+                            t.free(f);
+                        } else if (n > 0) {
+                            int k = 1 + r.nextInt(n);
+                            for (int j = 0; j < k; j++) {
+                                holders.set((int) held[n - k + j], 0);
+                            }
+                            t.free(java.util.Arrays.copyOfRange(held, n - k, n), k);
+                            n -= k;
+                        }
+                    }
+                    t.free(held, n);
+                    for (int j = 0; j < n; j++) {
+                        holders.set((int) held[j], 0);
+                    }
+                    return null;
+                }));
+            }
+            start.countDown();
+            for (Future<?> f : futures) {
+                f.get(50, TimeUnit.SECONDS);
+            }
+            pool.shutdown();
+            assertEquals(frames, t.freeFrames(), "every frame came back");
+            long[] a = new long[3];
+            assertEquals(3, t.allocateForFill(1, FrameDescriptor.TYPE_DATA, a, 3));
+            t.free(a[1]);
+            IllegalStateException twice = assertThrows(IllegalStateException.class, () -> t.free(a, 3));
+            assertTrue(twice.getMessage().contains("freed twice"), twice.getMessage());
+            assertEquals(frames - 2, t.freeFrames(), "the refused batch freed nothing");
+            t.free(new long[] {a[0], a[2]}, 2);
+            long[] all = new long[frames];
+            assertEquals(frames, t.allocateForFill(9, FrameDescriptor.TYPE_DATA, all, frames));
+            assertEquals(frames, java.util.Arrays.stream(all).distinct().count(), "list intact");
+            assertEquals(a[2], all[0], "the last one freed comes out first");
+            assertEquals(0, t.allocateForFill(9, FrameDescriptor.TYPE_DATA, new long[1], 1), "none left");
+        }
+    }
+
+    private static void take(AtomicIntegerArray holders, long f, int id) {
+        if (!holders.compareAndSet((int) f, 0, id)) {
+            throw new AssertionError("frame " + f + " handed out twice");
+        }
+    }
 }
