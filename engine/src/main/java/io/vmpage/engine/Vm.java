@@ -838,20 +838,48 @@ public final class Vm {
         }
     }
 
-    /** Reads guest-physical {@code gpa} (a volatile load: an entry a vCPU or the engine changes by CAS reads whole). */
-    public long readPhysicalLong(long gpa) {
-        checkPhysical(gpa, 8);
+    /**
+     * Starts a host-side read of {@code width} bytes at {@code gpa}: brings its frame in if it is elsewhere,
+     * enters a host access and looks the frame up, again if it went away meanwhile (a swap-out), and returns
+     * the access with the host-physical address, packed as {@code (hpa + 1) << 4 | slot} (hpa -1: the frame
+     * reads as zeros). Read it with {@link #readHpa}, end it with {@link #endRead}.
+     */
+    private long beginRead(long gpa, int width) {
         while (true) {
             bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
             int access = hostAccesses.enter();
+            boolean ok = false;
             try {
-                long hpa = readAddress(gpa, 8);
+                long hpa = readAddress(gpa, width);
                 if (hpa != NOT_HERE) {
-                    return hpa < 0 ? 0 : host.memory().getLongVolatile(hpa);
+                    ok = true;
+                    return ((hpa + 1) << 4) | access;
                 }
             } finally {
-                hostAccesses.exit(access);
+                if (!ok) {
+                    hostAccesses.exit(access);
+                }
             }
+        }
+    }
+
+    private static long readHpa(long read) {
+        return (read >>> 4) - 1;
+    }
+
+    private void endRead(long read) {
+        hostAccesses.exit((int) (read & 0xF));
+    }
+
+    /** Reads guest-physical {@code gpa} (a volatile load: an entry a vCPU or the engine changes by CAS reads whole). */
+    public long readPhysicalLong(long gpa) {
+        checkPhysical(gpa, 8);
+        long read = beginRead(gpa, 8);
+        try {
+            long hpa = readHpa(read);
+            return hpa < 0 ? 0 : host.memory().getLongVolatile(hpa);
+        } finally {
+            endRead(read);
         }
     }
 
@@ -876,20 +904,16 @@ public final class Vm {
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
             checkPhysical(gpa, 1);
-            long hpa = NOT_HERE;
-            while (hpa == NOT_HERE) {
-                bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
-                int access = hostAccesses.enter();
-                try {
-                    hpa = readAddress(gpa, 1);
-                    if (hpa == -1) {
-                        java.util.Arrays.fill(dst, offset, offset + chunk, (byte) 0);
-                    } else if (hpa >= 0) {
-                        host.memory().getBytes(hpa, dst, offset, chunk);
-                    }
-                } finally {
-                    hostAccesses.exit(access);
+            long read = beginRead(gpa, 1);
+            try {
+                long hpa = readHpa(read);
+                if (hpa < 0) {
+                    java.util.Arrays.fill(dst, offset, offset + chunk, (byte) 0);
+                } else {
+                    host.memory().getBytes(hpa, dst, offset, chunk);
                 }
+            } finally {
+                endRead(read);
             }
             gpa += chunk;
             offset += chunk;
@@ -908,22 +932,18 @@ public final class Vm {
         while (length > 0) {
             int chunk = (int) Math.min(length, MachineMemory.FRAME_SIZE - (gpa & MachineMemory.FRAME_OFFSET_MASK));
             checkPhysical(gpa, 1);
-            long hpa = NOT_HERE;
-            while (hpa == NOT_HERE) {
-                bringInIfAbsent(gpa >>> MachineMemory.FRAME_SHIFT);
-                int access = hostAccesses.enter();
-                try {
-                    hpa = readAddress(gpa, 1);
-                    if (hpa == -1) {
-                        for (int i = 0; i < chunk; i++) {
-                            dst.put((byte) 0);
-                        }
-                    } else if (hpa >= 0) {
-                        host.memory().getBytes(hpa, dst, chunk);
+            long read = beginRead(gpa, 1);
+            try {
+                long hpa = readHpa(read);
+                if (hpa < 0) {
+                    for (int i = 0; i < chunk; i++) {
+                        dst.put((byte) 0);
                     }
-                } finally {
-                    hostAccesses.exit(access);
+                } else {
+                    host.memory().getBytes(hpa, dst, chunk);
                 }
+            } finally {
+                endRead(read);
             }
             gpa += chunk;
             length -= chunk;
@@ -937,17 +957,12 @@ public final class Vm {
      */
     public boolean isZeroFrame(long gfn) {
         checkFrame(gfn);
-        while (true) {
-            bringInIfAbsent(gfn);
-            int access = hostAccesses.enter();
-            try {
-                long hpa = readAddress(gfn << MachineMemory.FRAME_SHIFT, 1);
-                if (hpa != NOT_HERE) {
-                    return hpa == -1 || host.memory().isFrameZero(hpa >>> MachineMemory.FRAME_SHIFT);
-                }
-            } finally {
-                hostAccesses.exit(access);
-            }
+        long read = beginRead(gfn << MachineMemory.FRAME_SHIFT, 1);
+        try {
+            long hpa = readHpa(read);
+            return hpa < 0 || host.memory().isFrameZero(hpa >>> MachineMemory.FRAME_SHIFT);
+        } finally {
+            endRead(read);
         }
     }
 
