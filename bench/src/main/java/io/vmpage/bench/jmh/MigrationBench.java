@@ -104,6 +104,7 @@ public class MigrationBench {
 
     @TearDown(Level.Trial)
     public void tearDown() throws Exception {
+        helper.shutdownNow();
         rawSender.close();
         rawReceiver.close();
         destination.close();
@@ -115,6 +116,53 @@ public class MigrationBench {
     public long rawCopy() {
         UnsafeApi.copyMemory(rawSourceAddress, rawDestination.address(), GUEST);
         return UnsafeApi.getLong(rawDestination.address() + GUEST - 8);
+    }
+
+    /** A thread kept for {@code rawCopyTwoThreads}: it copies the upper half while the benchmark thread copies the lower. */
+    private java.util.concurrent.ExecutorService helper;
+    /** Every guest frame of the VM, in order, for {@code copyFramesOnly}. */
+    private long[] allFrames;
+
+    @Setup(Level.Trial)
+    public void setUpHelpers() {
+        helper = java.util.concurrent.Executors.newSingleThreadExecutor(r -> {
+            Thread t = new Thread(r, "raw-copy-helper");
+            t.setDaemon(true);
+            return t;
+        });
+        allFrames = new long[(int) (GUEST >>> 12)];
+        for (int i = 0; i < allFrames.length; i++) {
+            allFrames[i] = i;
+        }
+    }
+
+    /**
+     * The same 64 MiB copied by two threads at once, half each: how much a second core adds to a copy that
+     * memory bandwidth bounds (the most a migration could gain by copying on both cores).
+     */
+    @Benchmark
+    @Baseline("rawCopy")
+    public long rawCopyTwoThreads() throws Exception {
+        java.util.concurrent.Future<?> upper = helper.submit(
+            () -> UnsafeApi.copyMemory(rawSourceAddress + GUEST / 2, rawDestination.address() + GUEST / 2, GUEST / 2));
+        UnsafeApi.copyMemory(rawSourceAddress, rawDestination.address(), GUEST / 2);
+        upper.get();
+        return UnsafeApi.getLong(rawDestination.address() + GUEST - 8);
+    }
+
+    /**
+     * The destination's share of an in-process migration alone, no stream: a VM created on the destination
+     * host, all 16,384 pages copied out of the source VM by {@code Vm.copyFramesFrom} (frames taken, filled
+     * and installed), the VM destroyed.
+     */
+    @Benchmark
+    @Baseline("rawCopy")
+    public long copyFramesOnly() {
+        Vm copy = destination.createVm(VmConfig.of(GUEST));
+        copy.copyFramesFrom(vm, allFrames, allFrames.length);
+        long populated = copy.populatedFrames();
+        destination.destroyVm(copy);
+        return populated;
     }
 
     /** JDK's CRC32C (an intrinsic) over the 64 MiB, as the stream's END digest covers it, on each end. */
