@@ -1036,13 +1036,18 @@ public final class Vm {
      * copied before it in place and no frame taken.
      */
     public void copyFramesFrom(Vm source, long[] gfns, int count) {
+        copyFramesFrom(source, gfns, 0, count);
+    }
+
+    /** {@link #copyFramesFrom(Vm, long[], int)} for {@code gfns[offset..offset+count)}. */
+    public void copyFramesFrom(Vm source, long[] gfns, int offset, int count) {
         if (source == this) {
             throw new IllegalArgumentException("VM " + id + " cannot copy frames from itself");
         }
-        java.util.Objects.checkFromIndexSize(0, count, gfns.length);
+        java.util.Objects.checkFromIndexSize(offset, count, gfns.length);
         long[] frames = BATCH_FRAMES.get();
-        for (int from = 0; from < count; from += COPY_BATCH) {
-            int n = Math.min(COPY_BATCH, count - from);
+        for (int from = offset; from < offset + count; from += COPY_BATCH) {
+            int n = Math.min(COPY_BATCH, offset + count - from);
             long slow = copyBatch(source, gfns, from, n, frames);
             for (long w = slow; w != 0; w &= w - 1) {
                 copyFrameFrom(source, gfns[from + Long.numberOfTrailingZeros(w)]);

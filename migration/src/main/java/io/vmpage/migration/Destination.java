@@ -66,6 +66,7 @@ public final class Destination {
         long remoteCount = 0;
         long pushed = 0;
         PostCopyFetcher fetcher = null; // set at the switch-over
+        PageReferences references = null;
         boolean switched = false; // the VM runs here: from now on a failure pauses the post-copy, it never discards the VM
         long channelPages = 0;
         long channelZero = 0;
@@ -80,7 +81,9 @@ public final class Destination {
             vm = host.createVm(config);
             vm.pause(); // no vCPU runs before its state is in place
             byte[] page = new byte[StreamFormat.PAGE_BYTES];
-            PageReferences references = new PageReferences(vm, transport);
+            // The main stream's pages by reference are copied on two threads where there are two cores (a
+            // multifd channel copies its own on its own thread, beside the others)
+            references = new PageReferences(vm, transport, Runtime.getRuntime().availableProcessors() > 1);
             long frames = vm.physicalMap().frames();
             VmState state = null;
             List<io.vmpage.engine.PvTable> pvTables = new ArrayList<>();
@@ -264,11 +267,18 @@ public final class Destination {
                         zero + channelZero, deltas, rounds));
             }
             abort(multifd, "the destination rejected the stream: " + e.getMessage());
+            if (references != null) {
+                references.close(); // its helper copies into the VM no more before the VM goes
+            }
             destroy(host, vm);
             if (e instanceof MigrationException) {
                 throw e;
             }
             throw new MigrationException("stream rejected: " + e.getMessage(), e);
+        } finally {
+            if (references != null) {
+                references.close();
+            }
         }
     }
 
