@@ -165,6 +165,20 @@ public class MigrationBench {
         return populated;
     }
 
+    /** {@code copyFramesOnly} with the upper half of the pages copied by a second thread meanwhile. */
+    @Benchmark
+    @Baseline("rawCopy")
+    public long copyFramesOnlyTwoThreads() throws Exception {
+        Vm copy = destination.createVm(VmConfig.of(GUEST));
+        int half = allFrames.length / 2;
+        java.util.concurrent.Future<?> upper = helper.submit(() -> copy.copyFramesFrom(vm, allFrames, half, allFrames.length - half));
+        copy.copyFramesFrom(vm, allFrames, 0, half);
+        upper.get();
+        long populated = copy.populatedFrames();
+        destination.destroyVm(copy);
+        return populated;
+    }
+
     /** JDK's CRC32C (an intrinsic) over the 64 MiB, as the stream's END digest covers it, on each end. */
     @Benchmark
     @Baseline("rawCopy")
