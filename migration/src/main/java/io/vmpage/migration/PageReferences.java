@@ -172,9 +172,15 @@ final class PageReferences implements AutoCloseable {
             return failure;
         }
 
+        /** Stops the thread and waits for it to end (it is between batches: every flush waited for it). */
         void stop() {
             stopped = true;
             LockSupport.unpark(thread);
+            try {
+                thread.join(1_000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
         }
 
         @Override

@@ -139,6 +139,21 @@ class MigrationFailureTest {
             assertTrue(sizes.getMessage().contains("from a VM of 2048 frames into one of 4096"), sizes.getMessage());
             Vm same = source.createVm(io.vmpage.engine.VmConfig.of(16L << 20));
             same.writePhysicalLong(3 << 12, 42);
+            Vm big = source.createVm(io.vmpage.engine.VmConfig.of(16L << 20));
+            for (long gfn = 0; gfn < 1024; gfn++) {
+                big.writePhysicalLong(gfn << 12, gfn + 1);
+            }
+            source.destroyVm(big); // gone before a batch large enough for two threads is copied out of it
+            MigrationException goneLarge = receiveHandMade(big, b -> {
+                header(b, 16L << 20);
+                for (long gfn = 0; gfn < 1024; gfn++) {
+                    b.put(StreamFormat.PAGE).put(StreamFormat.PAGE_REFERENCE).putLong(gfn);
+                }
+                b.put(StreamFormat.ROUND).putInt(1);
+            });
+            assertTrue(goneLarge.getMessage().contains("destroyed"), goneLarge.getMessage());
+            assertTrue(Thread.getAllStackTraces().keySet().stream().noneMatch(t -> t.getName().startsWith("migration-copy-vm")),
+                "the copy's helper thread ended with the stream");
             source.destroyVm(same);
             MigrationException gone = receiveHandMade(same, b -> {
                 header(b, 16L << 20);

@@ -118,6 +118,8 @@ class MigrationTest {
                 }
                 assertTrue(report.bytesSent() >= whole * 4096L, "bytes sent count what a page by reference moved: "
                     + report.bytesSent());
+                assertTrue(Thread.getAllStackTraces().keySet().stream().noneMatch(t -> t.getName().startsWith("migration-copy-vm")),
+                    "the destination's copy helper ended with the stream");
                 guest.follow(result.destination());
                 source.destroyVm(guest.vm());
                 guest.awaitWrites(200);
