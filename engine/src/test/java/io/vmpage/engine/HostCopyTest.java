@@ -19,7 +19,7 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 /**
  * Whole pages placed by the host, through the public API: {@link Vm#copyFrameFrom} (one copy from a VM of
- * another host, what an in-process migration does per page), {@link Vm#isZeroFrame}, and a whole-page
+ * another host, what an in-process migration does per page), {@link Vm#isZeroFrame} and {@link Vm#zeroFrames}, and a whole-page
  * {@code writePhysical} into a frame never populated, which places the page filled instead of zeroing a
  * frame first. Every host is closed, so {@code Host.close}'s audit checks that no frame leaked.
  */
@@ -112,6 +112,57 @@ class HostCopyTest {
             }
             assertEquals(0, source.swappedFrames(), "the swapped pages were brought in to be read");
             assertThrows(IndexOutOfBoundsException.class, () -> target.copyFramesFrom(source, gfns, n + 2));
+        }
+    }
+
+    /**
+     * The zero scan of a batch ({@link Vm#zeroFrames}) tells every kind of page as {@link Vm#isZeroFrame}
+     * does: a page written with data is not zero, one written with zeros, never populated or discarded is,
+     * and a page on swap is brought in and scanned (with data or without). Bad batches are clear errors.
+     */
+    @ParameterizedTest
+    @EnumSource(value = PagingMode.class, names = {"NESTED", "SHADOW"})
+    void aZeroScanOfABatchTellsEveryKindOfPage(PagingMode mode) throws Exception {
+        try (Host a = Host.create(64L << 20)) {
+            a.attachSwap(SwapDevice.create(dir.resolve("swap"), 1024));
+            Vm vm = a.createVm(VmConfig.of(8L << 20).withPaging(mode));
+            long[] gfns = new long[64 + 10];
+            long expected = 0;
+            for (int i = 0; i < gfns.length; i++) {
+                gfns[i] = 2L * i + 1;
+                int kind = i % 6;
+                if (kind == 0 || kind == 3) { // data; 3: then on swap
+                    byte[] page = contents(gfns[i]);
+                    page[4095] |= 1; // non-zero even where the rest is
+                    java.util.Arrays.fill(page, 0, 4000, (byte) 0); // the first non-zero byte is late in the page
+                    vm.writePhysical(gfns[i] << 12, page, 0, page.length);
+                } else if (kind == 1 || kind == 4) { // zeros written whole; 4: then on swap
+                    vm.writePhysical(gfns[i] << 12, new byte[4096], 0, 4096);
+                } else if (kind == 2) { // written, then discarded
+                    vm.writePhysicalLong(gfns[i] << 12, 5);
+                    assertTrue(vm.discardFrame(gfns[i]));
+                } // kind 5: never populated
+                if (kind == 3 || kind == 4) {
+                    assertTrue(vm.swapOut(gfns[i]), "page " + i + " to swap");
+                }
+                if (i < 64 && kind != 0 && kind != 3) {
+                    expected |= 1L << i;
+                }
+            }
+            assertTrue(vm.swappedFrames() > 0);
+            assertEquals(expected, vm.zeroFrames(gfns, 0, 64), "the first 64");
+            for (int i = 64; i < gfns.length; i++) {
+                long bit = vm.zeroFrames(gfns, i, 1);
+                assertEquals(vm.isZeroFrame(gfns[i]) ? 1 : 0, bit, "page " + i);
+                assertEquals(i % 6 == 0 || i % 6 == 3 ? 0 : 1, bit, "page " + i);
+            }
+            assertEquals(0, vm.swappedFrames(), "the pages on swap were brought in to be scanned");
+            assertThrows(IllegalArgumentException.class, () -> vm.zeroFrames(gfns, 0, 65));
+            assertThrows(IllegalArgumentException.class, () -> vm.zeroFrames(gfns, 0, 0));
+            assertThrows(IndexOutOfBoundsException.class, () -> vm.zeroFrames(gfns, gfns.length - 1, 2));
+            assertThrows(IllegalArgumentException.class, () -> vm.zeroFrames(new long[] {-1}, 0, 1));
+            a.destroyVm(vm);
+            assertThrows(IllegalStateException.class, () -> vm.zeroFrames(gfns, 0, 1));
         }
     }
 
@@ -220,6 +271,8 @@ class HostCopyTest {
                         target.copyFrameFrom(source, gfn);
                     }
                     assertFalse(target.isZeroFrame(gfn), "copy " + copies + " of guest frame " + gfn + " read zeros");
+                    one[0] = gfn;
+                    assertEquals(0, source.zeroFrames(one, 0, 1), "the zero scan of guest frame " + gfn + " read zeros");
                     assertArrayEquals(contents(100 + gfn), read(target, gfn), "copy " + copies + " of guest frame " + gfn);
                     copies++;
                 }

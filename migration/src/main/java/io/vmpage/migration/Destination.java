@@ -81,8 +81,8 @@ public final class Destination {
             vm = host.createVm(config);
             vm.pause(); // no vCPU runs before its state is in place
             byte[] page = new byte[StreamFormat.PAGE_BYTES];
-            // The main stream's pages by reference are copied on two threads where there are two cores (a
-            // multifd channel copies its own on its own thread, beside the others)
+            // The main stream's large batches of pages by reference are shared with the source's thread where
+            // there are two cores (a multifd channel copies its own on its own thread, beside the others)
             references = new PageReferences(vm, transport, Runtime.getRuntime().availableProcessors() > 1);
             long frames = vm.physicalMap().frames();
             VmState state = null;
@@ -268,7 +268,7 @@ public final class Destination {
             }
             abort(multifd, "the destination rejected the stream: " + e.getMessage());
             if (references != null) {
-                references.close(); // its helper copies into the VM no more before the VM goes
+                references.close(); // no batch is shared any more (every flush waited for its pieces)
             }
             destroy(host, vm);
             if (e instanceof MigrationException) {

@@ -43,6 +43,11 @@ public final class MemoryTransport implements Transport {
      * destination after it took a chunk (volatile).
      */
     private volatile io.vmpage.engine.Vm offered;
+    /**
+     * The destination's page copy the source's thread may take pieces of ({@link #shareCopy}), null when
+     * none. Written by the destination thread, read by the source thread (volatile).
+     */
+    private volatile SharedCopy shared;
     /** The connection this is a multifd channel of, null for the main one. */
     private final MemoryTransport parent;
     /** Pool buffers made so far (at most {@code buffers}). Source thread only. */
@@ -153,6 +158,21 @@ public final class MemoryTransport implements Transport {
     @Override
     public io.vmpage.engine.Vm offeredMemory() {
         return parent != null ? parent.offeredMemory() : offered;
+    }
+
+    /** The main connection's destination thread shares its copy; a channel's copies its own pages alone. */
+    @Override
+    public boolean shareCopy(SharedCopy copy) {
+        if (parent != null) {
+            return false;
+        }
+        shared = copy;
+        return true;
+    }
+
+    @Override
+    public SharedCopy sharedCopy() {
+        return shared;
     }
 
     @Override

@@ -92,7 +92,7 @@ final class Multifd {
                 throw e;
             }
             for (Channel c : channels) {
-                c.thread.start();
+                c.start();
             }
         }
 
@@ -142,7 +142,7 @@ final class Multifd {
                 c.work.offer(b);
             }
             for (Channel c : channels) {
-                join(c.thread);
+                c.task.join("the multifd channels");
             }
             check();
         }
@@ -156,8 +156,8 @@ final class Multifd {
                 }
             }
             for (Channel c : channels) {
-                if (c != null && c.thread.isAlive()) {
-                    join(c.thread);
+                if (c != null && c.task != null) {
+                    c.task.join("the multifd channels");
                 }
             }
         }
@@ -241,19 +241,13 @@ final class Multifd {
             }
         }
 
-        private static void join(Thread t) {
-            try {
-                t.join();
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new MigrationException("interrupted while waiting for the multifd channels", e);
-            }
-        }
-
         /** One channel: its connection, its thread, and the batches going to it and coming back. */
         private final class Channel {
             final Transport transport;
-            final Thread thread;
+            private final Runnable body;
+            private final String name;
+            /** The channel's thread once {@link #start}ed (migration thread only), else null. */
+            MigrationThreads.Task task;
             final SpscArrayQueue<long[]> work = new SpscArrayQueue<>(DEPTH);
             final SpscArrayQueue<long[]> freeBatches = new SpscArrayQueue<>(DEPTH);
             /** Published by the channel thread after each batch (lazySet), read by the migration thread. */
@@ -271,8 +265,12 @@ final class Multifd {
                 for (int i = 0; i < DEPTH; i++) {
                     freeBatches.offer(new long[2 + BATCH]);
                 }
-                this.thread = new Thread(() -> run(index, session, vm, pacer, failure), "multifd-send-" + index + "-vm" + vm.id());
-                thread.setDaemon(true);
+                this.body = () -> run(index, session, vm, pacer, failure);
+                this.name = "multifd-send-" + index + "-vm" + vm.id();
+            }
+
+            void start() {
+                task = MigrationThreads.start(name, body);
             }
 
             /** A free batch of this channel, waiting while all are in flight. */
@@ -303,8 +301,12 @@ final class Multifd {
                             out.sync((int) b[1]);
                         } else {
                             long payload = 0;
-                            for (int i = 0; i < b[1]; i++) {
-                                payload += out.page(vm, b[2 + i]) ? 0 : PAGE;
+                            if (out.byReference(vm)) {
+                                payload = (long) PAGE * out.references(vm, b, 2, (int) b[1]);
+                            } else {
+                                for (int i = 0; i < b[1]; i++) {
+                                    payload += out.page(vm, b[2 + i]) ? 0 : PAGE;
+                                }
                             }
                             pacer.sentShared(payload); // once a batch: the channels share the link and its lock
                         }
@@ -334,7 +336,7 @@ final class Multifd {
      */
     static final class Receiver {
         private final Transport main;
-        private final Thread[] threads;
+        private final MigrationThreads.Task[] threads;
         private final Transport[] transports;
         private final CyclicBarrier roundSync;
         private final AtomicIntegerArray seen;
@@ -347,7 +349,7 @@ final class Multifd {
         Receiver(Vm vm, Transport main, int count, long session, long stallMillis) {
             this.main = main;
             this.stallMillis = stallMillis;
-            this.threads = new Thread[count];
+            this.threads = new MigrationThreads.Task[count];
             this.transports = new Transport[count];
             this.roundSync = new CyclicBarrier(count);
             this.seen = new AtomicIntegerArray(count + 1);
@@ -356,21 +358,14 @@ final class Multifd {
             }
             for (int i = 0; i < count; i++) {
                 Transport t = transports[i];
-                threads[i] = new Thread(() -> run(t, vm, count, session), "multifd-receive-" + (i + 1) + "-vm" + vm.id());
-                threads[i].setDaemon(true);
-                threads[i].start();
+                threads[i] = MigrationThreads.start("multifd-receive-" + (i + 1) + "-vm" + vm.id(), () -> run(t, vm, count, session));
             }
         }
 
         /** Waits for every channel's END; throws the first channel's failure. */
         void awaitEnd() {
-            for (Thread t : threads) {
-                try {
-                    t.join();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    throw new MigrationException("interrupted while waiting for the multifd channels", e);
-                }
+            for (MigrationThreads.Task t : threads) {
+                t.join("the multifd channels");
             }
             Throwable t = failure.get();
             if (t != null) {
@@ -385,11 +380,10 @@ final class Multifd {
                 t.fail(why);
             }
             roundSync.reset();
-            for (Thread t : threads) {
+            for (MigrationThreads.Task t : threads) {
                 try {
-                    t.join();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
+                    t.join("the multifd channels");
+                } catch (MigrationException interrupted) { // the flag is set again
                     return;
                 }
             }

@@ -80,19 +80,7 @@ final class StreamWriter {
      */
     boolean page(io.vmpage.engine.Vm vm, long gfn) {
         if (vm == references) { // the destination copies it out of vm: only its number goes
-            room(StreamFormat.PAGE_HEADER);
-            boolean zero = vm.isZeroFrame(gfn);
-            chunk.put(StreamFormat.PAGE).put(zero ? StreamFormat.PAGE_ZERO : StreamFormat.PAGE_REFERENCE).putLong(gfn);
-            pages++;
-            if (zero) {
-                zeroPages++;
-            } else {
-                referenced += StreamFormat.PAGE_BYTES;
-            }
-            if (++referencesInChunk == REFERENCES_PER_CHUNK) { // the destination copies while this goes on
-                flush();
-            }
-            return zero;
+            return reference(gfn, vm.isZeroFrame(gfn));
         }
         room(StreamFormat.MAX_RECORD);
         int at = chunk.position();
@@ -107,6 +95,45 @@ final class StreamWriter {
         chunk.put(StreamFormat.PAGE).put(StreamFormat.PAGE_ZERO).putLong(gfn);
         zeroPages++;
         return true;
+    }
+
+    /** Whether pages of {@code vm} go by reference (its memory is offered to the destination). */
+    boolean byReference(io.vmpage.engine.Vm vm) {
+        return vm != null && vm == references;
+    }
+
+    /**
+     * {@link #page(io.vmpage.engine.Vm, long)} for pages {@code gfns[from..from+n)} of {@code vm}, whose
+     * pages go by reference: one zero scan per 64 ({@link io.vmpage.engine.Vm#zeroFrames}). Returns how many
+     * were not zero.
+     */
+    int references(io.vmpage.engine.Vm vm, long[] gfns, int from, int n) {
+        int full = 0;
+        for (int at = from; at < from + n; at += 64) {
+            int k = Math.min(64, from + n - at);
+            long zero = vm.zeroFrames(gfns, at, k);
+            for (int i = 0; i < k; i++) {
+                reference(gfns[at + i], (zero & (1L << i)) != 0);
+            }
+            full += k - Long.bitCount(zero);
+        }
+        return full;
+    }
+
+    /** A page the destination copies out of the offered VM itself: its number only, or ZERO. */
+    private boolean reference(long gfn, boolean zero) {
+        room(StreamFormat.PAGE_HEADER);
+        chunk.put(StreamFormat.PAGE).put(zero ? StreamFormat.PAGE_ZERO : StreamFormat.PAGE_REFERENCE).putLong(gfn);
+        pages++;
+        if (zero) {
+            zeroPages++;
+        } else {
+            referenced += StreamFormat.PAGE_BYTES;
+        }
+        if (++referencesInChunk == REFERENCES_PER_CHUNK) { // the destination copies while this goes on
+            flush();
+        }
+        return zero;
     }
 
     /** A page whose contents are in {@code page} (4096 bytes); sent as ZERO when all zero. */

@@ -75,6 +75,20 @@ public interface Transport extends AutoCloseable {
         return null;
     }
 
+    /**
+     * Destination: offers its page copy by reference to the source's thread, which copies pieces of it while
+     * it waits for the destination ({@link SharedCopy}); null withdraws it. True when this transport can:
+     * only the main connection of one whose ends share a process.
+     */
+    default boolean shareCopy(SharedCopy copy) {
+        return false;
+    }
+
+    /** Source: the destination's offered page copy ({@link #shareCopy}), null when none. */
+    default SharedCopy sharedCopy() {
+        return null;
+    }
+
     /** Breaks the connection (the other side's next call fails with {@code why}); tests inject failures with it. */
     void fail(String why);
 

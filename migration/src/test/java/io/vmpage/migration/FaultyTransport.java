@@ -42,6 +42,17 @@ class FaultyTransport implements Transport {
         return offering ? inner.offeredMemory() : null;
     }
 
+    /** Passed on with the offered memory: the source's thread copies pieces of the destination's batches. */
+    @Override
+    public boolean shareCopy(SharedCopy copy) {
+        return offering && inner.shareCopy(copy);
+    }
+
+    @Override
+    public SharedCopy sharedCopy() {
+        return offering ? inner.sharedCopy() : null;
+    }
+
     @Override
     public ByteBuffer acquire() {
         return inner.acquire();

@@ -24,7 +24,8 @@ import org.openjdk.jmh.annotations.TearDown;
  * The scale run of a migration: a 16 GiB guest of which 2 GiB were written (random bytes, no zero page),
  * moved in-process by stop-and-copy at unlimited bandwidth and without the page-by-page verification,
  * which reads all 16 GiB: pages by reference (the default in-process), and through the stream ({@code ByValue}). Only the written pages cross (the untouched 14 GiB are never populated, so
- * never sent); the benchmark checks that. Baseline: one raw {@code copyMemory} of 2 GiB between two
+ * never sent); the benchmark checks that. The destination VM is destroyed and the source resumed after
+ * each, outside the timing ({@link MigrationBench.Undo}). Baseline: one raw {@code copyMemory} of 2 GiB between two
  * touched off-heap regions. The source and destination hosts map 16 GiB and more each, lazily: RAM holds
  * the 2 GiB on each side and the two raw regions, about 8 GiB in all.
  */
@@ -76,35 +77,34 @@ public class ScaleMigrationBench {
 
     @Benchmark
     @Baseline("rawCopy2GiB")
-    public long stopAndCopy16GiBGuest() {
-        return migrate(1);
+    public long stopAndCopy16GiBGuest(MigrationBench.Undo undo) {
+        return migrate(undo, 1);
     }
 
     @Benchmark
     @Baseline("rawCopy2GiB")
-    public long stopAndCopy16GiBGuest2Channels() {
-        return migrate(2);
+    public long stopAndCopy16GiBGuest2Channels(MigrationBench.Undo undo) {
+        return migrate(undo, 2);
     }
 
     /** The same with every page through the stream (the A/B of pages by reference, the default in-process). */
     @Benchmark
     @Baseline("rawCopy2GiB")
-    public long stopAndCopy16GiBGuestByValue() {
-        return migrate(1, config.withPageReferences(false));
+    public long stopAndCopy16GiBGuestByValue(MigrationBench.Undo undo) {
+        return migrate(undo, 1, config.withPageReferences(false));
     }
 
-    private long migrate(int channels) {
-        return migrate(channels, config);
+    private long migrate(MigrationBench.Undo undo, int channels) {
+        return migrate(undo, channels, config);
     }
 
-    private long migrate(int channels, MigrationConfig how) {
+    private long migrate(MigrationBench.Undo undo, int channels, MigrationConfig how) {
         Migration.Result result = Migration.toHost(vm, destination, how.withChannels(channels));
+        undo.destroy(destination, result.destination(), vm);
         MigrationReport report = result.report();
         if (report.pagesSent() != WRITTEN / 4096 || report.zeroPages() != 0) {
             throw new IllegalStateException("sent " + report.pagesSent() + " pages, " + report.zeroPages() + " zero");
         }
-        destination.destroyVm(result.destination());
-        vm.resume();
         return report.bytesSent();
     }
 }
