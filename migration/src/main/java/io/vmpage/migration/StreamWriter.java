@@ -46,6 +46,9 @@ final class StreamWriter {
         MmuConfig m = config.mmu();
         chunk.putInt(m.tlbSets()).putInt(m.tlbWays()).putInt(m.largeTlbSets()).putInt(m.largeTlbWays())
             .put((byte) (m.tlbEnabled() ? 1 : 0)).putInt(m.pscEntries()).putInt(m.nestedEntries()).put((byte) m.maxPhysAddrBits());
+        if (references != null) { // in process the destination builds its VM while this scans the first pages
+            flush();
+        }
     }
 
     /** A post-copy recovery stream's first record. */

@@ -81,17 +81,7 @@ public final class FrameTable {
      * -1 when none is left.
      */
     long allocate(int owner, int type) {
-        long frame = pop();
-        if (frame < 0) {
-            return -1;
-        }
-        int at = (int) frame * 8;
-        long d = descriptors.getLongVolatile(at);
-        if ((d & FrameDescriptor.USED) != 0) {
-            memory.zeroFrame(frame); // never hand one VM another's data
-        }
-        descriptors.putLongVolatile(at, FrameDescriptor.inUse(type, owner, 1));
-        return frame;
+        return take(owner, type, true);
     }
 
     /**
@@ -100,11 +90,20 @@ public final class FrameTable {
      * {@code UFFDIO_COPY} places one), so that the frame is written once, not zeroed and then written.
      */
     long allocateForFill(int owner, int type) {
+        return take(owner, type, false);
+    }
+
+    /** One free frame for {@code owner}, zero-filled first with {@code zero} if it was ever used; -1 when none. */
+    private long take(int owner, int type, boolean zero) {
         long frame = pop();
         if (frame < 0) {
             return -1;
         }
-        descriptors.putLongVolatile((int) frame * 8, FrameDescriptor.inUse(type, owner, 1));
+        int at = (int) frame * 8;
+        if (zero && (descriptors.getLongVolatile(at) & FrameDescriptor.USED) != 0) {
+            memory.zeroFrame(frame); // never hand one VM another's data
+        }
+        descriptors.putLongVolatile(at, FrameDescriptor.inUse(type, owner, 1));
         return frame;
     }
 
