@@ -209,10 +209,10 @@ class FrameTableTest {
                             n -= k;
                         }
                     }
-                    t.free(held, n);
                     for (int j = 0; j < n; j++) {
-                        holders.set((int) held[j], 0);
+                        holders.set((int) held[j], 0); // before the free: another thread may take them at once
                     }
+                    t.free(held, n);
                     return null;
                 }));
             }
