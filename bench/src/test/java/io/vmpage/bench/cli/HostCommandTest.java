@@ -77,6 +77,30 @@ class HostCommandTest {
         assertTrue(new com.fasterxml.jackson.databind.ObjectMapper().readTree(cli.out.toString()).get("ran").asBoolean());
     }
 
+    /**
+     * A VM that is not a {@code vmpage migrate} guest (no guest kernel, nothing mapped where its heap would
+     * be) migrates whole, is verified, and then cannot run the host's writers: the host says why and exits 1.
+     */
+    @Test
+    void aVmWithoutTheMigrateGuestsHeapArrivesButItsVcpusSayTheyCannotRun() throws Exception {
+        HostRun host = HostRun.start("--memory-limit", "128m", "--wait", "30s", "--json");
+        java.net.InetSocketAddress at = new java.net.InetSocketAddress("127.0.0.1", host.port());
+        try (io.vmpage.engine.Host source = io.vmpage.engine.Host.create(96L << 20)) {
+            io.vmpage.engine.Vm bare = source.createVm(io.vmpage.engine.VmConfig.of(16L << 20));
+            bare.writePhysicalLong(0, 42);
+            io.vmpage.migration.MigrationReport report;
+            try (io.vmpage.migration.TcpTransport link = io.vmpage.migration.TcpTransport.connect(at, 64 << 10, 10_000)) {
+                report = io.vmpage.migration.RemoteMigration.send(bare, link,
+                    io.vmpage.migration.MigrationConfig.defaults().withMode(io.vmpage.migration.MigrationConfig.Mode.STOPCOPY), r -> { });
+            }
+            assertTrue(report.verified(), report.mismatchedPages() + " pages differ");
+        }
+        assertEquals(1, host.join(60_000), host.cli.err.toString());
+        com.fasterxml.jackson.databind.JsonNode there = new com.fasterxml.jackson.databind.ObjectMapper().readTree(host.cli.out.toString());
+        assertTrue(!there.get("ran").asBoolean() && there.get("failure").asText().contains("not a vmpage migrate guest"), there.toString());
+        assertEquals(0, there.get("writes_after_resume").asLong(), there.toString());
+    }
+
     /** A peer that sends garbage instead of a migration stream: the host says so and exits 1, keeping nothing. */
     @Test
     void aStreamThatIsNotAMigrationIsRejectedClearly() throws Exception {

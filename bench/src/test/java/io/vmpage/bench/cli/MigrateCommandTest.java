@@ -54,6 +54,9 @@ class MigrateCommandTest {
         assertTrue(root.get("verified").asBoolean(), root.toString());
         assertEquals(0, root.get("mismatched_pages").asLong());
         assertTrue(err.toString().contains("destination: vmpage host, process"), "a child process was the destination: " + err);
+        if (mode.equals("postcopy")) { // the destination's vCPUs run from the switch-over and fault pages in over the return path
+            assertTrue(root.get("postcopy_faults").asLong() > 0, root.toString());
+        }
     }
 
     /** {@code vmpage host} listening, and {@code vmpage migrate --to} it: nothing but the socket between them. */
@@ -75,6 +78,8 @@ class MigrateCommandTest {
         JsonNode there = new ObjectMapper().readTree(hostCli.out.toString());
         assertTrue(there.get("ran").asBoolean(), there.toString());
         assertTrue(there.get("writes_after_resume").asLong() > 0, there.toString());
+        // every page of the heap (the 64m guest less the kernel's 32 MiB), found by touching it, was written
+        assertEquals((64 - 32) << 8, there.get("pages_written_after_resume").asLong(), there.toString());
         assertEquals(64L << 20, there.get("memory_bytes").asLong());
         assertEquals(mode.equals("hybrid"), there.has("postcopy_faults"), there.toString());
         assertTrue(there.get("guest_kernel_free_frames").asInt() > 0, "the guest kernel came as device state: " + there);
