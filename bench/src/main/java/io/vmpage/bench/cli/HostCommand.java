@@ -265,7 +265,7 @@ public final class HostCommand implements Callable<Integer> {
      * a touch faults on, found by doubling and then halving, as a program that touches past its mapping gets
      * the page fault its kernel refuses (SIGSEGV). Touching a page of a post-copy guest fetches it.
      */
-    static long heapPages(Vcpu cpu, long cap) {
+    private static long heapPages(Vcpu cpu, long cap) {
         if (cap < 1 || !mapped(cpu, 0)) {
             return 0;
         }
